@@ -1,0 +1,206 @@
+"""The one I/O boundary: every image file is read and written here.
+
+SimpleITK speaks (x, y, z); the rest of the package speaks numpy (z, y, x).
+The flip happens here and nowhere else: `Volume.array` is (z, y, x) and
+`Geometry.spacing_mm` is (z, y, x) too. Masks are always written with the
+geometry (spacing, origin, direction) of a reference image, atomically: a
+temporary file in the target folder renamed into place, so a crash never
+leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sparseg.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+"""File types read as images (the release ships .mha; users bring NIfTI too)."""
+
+DEFAULT_MAX_VOXELS = 512 * 512 * 512
+"""Volumes larger than this are refused before their pixels are read."""
+
+
+def has_image_suffix(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a voxel grid sits in space, in SimpleITK's (x, y, z) order."""
+
+    size_xyz: tuple[int, int, int]
+    spacing_xyz_mm: tuple[float, float, float]
+    origin_xyz_mm: tuple[float, float, float]
+    direction: tuple[float, ...]
+    """Row-major 3x3 direction cosine matrix."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The numpy (z, y, x) array shape."""
+        x, y, z = self.size_xyz
+        return (z, y, x)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel spacing in numpy (z, y, x) order, the order every metric takes."""
+        x, y, z = self.spacing_xyz_mm
+        return (z, y, x)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing_xyz_mm))
+
+    def differences(self, other: Geometry, tolerance: float = 1e-3) -> list[str]:
+        """What differs between two grids beyond a relative/absolute `tolerance`."""
+        problems = []
+        if self.size_xyz != other.size_xyz:
+            problems.append(f"size {self.size_xyz} vs {other.size_xyz}")
+        if not np.allclose(self.spacing_xyz_mm, other.spacing_xyz_mm, rtol=tolerance, atol=0):
+            problems.append(f"spacing {self.spacing_xyz_mm} vs {other.spacing_xyz_mm}")
+        scale = max(max(self.spacing_xyz_mm), 1.0)
+        if not np.allclose(self.origin_xyz_mm, other.origin_xyz_mm, rtol=0, atol=tolerance * scale):
+            problems.append(f"origin {self.origin_xyz_mm} vs {other.origin_xyz_mm}")
+        if not np.allclose(self.direction, other.direction, rtol=0, atol=tolerance):
+            problems.append("direction matrices differ")
+        return problems
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(
+            size_xyz=tuple(int(v) for v in image.GetSize()),  # type: ignore[arg-type]
+            spacing_xyz_mm=tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
+            origin_xyz_mm=tuple(float(v) for v in image.GetOrigin()),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in image.GetDirection()),
+        )
+
+    def apply_to(self, image: sitk.Image) -> None:
+        image.SetSpacing(self.spacing_xyz_mm)
+        image.SetOrigin(self.origin_xyz_mm)
+        image.SetDirection(self.direction)
+
+
+@dataclass
+class Volume:
+    """A scalar 3D image as float32 (z, y, x) voxels and its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path
+
+
+def _sitk_message(exc: Exception) -> str:
+    """The informative last line of a SimpleITK/ITK exception, shortened."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text[:200]
+
+
+def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+    """Read a 3D scalar image of any numeric pixel type as float32 (z, y, x).
+
+    Raises InputError (message starts with the path) for a missing, empty or
+    unreadable file, an image that is not 3D, vector pixels, or a volume over
+    `max_voxels` (checked from the header, before the pixels are read).
+    Non-finite voxels are counted in a warning and set to 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: not a readable image ({_sitk_message(exc)})") from None
+    dimension = reader.GetDimension()
+    if dimension != 3:
+        raise InputError(f"{path}: image is {dimension}D, expected a 3D volume")
+    components = reader.GetNumberOfComponents()
+    if components != 1:
+        raise InputError(f"{path}: pixels have {components} components, expected a scalar image")
+    voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
+    if voxels > max_voxels:
+        raise InputError(
+            f"{path}: volume of {reader.GetSize()} voxels ({voxels}) is over the limit of {max_voxels}"
+        )
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: pixel data cannot be read ({_sitk_message(exc)})") from None
+    raw = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
+        raise InputError(f"{path}: pixel type {raw.dtype} is not a real number type")
+    array = np.asarray(raw, dtype=np.float32).copy()
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        log.warning("%s: %d non-finite voxels (NaN/Inf) treated as 0", path, bad)
+        array[~finite] = 0.0
+    return Volume(array=array, geometry=Geometry.of(image), path=path)
+
+
+def read_geometry(path: Path | str) -> Geometry:
+    """The geometry of an image file, from its header alone."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: not a readable image ({_sitk_message(exc)})") from None
+    if reader.GetDimension() != 3:
+        raise InputError(f"{path}: image is {reader.GetDimension()}D, expected a 3D volume")
+    return Geometry(
+        size_xyz=tuple(int(v) for v in reader.GetSize()),  # type: ignore[arg-type]
+        spacing_xyz_mm=tuple(float(v) for v in reader.GetSpacing()),  # type: ignore[arg-type]
+        origin_xyz_mm=tuple(float(v) for v in reader.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in reader.GetDirection()),
+    )
+
+
+def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[np.ndarray, Geometry]:
+    """A label image as a boolean (z, y, x) array (non-zero = lesion) and its geometry."""
+    volume = read_image(path, max_voxels=max_voxels)
+    return volume.array != 0, volume.geometry
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compress: bool = True) -> Path:
+    """Write a (z, y, x) array with `geometry`, keeping its dtype, atomically.
+
+    The file is written under a temporary name in the target folder and then
+    renamed, so the target either does not exist or is complete.
+    """
+    path = Path(path)
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    geometry.apply_to(image)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create output folder ({exc.strerror})") from None
+    temporary = path.parent / f".partial-{uuid.uuid4().hex[:8]}-{path.name}"
+    try:
+        sitk.WriteImage(image, str(temporary), compress)
+        os.replace(temporary, path)
+    except (RuntimeError, OSError) as exc:
+        temporary.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) else _sitk_message(exc)
+        raise OutputError(f"{path}: cannot write ({reason})") from None
+    return path
+
+
+def write_mask(mask: np.ndarray, reference: Geometry, path: Path | str) -> Path:
+    """Write a binary (z, y, x) mask as uint8 {0, 1} on the reference image's grid."""
+    return write_image((np.asarray(mask) != 0).astype(np.uint8), reference, path)

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sparseg.errors import InputError, OutputError
+from sparseg.io import Geometry, read_geometry, read_image, read_mask, write_image, write_mask
+
+OBLIQUE = Geometry(
+    size_xyz=(7, 6, 5),
+    spacing_xyz_mm=(0.8, 0.9, 4.5),
+    origin_xyz_mm=(-90.0, 12.5, 30.0),
+    direction=tuple(np.array([[0.96592583, -0.25881905, 0.0], [0.25881905, 0.96592583, 0.0], [0.0, 0.0, 1.0]]).ravel()),
+)
+
+
+def _image(array: np.ndarray, geometry: Geometry = OBLIQUE) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    geometry.apply_to(image)
+    return image
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "int32", "float32", "float64"])
+def test_any_numeric_pixel_type_reads_as_float32_zyx(tmp_path: Path, dtype: str) -> None:
+    array = (np.arange(5 * 6 * 7).reshape(5, 6, 7) % 100).astype(dtype)
+    path = tmp_path / "img.mha"
+    sitk.WriteImage(_image(array), str(path))
+    volume = read_image(path)
+    assert volume.array.dtype == np.float32
+    assert volume.array.shape == (5, 6, 7)
+    np.testing.assert_array_equal(volume.array, array.astype(np.float32))
+    assert volume.geometry == Geometry.of(_image(array))
+    assert volume.geometry.spacing_mm == (4.5, 0.9, 0.8)
+
+
+def test_geometry_survives_a_mask_round_trip(tmp_path: Path) -> None:
+    mask = np.zeros(OBLIQUE.shape, dtype=bool)
+    mask[2, 1:4, 2:5] = True
+    path = write_mask(mask, OBLIQUE, tmp_path / "sub" / "mask.mha")
+    read, geometry = read_mask(path)
+    np.testing.assert_array_equal(read, mask)
+    assert geometry.differences(OBLIQUE, tolerance=1e-9) == []
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkUInt8
+    assert [p.name for p in path.parent.iterdir()] == ["mask.mha"]
+
+
+def test_nifti_is_read_too(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    path = tmp_path / "img.nii.gz"
+    sitk.WriteImage(_image(array), str(path))
+    np.testing.assert_allclose(read_image(path).array, array)
+
+
+def test_non_finite_voxels_warn_with_count_and_become_zero(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    array = np.ones((5, 6, 7), dtype=np.float32)
+    array[0, 0, :3] = np.nan
+    array[1, 1, 1] = np.inf
+    path = tmp_path / "nan.mha"
+    sitk.WriteImage(_image(array), str(path))
+    with caplog.at_level(logging.WARNING):
+        volume = read_image(path)
+    assert "4 non-finite voxels" in caplog.text
+    assert np.isfinite(volume.array).all()
+    assert volume.array[0, 0, 0] == 0 and volume.array[2, 2, 2] == 1
+
+
+def _expect_input_error(path: Path, fragment: str, **kwargs) -> None:
+    with pytest.raises(InputError) as info:
+        read_image(path, **kwargs)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert fragment in message, message
+    assert "\n" not in message
+
+
+def test_rejects_missing_file(tmp_path: Path) -> None:
+    _expect_input_error(tmp_path / "absent.mha", "no such file")
+
+
+def test_rejects_zero_byte_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mha"
+    path.touch()
+    _expect_input_error(path, "empty file")
+
+
+def test_rejects_text_renamed_mha(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mha"
+    path.write_text("these are not the pixels you are looking for\n")
+    _expect_input_error(path, "not a readable image")
+
+
+def test_rejects_truncated_pixel_data(tmp_path: Path) -> None:
+    path = tmp_path / "full.mha"
+    sitk.WriteImage(_image(np.ones((5, 6, 7), np.float32)), str(path), False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 50])
+    _expect_input_error(path, "cannot be read")
+
+
+def test_rejects_2d_image(tmp_path: Path) -> None:
+    path = tmp_path / "flat.mha"
+    sitk.WriteImage(sitk.Image([8, 8], sitk.sitkFloat32), str(path))
+    _expect_input_error(path, "2D")
+
+
+def test_rejects_4d_image(tmp_path: Path) -> None:
+    path = tmp_path / "time.mha"
+    sitk.WriteImage(sitk.Image([4, 4, 3, 2], sitk.sitkFloat32), str(path))
+    _expect_input_error(path, "4D")
+
+
+def test_rejects_vector_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.mha"
+    sitk.WriteImage(sitk.Image([4, 4, 3], sitk.sitkVectorFloat32, 3), str(path))
+    _expect_input_error(path, "3 components")
+
+
+def test_rejects_volume_over_budget_from_header(tmp_path: Path) -> None:
+    path = tmp_path / "big.mha"
+    sitk.WriteImage(sitk.Image([10, 10, 10], sitk.sitkUInt8), str(path))
+    _expect_input_error(path, "over the limit", max_voxels=999)
+    assert read_image(path, max_voxels=1000).array.shape == (10, 10, 10)
+
+
+def test_header_geometry_without_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "img.mha"
+    sitk.WriteImage(_image(np.zeros((5, 6, 7), np.int16)), str(path))
+    assert read_geometry(path) == OBLIQUE
+
+
+def test_write_rejects_wrong_shape(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        write_image(np.zeros((2, 2, 2), np.uint8), OBLIQUE, tmp_path / "x.mha")
+
+
+def test_unwritable_output_is_a_clean_error_and_leaves_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OutputError) as info:
+        write_mask(np.zeros(OBLIQUE.shape, bool), OBLIQUE, blocker / "out" / "mask.mha")
+    assert str(blocker) in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
