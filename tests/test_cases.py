@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sparseg import cases
+from sparseg.errors import InputError
+
+
+def _touch_image(path: Path, value: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 3, 4), value, np.int16)), str(path))
+    return path
+
+
+def _release(root: Path, ids: list[str], labels: bool = True) -> Path:
+    for value, cid in enumerate(ids):
+        _touch_image(root / cases.ADC_DIR / cases.adc_name(cid), value)
+        _touch_image(root / cases.Z_DIR / cases.z_name(cid), value)
+        if labels:
+            _touch_image(root / cases.LABEL_DIR / cases.label_name(cid), value)
+    return root
+
+
+def test_pairs_by_case_id_not_by_sort_order(tmp_path: Path) -> None:
+    # Sorted, "MGHNICU_10" < "MGHNICU_9" for ADC while the Z files sort by their
+    # "Zmap_" prefix; an extra ADC-only prefix scrambles the order further.
+    ids = ["MGHNICU_9-VISIT_01", "MGHNICU_10-VISIT_02", "MGHNICU_100-VISIT_01"]
+    root = _release(tmp_path / "BONBID2023_Train", ids)
+    shutil.move(root / cases.ADC_DIR / cases.adc_name(ids[0]), root / cases.ADC_DIR / f"zz_{cases.adc_name(ids[0])}")
+    found = cases.find_cases(tmp_path)  # the parent of the release folder works too
+    assert [c.case_id for c in found] == sorted(ids)
+    for case in found:
+        assert case.case_id in case.adc.name and case.case_id in case.z.name and case.case_id in case.label.name
+        values = {int(sitk.GetArrayFromImage(sitk.ReadImage(str(p))).max()) for p in (case.adc, case.z, case.label)}
+        assert len(values) == 1
+
+
+def test_unlabelled_release_has_no_labels(tmp_path: Path) -> None:
+    found = cases.find_cases(_release(tmp_path, ["MGHNICU_001-VISIT_01"], labels=False))
+    assert found[0].label is None
+    with pytest.raises(InputError, match="no 3LABEL"):
+        cases.find_cases(tmp_path, require_labels=True)
+
+
+def test_unpaired_cases_are_listed(tmp_path: Path) -> None:
+    root = _release(tmp_path, ["MGHNICU_001-VISIT_01", "MGHNICU_002-VISIT_01"])
+    (root / cases.Z_DIR / cases.z_name("MGHNICU_002-VISIT_01")).unlink()
+    (root / cases.LABEL_DIR / cases.label_name("MGHNICU_001-VISIT_01")).unlink()
+    with pytest.raises(InputError) as info:
+        cases.find_cases(root)
+    message = str(info.value)
+    assert "2Z_ADC/ lacks MGHNICU_002-VISIT_01" in message
+    assert "3LABEL/ lacks MGHNICU_001-VISIT_01" in message
+
+
+def test_duplicated_and_nameless_files_are_listed(tmp_path: Path) -> None:
+    root = _release(tmp_path, ["MGHNICU_001-VISIT_01"])
+    _touch_image(root / cases.ADC_DIR / "copy_of_MGHNICU_001-VISIT_01.mha")
+    _touch_image(root / cases.ADC_DIR / "scan.mha")
+    with pytest.raises(InputError) as info:
+        cases.find_cases(root)
+    message = str(info.value)
+    assert "MGHNICU_001-VISIT_01 appears in 2 files" in message
+    assert "no case id" in message and "scan.mha" in message
+
+
+def test_not_a_dataset(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="release layout"):
+        cases.find_cases(tmp_path)
+    with pytest.raises(InputError, match="no such folder"):
+        cases.find_cases(tmp_path / "missing")
+
+
+def _input_layout(root: Path, adc_names: list[str], z_names: list[str]) -> Path:
+    for name in adc_names:
+        _touch_image(root / cases.INPUT_ADC_DIR / name)
+    for name in z_names:
+        _touch_image(root / cases.INPUT_Z_DIR / name)
+    return root
+
+
+def test_input_layout_single_case(tmp_path: Path) -> None:
+    root = _input_layout(tmp_path, ["a1b2.mha"], ["c3d4.mha"])
+    case = cases.find_input_case(root)
+    assert case.adc.name == "a1b2.mha" and case.z.name == "c3d4.mha" and case.label is None
+    assert cases.find_any_cases(root) == [case]
+
+
+def test_input_layout_takes_case_id_from_names(tmp_path: Path) -> None:
+    cid = "MGHNICU_042-VISIT_01"
+    root = _input_layout(tmp_path, [cases.adc_name(cid)], [cases.z_name(cid)])
+    assert cases.find_input_case(root).case_id == cid
+
+
+@pytest.mark.parametrize(
+    "adc, z, fragment",
+    [
+        ([], ["z.mha"], "no image file"),
+        (["a.mha", "b.mha"], ["z.mha"], "2 image files, expected exactly one"),
+        (["MGHNICU_001-VISIT_01.mha"], ["MGHNICU_002-VISIT_01.mha"], "different cases"),
+    ],
+)
+def test_input_layout_errors(tmp_path: Path, adc: list[str], z: list[str], fragment: str) -> None:
+    root = _input_layout(tmp_path, adc, z)
+    (root / cases.INPUT_ADC_DIR).mkdir(parents=True, exist_ok=True)
+    with pytest.raises(InputError, match=fragment):
+        cases.find_input_case(root)
+
+
+def test_input_layout_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such folder"):
+        cases.find_input_case(tmp_path)
