@@ -1,0 +1,349 @@
+"""Synthetic BONBID-HIE cases, in the release's own layout, for tests and demos.
+
+The real data cannot be redistributed, so this module makes cases that look
+like it to the pipeline (the numbers below follow the dataset paper and the
+SPARSeg paper; none of them comes from real scans):
+
+* grid: square slices of 128 to 256 pixels over a 180-230 mm field of view,
+  2-6 mm between axial slices, 16-64 slices covering 100-130 mm;
+* anatomy: a skull-stripped, brain-shaped ellipsoid with a folded cortex of
+  grey matter, a thin rim of extra-axial CSF, lateral ventricles, deep grey
+  nuclei and white matter, at neonatal ADC values (x 1e-6 mm^2/s: WM 1300,
+  GM 1100, deep GM 1050, CSF 2900), a smooth bias and Gaussian noise;
+* Z_ADC: against a normative atlas (per-voxel mean and standard deviation)
+  that is a blurred, slightly mis-registered template of the same anatomy,
+  computed on the 2 mm-smoothed ADC and clipped to [-10, 10] (as the file
+  name `ADC_smooth2mm_clipped10` says);
+* lesions: multi-focal regions of reduced ADC, most reduced at their core,
+  with a burden (lesion voxels / brain voxels) drawn from the dataset's strata
+  <1%, 1-5%, >5% in the proportions 74:26:33, and some lesion-free cases;
+* labels: an expert's outline of the same foci, drawn with a wavy, slightly
+  larger or smaller border, so that Z_ADC < -2 agrees with it only in part,
+  as on the real data (Dice 0.54 +- 0.28 there);
+* files: pixel types and header geometry (origin, direction, oblique
+  orientations) vary from case to case.
+
+Everything is drawn from `numpy.random.default_rng([seed, index])`, so a
+case depends only on the seed and its index.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from sparseg import cases as layout
+from sparseg.config import burden_group
+from sparseg.io import Geometry, write_image
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    in_plane_sizes: tuple[int, ...] = (128, 144, 160, 176, 192, 208, 224, 240, 256)
+    field_of_view_mm: tuple[float, float] = (180.0, 230.0)
+    slice_spacing_mm: tuple[float, float] = (2.0, 6.0)
+    coverage_mm: tuple[float, float] = (100.0, 130.0)
+    depth_range: tuple[int, int] = (16, 64)
+    adc_wm: float = 1300.0
+    adc_gm: float = 1100.0
+    adc_deep_gm: float = 1050.0
+    adc_csf: float = 2900.0
+    noise_sd: float = 45.0
+    atlas_sd: tuple[float, float, float, float] = (130.0, 120.0, 110.0, 380.0)
+    """Normative standard deviation of WM, GM, deep GM, CSF."""
+    strata_weights: tuple[int, int, int] = (74, 26, 33)
+    burden_ranges: tuple[tuple[float, float], ...] = ((0.0008, 0.0095), (0.011, 0.048), (0.055, 0.30))
+    lesion_free_fraction: float = 0.07
+    z_clip: float = 10.0
+    z_smoothing_mm: float = 2.0
+
+    @classmethod
+    def tiny(cls) -> SynthConfig:
+        """Small grids (64-80 pixels, 10-16 slices) with the same anatomy: fast tests and smoke runs."""
+        return cls(
+            in_plane_sizes=(64, 72, 80),
+            field_of_view_mm=(160.0, 180.0),
+            slice_spacing_mm=(4.0, 6.0),
+            coverage_mm=(60.0, 80.0),
+            depth_range=(10, 16),
+        )
+
+
+@dataclass(frozen=True)
+class SynthCase:
+    """One generated case, arrays in (z, y, x)."""
+
+    case_id: str
+    adc: np.ndarray
+    z: np.ndarray
+    label: np.ndarray
+    geometry: Geometry
+    adc_dtype: str
+    z_dtype: str
+    label_dtype: str
+    orientation: str
+
+    @property
+    def burden(self) -> float:
+        brain = np.count_nonzero(self.adc)
+        return float(np.count_nonzero(self.label)) / brain if brain else 0.0
+
+
+def case_id(index: int) -> str:
+    """Case ids in the release's form, numbered from 001."""
+    return f"MGHNICU_{index + 1:03d}-VISIT_01"
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance smooth random field, made on a coarse grid and zoomed up."""
+    factor = [max(1, int(s // 2)) for s in sigma_vox]
+    coarse_shape = [max(2, math.ceil(n / f)) for n, f in zip(shape, factor)]
+    coarse = rng.standard_normal(coarse_shape).astype(np.float32)
+    coarse = ndimage.gaussian_filter(coarse, [s / f for s, f in zip(sigma_vox, factor)], mode="wrap")
+    field = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse_shape)], order=1, grid_mode=True, mode="grid-wrap")
+    field = field[: shape[0], : shape[1], : shape[2]]
+    std = float(field.std())
+    return (field - field.mean()) / (std if std > 0 else 1.0)
+
+
+def _ellipsoid(coords: tuple[np.ndarray, ...], centre: tuple[float, ...], radii: tuple[float, ...]) -> np.ndarray:
+    return sum(((c - m) / r) ** 2 for c, m, r in zip(coords, centre, radii))  # type: ignore[return-value]
+
+
+def _tissue_map(coords: tuple[np.ndarray, ...], anatomy: dict, fold: np.ndarray, radial: np.ndarray) -> np.ndarray:
+    """Tissue labels on the grid: 0 outside, 1 WM, 2 GM, 3 deep GM, 4 CSF."""
+    z, y, x = coords
+    radii = anatomy["radii"]
+    shift = anatomy["shift"]
+    scale = anatomy["scale"]
+    zs, ys, xs = (z - shift[0]) / scale, (y - shift[1]) / scale, (x - shift[2]) / scale
+    r = np.sqrt(_ellipsoid((zs, ys, xs), (0.0, 0.0, 0.0), radii))
+    r = r * (1.0 + 0.05 * radial)
+    depth_mm = (1.0 - r) * float(np.mean(radii))
+    tissue = np.zeros(r.shape, dtype=np.uint8)
+    tissue[r < 1.0] = 1
+    tissue[(r < 1.0) & (depth_mm < 3.5 + 1.8 * fold)] = 2
+    tissue[(r < 1.0) & (depth_mm < 1.0)] = 4
+    for side in (-1.0, 1.0):
+        deep = _ellipsoid((zs, ys, xs), (0.0, -2.0, side * 13.0), (8.0, 12.0, 8.0)) < 1.0
+        tissue[deep & (tissue == 1)] = 3
+        v = anatomy["ventricles"]
+        vent = _ellipsoid((zs, ys, xs), (6.0, 4.0, side * 6.5), (6.0 * v, 15.0 * v, 3.5 * v)) < 1.0
+        tissue[vent & (tissue > 0)] = 4
+    return tissue
+
+
+def _lesion_field(
+    rng: np.random.Generator,
+    coords: tuple[np.ndarray, ...],
+    parenchyma: np.ndarray,
+    burden: float,
+    shape_noise: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A multi-focal 'lesion likelihood' field and the focus index of each voxel."""
+    candidates = np.argwhere(parenchyma)
+    n_foci = int(1 + rng.poisson(1.5 + 10.0 * burden))
+    n_foci = min(n_foci, 8)
+    size_mm = 3.0 + 60.0 * math.sqrt(burden)
+    field = np.zeros(parenchyma.shape, dtype=np.float32)
+    focus = np.zeros(parenchyma.shape, dtype=np.uint8)
+    for k in range(n_foci):
+        centre_idx = candidates[rng.integers(len(candidates))]
+        centre = [float(c.ravel()[centre_idx[axis]]) for axis, c in enumerate(coords)]
+        sigma = size_mm * rng.uniform(0.5, 1.3)
+        # Squared distance from the 1D coordinate vectors (open grid), then combine.
+        d2 = sum(((c - m) / sigma) ** 2 for c, m in zip(coords, centre))
+        bump = np.exp(-0.5 * d2).astype(np.float32) * rng.uniform(0.6, 1.0)
+        stronger = bump > field
+        focus[stronger] = k
+        np.maximum(field, bump, out=field)
+    field *= 1.0 + 0.35 * shape_noise
+    return field, focus
+
+
+def _threshold_for_count(values: np.ndarray, count: int) -> float:
+    """The value above which `count` of `values` lie."""
+    if count <= 0:
+        return float(np.inf)
+    count = min(count, values.size)
+    return float(np.partition(values, values.size - count)[values.size - count])
+
+
+def generate_case(seed: int, index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
+    """Generate one case; deterministic in (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    n = int(rng.choice(config.in_plane_sizes))
+    fov = rng.uniform(*config.field_of_view_mm)
+    spacing_xy = fov / n
+    spacing_z = rng.uniform(*config.slice_spacing_mm)
+    depth = int(np.clip(round(rng.uniform(*config.coverage_mm) / spacing_z), *config.depth_range))
+    shape = (depth, n, n)
+    spacing_zyx = (spacing_z, spacing_xy, spacing_xy)
+
+    # Open-grid physical coordinates (mm) centred on the volume, with a random head position.
+    centre_offset = rng.normal(0.0, [3.0, 4.0, 4.0])
+    coords = tuple(
+        ((np.arange(s) - (s - 1) / 2.0) * sp - off).reshape([-1 if i == a else 1 for i in range(3)])
+        for a, (s, sp, off) in enumerate(zip(shape, spacing_zyx, centre_offset))
+    )
+    full = tuple(np.broadcast_to(c, shape) for c in coords)
+    sigma_of = lambda mm: tuple(mm / s for s in spacing_zyx)  # noqa: E731
+
+    radii = (rng.uniform(38, 46), rng.uniform(50, 60), rng.uniform(40, 48))
+    anatomy = {"radii": radii, "shift": (0.0, 0.0, 0.0), "scale": 1.0, "ventricles": rng.uniform(0.8, 1.3)}
+    fold = _smooth_noise(rng, shape, sigma_of(2.5))
+    radial = _smooth_noise(rng, shape, sigma_of(18.0))
+    tissue = _tissue_map(full, anatomy, fold, radial)
+
+    # The atlas: the same anatomy, mis-registered by a little, blurred like a population mean.
+    atlas_anatomy = dict(
+        anatomy,
+        shift=tuple(rng.normal(0.0, 1.0, 3)),
+        scale=rng.uniform(0.97, 1.03),
+        ventricles=anatomy["ventricles"] * rng.uniform(0.85, 1.15),
+    )
+    atlas_tissue = _tissue_map(full, atlas_anatomy, fold * 0.0, radial)
+    values = np.array([0.0, config.adc_wm, config.adc_gm, config.adc_deep_gm, config.adc_csf], dtype=np.float32)
+    sds = np.array([1.0, *config.atlas_sd], dtype=np.float32)
+    atlas_mean = ndimage.gaussian_filter(values[atlas_tissue], sigma_of(2.0))
+    atlas_sd = ndimage.gaussian_filter(sds[atlas_tissue], sigma_of(2.0))
+    atlas_sd += 0.35 * np.abs(values[atlas_tissue] - atlas_mean)
+
+    brain = tissue > 0
+    parenchyma = (tissue >= 1) & (tissue <= 3)
+    group = int(rng.choice(3, p=np.array(config.strata_weights) / sum(config.strata_weights)))
+    lesion_free = rng.random() < config.lesion_free_fraction
+    low, high = config.burden_ranges[group]
+    burden = 0.0 if lesion_free else float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+    tissue_adc = ndimage.gaussian_filter(values[tissue], sigma_of(0.6))
+    bias = 1.0 + 0.04 * _smooth_noise(rng, shape, sigma_of(30.0))
+    adc = tissue_adc * bias
+    label = np.zeros(shape, dtype=bool)
+    if burden > 0:
+        shape_noise = _smooth_noise(rng, shape, sigma_of(2.0))
+        field, focus = _lesion_field(rng, coords, parenchyma, burden, shape_noise)
+        target = int(round(burden * np.count_nonzero(brain)))
+        in_parenchyma = field[parenchyma]
+        q_true = _threshold_for_count(in_parenchyma, target)
+        # ADC reduction: strongest at the core, mild at the rim; each focus has its own severity.
+        severity = rng.uniform(0.25, 0.6, size=8).astype(np.float32)
+        core = np.clip((field / q_true - 1.0) * 3.0 + 0.35, 0.0, 1.0) * parenchyma
+        core[field < q_true * 0.8] = 0.0
+        adc = adc * (1.0 - severity[focus] * core)
+        # The expert outline: the same foci with a wavy border, a little larger or smaller.
+        outline = field * (1.0 + 0.25 * _smooth_noise(rng, shape, sigma_of(3.0)))
+        q_label = _threshold_for_count(outline[parenchyma], int(round(target * rng.uniform(0.8, 1.25))))
+        label = (outline > q_label) & parenchyma
+    adc = adc + rng.normal(0.0, config.noise_sd, shape).astype(np.float32)
+    adc = np.where(brain, np.maximum(adc, 1.0), 0.0).astype(np.float32)
+
+    # Smoothing within the brain (normalised convolution), so the brain's edge is not darkened.
+    weight = ndimage.gaussian_filter(brain.astype(np.float32), sigma_of(config.z_smoothing_mm))
+    adc_smooth = ndimage.gaussian_filter(adc, sigma_of(config.z_smoothing_mm)) / np.maximum(weight, 1e-3)
+    z = np.where(brain, (adc_smooth - atlas_mean) / atlas_sd, 0.0)
+    z = np.clip(z, -config.z_clip, config.z_clip).astype(np.float32)
+
+    geometry, orientation = _random_geometry(rng, shape, spacing_zyx)
+    adc_dtype = str(rng.choice(["float32", "float32", "int16", "uint16", "float64"]))
+    z_dtype = str(rng.choice(["float32", "float32", "float64"]))
+    label_dtype = str(rng.choice(["uint8", "uint8", "int16"]))
+    return SynthCase(
+        case_id=case_id(index),
+        adc=adc,
+        z=z,
+        label=label,
+        geometry=geometry,
+        adc_dtype=adc_dtype,
+        z_dtype=z_dtype,
+        label_dtype=label_dtype,
+        orientation=orientation,
+    )
+
+
+def _random_geometry(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float]
+) -> tuple[Geometry, str]:
+    """Header geometry: mostly axial identity, some flipped (RAS-like), some oblique."""
+    kind = str(rng.choice(["identity", "identity", "identity", "flipped", "oblique"]))
+    if kind == "identity":
+        direction = np.eye(3)
+    elif kind == "flipped":
+        direction = np.diag([-1.0, -1.0, 1.0])
+    else:
+        a, b = np.deg2rad(rng.uniform(-15, 15)), np.deg2rad(rng.uniform(-8, 8))
+        rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+        direction = rz @ rx
+    size_xyz = (shape[2], shape[1], shape[0])
+    spacing_xyz = (spacing_zyx[2], spacing_zyx[1], spacing_zyx[0])
+    extent = np.array(size_xyz) * np.array(spacing_xyz)
+    origin = -direction @ (extent / 2.0) + rng.normal(0.0, 5.0, 3)
+    return (
+        Geometry(
+            size_xyz=tuple(int(v) for v in size_xyz),  # type: ignore[arg-type]
+            spacing_xyz_mm=tuple(float(v) for v in spacing_xyz),  # type: ignore[arg-type]
+            origin_xyz_mm=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in direction.ravel()),
+        ),
+        kind,
+    )
+
+
+def _as_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return np.rint(array).astype(dtype)
+    return array.astype(dtype)
+
+
+MANIFEST = "synth_manifest.csv"
+
+
+def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig = SynthConfig()) -> list[Path]:
+    """Write `n_cases` cases in the release layout under `out`, plus a manifest CSV."""
+    out = Path(out)
+    rows = []
+    for index in range(n_cases):
+        case = generate_case(seed, index, config)
+        write_image(_as_dtype(case.adc, case.adc_dtype), case.geometry, out / layout.ADC_DIR / layout.adc_name(case.case_id))
+        write_image(_as_dtype(case.z, case.z_dtype), case.geometry, out / layout.Z_DIR / layout.z_name(case.case_id))
+        write_image(case.label.astype(case.label_dtype), case.geometry, out / layout.LABEL_DIR / layout.label_name(case.case_id))
+        rows.append(_manifest_row(case))
+    _write_manifest(out / MANIFEST, rows)
+    return [out / layout.ADC_DIR, out / layout.Z_DIR, out / layout.LABEL_DIR]
+
+
+def write_input_case(out: Path | str, seed: int, index: int = 0, config: SynthConfig = SynthConfig()) -> SynthCase:
+    """Write one case in the container's /input layout (no label: the container never sees one)."""
+    out = Path(out)
+    case = generate_case(seed, index, config)
+    write_image(_as_dtype(case.adc, case.adc_dtype), case.geometry, out / layout.INPUT_ADC_DIR / layout.adc_name(case.case_id))
+    write_image(_as_dtype(case.z, case.z_dtype), case.geometry, out / layout.INPUT_Z_DIR / layout.z_name(case.case_id))
+    return case
+
+
+def _manifest_row(case: SynthCase) -> dict:
+    return {
+        "case_id": case.case_id,
+        "shape_zyx": "x".join(str(s) for s in case.geometry.shape),
+        "spacing_zyx_mm": "x".join(f"{s:.3f}" for s in case.geometry.spacing_mm),
+        "orientation": case.orientation,
+        "adc_dtype": case.adc_dtype,
+        "z_dtype": case.z_dtype,
+        "label_dtype": case.label_dtype,
+        "lesion_voxels": int(np.count_nonzero(case.label)),
+        "burden": f"{case.burden:.5f}",
+        "burden_group": burden_group(case.burden),
+    }
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
