@@ -1,0 +1,42 @@
+"""The threshold baseline of the dataset paper: lesion = Z_ADC < -2.
+
+Scored like any model, it is the floor every trained network must clear
+(Bao et al. report DSC 0.54 +- 0.28 on the real data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sparseg.cases import Case, find_any_cases
+from sparseg.config import PreprocessingConfig
+from sparseg.errors import InputError
+from sparseg.io import read_geometry, read_image, write_mask
+
+
+def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:
+    """The prior channel of the network, used directly as the segmentation."""
+    return z < config.z_threshold
+
+
+def prediction_name(case_id: str) -> str:
+    """File name of a case's predicted mask in a batch output folder."""
+    return f"{case_id}_lesion.mha"
+
+
+def run_baseline(data: Path | str, out: Path | str, config: PreprocessingConfig = PreprocessingConfig()) -> list[Path]:
+    """Write `<case_id>_lesion.mha` = Z_ADC < threshold for every case, on the ADC grid."""
+    written = []
+    for case in find_any_cases(data):
+        written.append(_baseline_case(case, Path(out), config))
+    return written
+
+
+def _baseline_case(case: Case, out: Path, config: PreprocessingConfig) -> Path:
+    adc_geometry = read_geometry(case.adc)
+    z = read_image(case.z)
+    if z.geometry.shape != adc_geometry.shape:
+        raise InputError(f"{case.z}: grid {z.geometry.shape} differs from the ADC's {adc_geometry.shape}")
+    return write_mask(threshold_mask(z.array, config), adc_geometry, out / prediction_name(case.case_id))

@@ -1,0 +1,103 @@
+"""The `sparseg` command: one subcommand per thing a user does.
+
+Errors a user can cause are printed as one line, `sparseg: error: ...`, with
+exit code 2 (`--debug` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from sparseg import __version__
+from sparseg.config import EvaluationConfig
+from sparseg.errors import SparsegError
+
+def _synth(args: argparse.Namespace) -> int:
+    from sparseg import synth
+
+    start = time.perf_counter()
+    if args.layout == "input":
+        if args.cases != 1:
+            raise SparsegError("--layout input writes exactly one case; use --cases 1 and --index to choose it")
+        case = synth.write_input_case(args.out, seed=args.seed, index=args.index)
+        print(f"wrote {case.case_id} in the container /input layout under {args.out}")
+    else:
+        synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed)
+        print(f"wrote {args.cases} synthetic cases (seed {args.seed}) under {args.out} "
+              f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / synth.MANIFEST}")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from sparseg.baseline import run_baseline
+
+    written = run_baseline(args.data, args.out)
+    print(f"wrote {len(written)} Z_ADC < -2 masks to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sparseg.evaluation import evaluate, markdown_table, write_report
+
+    report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm))
+    paths = write_report(report, args.out)
+    print(markdown_table(report.summary), end="")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparseg",
+        description="Neonatal HIE lesion segmentation from ADC and Z_ADC (BONBID-HIE).",
+    )
+    parser.add_argument("--version", action="version", version=f"sparseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write synthetic cases in the BONBID-HIE release layout")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (1ADC_ss/, 2Z_ADC/, 3LABEL/)")
+    p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
+    p.add_argument("--layout", choices=("release", "input"), default="release",
+                   help="'release' (default) or 'input': one case in the container's /input layout")
+    p.add_argument("--index", type=int, default=0, help="with --layout input: which case of the seed")
+    p.set_defaults(handler=_synth)
+
+    p = sub.add_parser("baseline", help="write the Z_ADC < -2 threshold masks, to score like a model")
+    p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
+    p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha")
+    p.set_defaults(handler=_baseline)
+
+    p = sub.add_parser("evaluate", help="score predicted masks like the challenge (DSC, MASD, NSD)")
+    p.add_argument("--gt", type=Path, required=True, help="labelled data in the release layout (3LABEL/, 1ADC_ss/)")
+    p.add_argument("--pred", type=Path, required=True, help="folder of predicted masks named by case id")
+    p.add_argument("--out", type=Path, required=True, help="folder for scores.csv, summary.json, summary.md")
+    p.add_argument("--tolerance-mm", type=float, default=EvaluationConfig.nsd_tolerance_mm,
+                   help="NSD tolerance in mm (default: the challenge's, %(default)s)")
+    p.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="sparseg: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except SparsegError as exc:
+        if args.debug:
+            raise
+        print(f"sparseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparseg.cli import main
+
+
+def test_help_lists_every_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "sparseg", "--help"], capture_output=True, text=True, check=True)
+    for command in ("synth", "baseline", "evaluate"):
+        assert command in result.stdout
+
+
+def test_synth_baseline_evaluate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, pred, scores = tmp_path / "data", tmp_path / "pred", tmp_path / "scores"
+    assert main(["synth", "--out", str(data), "--cases", "3", "--seed", "4"]) == 0
+    assert main(["baseline", "--data", str(data), "--out", str(pred)]) == 0
+    assert main(["evaluate", "--gt", str(data), "--pred", str(pred), "--out", str(scores)]) == 0
+    out = capsys.readouterr().out
+    assert "| all | 3 |" in out
+    summary = json.loads((scores / "summary.json").read_text())["summary"]
+    assert summary["all"]["n"] == 3 and 0.0 <= summary["all"]["dsc"] <= 1.0
+
+
+def test_user_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparseg", "evaluate", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("sparseg: error: ") and "nope" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparseg", "--debug", "baseline", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_input_layout_needs_one_case(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["synth", "--out", str(tmp_path), "--layout", "input", "--cases", "2"]) == 2
+    assert "exactly one case" in capsys.readouterr().err
