@@ -75,7 +75,8 @@ class Geometry:
         return problems
 
     @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+        """The geometry of an image, or of a reader that has read the header."""
         return cls(
             size_xyz=tuple(int(v) for v in image.GetSize()),  # type: ignore[arg-type]
             spacing_xyz_mm=tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
@@ -105,15 +106,8 @@ def _sitk_message(exc: Exception) -> str:
     return text[:200]
 
 
-def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
-    """Read a 3D scalar image of any numeric pixel type as float32 (z, y, x).
-
-    Raises InputError (message starts with the path) for a missing, empty or
-    unreadable file, an image that is not 3D, vector pixels, or a volume over
-    `max_voxels` (checked from the header, before the pixels are read).
-    Non-finite voxels are counted in a warning and set to 0.
-    """
-    path = Path(path)
+def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
+    """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -132,9 +126,20 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
         raise InputError(f"{path}: pixels have {components} components, expected a scalar image")
     voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
     if voxels > max_voxels:
-        raise InputError(
-            f"{path}: volume of {reader.GetSize()} voxels ({voxels}) is over the limit of {max_voxels}"
-        )
+        raise InputError(f"{path}: volume of {reader.GetSize()} voxels ({voxels}) is over the limit of {max_voxels}")
+    return reader
+
+
+def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+    """Read a 3D scalar image of any numeric pixel type as float32 (z, y, x).
+
+    Raises InputError (message starts with the path) for a missing, empty or
+    unreadable file, an image that is not 3D, vector pixels, or a volume over
+    `max_voxels` (checked from the header, before the pixels are read).
+    Non-finite voxels are counted in a warning and set to 0.
+    """
+    path = Path(path)
+    reader = _open_header(path, max_voxels)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -151,22 +156,9 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
     return Volume(array=array, geometry=Geometry.of(image), path=path)
 
 
-def read_geometry(path: Path | str) -> Geometry:
-    """The geometry of an image file, from its header alone."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"{path}: not a readable image ({_sitk_message(exc)})") from None
-    if reader.GetDimension() != 3:
-        raise InputError(f"{path}: image is {reader.GetDimension()}D, expected a 3D volume")
-    return Geometry(
-        size_xyz=tuple(int(v) for v in reader.GetSize()),  # type: ignore[arg-type]
-        spacing_xyz_mm=tuple(float(v) for v in reader.GetSpacing()),  # type: ignore[arg-type]
-        origin_xyz_mm=tuple(float(v) for v in reader.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in reader.GetDirection()),
-    )
+def read_geometry(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Geometry:
+    """The geometry of an image file, from its header alone (checked like `read_image`)."""
+    return Geometry.of(_open_header(Path(path), max_voxels))
 
 
 def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[np.ndarray, Geometry]:
