@@ -9,8 +9,12 @@ from them, so nothing is retyped and nothing must match by luck.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+
+from sparseg.errors import InputError
 
 T = TypeVar("T")
 
@@ -39,6 +43,89 @@ class EvaluationConfig:
     """Normalised surface Dice tolerance."""
     burden_edges: tuple[float, float] = (0.01, 0.05)
     """Lesion burden (lesion voxels / non-zero ADC voxels) strata edges: <1%, 1-5%, >5%."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (paper, section 3.2): UNet++, Inception-v4 encoder, scSE attention."""
+
+    architecture: str = "UnetPlusPlus"
+    """A segmentation_models_pytorch architecture class name."""
+    encoder: str = "inceptionv4"
+    attention: str | None = "scse"
+    """Decoder attention: "scse" or None."""
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    init: str = "xavier_uniform"
+    """Weight initialisation of convolutions: "xavier_uniform" (the paper) or "default"."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Tversky + Log-Hausdorff + Focal (paper, section 3.3-3.4), or Dice + Focal for the ablation."""
+
+    name: str = "tlhf"
+    """"tlhf" or "dice_focal"."""
+    tversky_alpha: float = 0.3
+    """Weight of false positives in the Tversky index."""
+    tversky_beta: float = 0.7
+    """Weight of false negatives in the Tversky index."""
+    tversky_weight: float = 1.5
+    log_hausdorff_weight: float = 2.0
+    log_hausdorff_exponent: float = 2.0
+    focal_gamma: float = 3.0
+    focal_alpha: float | None = None
+    """Class weight of positives in the focal term (1 - alpha for negatives); None weighs both equally."""
+    focal_weight_start: float = 2.0
+    focal_weight_end: float = 4.0
+    """The focal weight is ramped linearly from start to end over the training epochs."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (paper, section 3.4)."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    early_stopping_patience: int = 15
+    folds: int = 5
+    seed: int = 0
+    augment: bool = True
+    workers: int = 2
+    slices_per_epoch: int | None = None
+    """Train on a random subset of this many slices per epoch (None: all slices, as in the paper)."""
+    record_samples: bool = False
+    """Write the slice indices each process trained on (audits of distributed runs)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved inside every checkpoint."""
+
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    threshold: float = 0.35
+    """Sigmoid threshold of the final mask (paper, section 3.4)."""
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.preprocessing.channels)
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a (possibly partial) nested dict; missing fields keep the paper's defaults."""
+    sections = {"preprocessing": PreprocessingConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+    unknown = set(data) - set(sections) - {"threshold", "description"}
+    if unknown:
+        raise ValueError(f"unknown config sections: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {name: from_dict(cls, data.get(name, {})) for name, cls in sections.items()}
+    if "threshold" in data:
+        kwargs["threshold"] = float(data["threshold"])
+    return RunConfig(**kwargs)
 
 
 def burden_group(burden: float, edges: tuple[float, float] = EvaluationConfig.burden_edges) -> str:
@@ -72,3 +159,15 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for key, value in data.items():
         kwargs[key] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a JSON run config (resources/configs/*.json); fields left out keep the paper's defaults."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return run_config_from_dict(data)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not a valid run config ({exc})") from None
