@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sparseg.config import LossConfig, ModelConfig, PreprocessingConfig, RunConfig
+from sparseg.errors import InputError
+from sparseg.losses import SegmentationLoss
+from sparseg.model import build_model, count_parameters, load_checkpoint, read_metadata, save_checkpoint
+
+TINY_MODEL = ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16))
+TINY_RUN = RunConfig(preprocessing=PreprocessingConfig(slice_size=(64, 64)), model=TINY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(), in_channels=3)
+
+
+def test_paper_model_size_and_attention(paper_model: nn.Module) -> None:
+    assert count_parameters(paper_model) == pytest.approx(60.8e6, rel=0.005)
+    assert type(paper_model).__name__ == "UnetPlusPlus"
+    assert any(type(m).__name__ == "SCSEModule" for m in paper_model.modules())
+    without = build_model(ModelConfig(attention=None), in_channels=3)
+    assert not any(type(m).__name__ == "SCSEModule" for m in without.modules())
+
+
+def test_xavier_uniform_initialisation(paper_model: nn.Module) -> None:
+    convs = [m for m in paper_model.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs[:: max(1, len(convs) // 20)]:
+        fan_in = conv.weight[0].numel()
+        fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert conv.weight.abs().max() <= bound + 1e-6
+        assert conv.weight.abs().max() > 0.5 * bound
+        if conv.bias is not None:
+            assert not conv.bias.any()
+
+
+def test_paper_configuration_learns_one_batch(paper_model: nn.Module) -> None:
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 64, 64)
+    targets = torch.zeros(2, 1, 64, 64)
+    targets[:, :, 20:30, 25:40] = 1
+    model = paper_model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = SegmentationLoss(LossConfig())
+    losses = []
+    for _ in range(6):
+        logits = model(images)
+        assert logits.shape == (2, 1, 64, 64)
+        loss = loss_fn(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+
+
+def test_input_channels_follow_the_config() -> None:
+    model = build_model(TINY_MODEL, in_channels=2).eval()
+    assert model(torch.rand(1, 2, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def _saved(tmp_path: Path) -> tuple[Path, nn.Module]:
+    torch.manual_seed(2)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels).eval()
+    path = save_checkpoint(tmp_path / "model.safetensors", model, TINY_RUN, {"note": "test"})
+    return path, model
+
+
+def test_checkpoint_round_trip_rebuilds_from_its_own_config(tmp_path: Path) -> None:
+    path, model = _saved(tmp_path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.config == TINY_RUN
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(checkpoint.model(x), model(x))
+    metadata = read_metadata(path)
+    assert metadata["note"] == "test" and len(metadata["weights_sha256"]) == 64
+    assert {"torch", "segmentation-models-pytorch"} <= set(metadata["libraries"])
+    assert json.loads(path.with_suffix(".json").read_text()) == metadata
+
+
+def test_tampered_checkpoint_is_refused(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "text"])
+def test_broken_checkpoint_is_a_clean_error(tmp_path: Path, damage: str) -> None:
+    path, _ = _saved(tmp_path)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    else:
+        path.write_text("not a checkpoint")
+    with pytest.raises(InputError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
