@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.losses import FocalLoss, LogHausdorffDTLoss, TverskyLoss
+from scipy import ndimage
+
+from sparseg.config import LossConfig
+from sparseg.losses import (
+    SegmentationLoss,
+    dice_loss,
+    distance_field,
+    focal_loss,
+    focal_weight_at,
+    log_hausdorff_loss,
+    tversky_loss,
+)
+
+
+def _logits(p: list[float]) -> torch.Tensor:
+    p_t = torch.tensor(p, dtype=torch.float64)
+    return torch.log(p_t / (1 - p_t)).reshape(1, 1, 1, -1)
+
+
+def _target(q: list[float]) -> torch.Tensor:
+    return torch.tensor(q, dtype=torch.float64).reshape(1, 1, 1, -1)
+
+
+P, Q = [0.8, 0.2, 0.6, 0.1], [1.0, 0.0, 0.0, 1.0]
+
+
+def test_tversky_by_hand() -> None:
+    tp, fp, fn = 0.8 + 0.1, 0.2 + 0.6, 0.2 + 0.9
+    expected = 1 - tp / (tp + 0.3 * fp + 0.7 * fn)
+    assert float(tversky_loss(_logits(P), _target(Q), 0.3, 0.7)) == pytest.approx(expected, abs=1e-6)
+    assert float(dice_loss(_logits(P), _target(Q))) == pytest.approx(1 - 2 * tp / (2 * tp + fp + fn), abs=1e-6)
+
+
+def test_tversky_is_zero_for_an_empty_batch_without_false_positives() -> None:
+    assert float(tversky_loss(torch.full((2, 1, 4, 4), -30.0), torch.zeros(2, 1, 4, 4), 0.3, 0.7)) == pytest.approx(0, abs=1e-5)
+
+
+def test_focal_by_hand() -> None:
+    terms = [
+        -(1 - 0.8) ** 3 * math.log(0.8),
+        -(0.2**3) * math.log(0.8),
+        -(0.6**3) * math.log(0.4),
+        -(1 - 0.1) ** 3 * math.log(0.1),
+    ]
+    assert float(focal_loss(_logits(P), _target(Q), gamma=3)) == pytest.approx(np.mean(terms), rel=1e-5)
+    weighted = [0.25 * terms[0], 0.75 * terms[1], 0.75 * terms[2], 0.25 * terms[3]]
+    assert float(focal_loss(_logits(P), _target(Q), gamma=3, alpha=0.25)) == pytest.approx(np.mean(weighted), rel=1e-5)
+
+
+def test_log_hausdorff_by_hand() -> None:
+    # One lesion pixel in a 3x3 image, predicted empty: only that pixel errs (error 1),
+    # with target distance 1 (inside) and no prediction boundary (0): log(1 + 1/9).
+    target = torch.zeros(1, 1, 3, 3)
+    target[0, 0, 1, 1] = 1
+    logits = torch.full((1, 1, 3, 3), -50.0)
+    assert float(log_hausdorff_loss(logits, target)) == pytest.approx(math.log(1 + 1 / 9), abs=1e-6)
+
+
+def test_distance_field_is_zero_without_a_boundary() -> None:
+    masks = np.zeros((3, 1, 4, 4), bool)
+    masks[1] = True
+    masks[2, 0, 0, 0] = True
+    field = distance_field(masks)
+    assert not field[0].any() and not field[1].any()
+    assert field[2, 0, 0, 0] == 1 and field[2, 0, 3, 3] == pytest.approx(math.hypot(3, 3))
+
+
+def _random_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    target = ndimage.binary_dilation(rng.random((4, 1, 32, 32)) < 0.01, structure=np.ones((1, 1, 5, 5)))
+    target[3] = False  # one image without lesion
+    logits = torch.from_numpy(rng.normal(0, 2, (4, 1, 32, 32)) + 3 * (target - 0.5))
+    return logits.float(), torch.from_numpy(target.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_monai(seed: int) -> None:
+    logits, target = _random_batch(seed)
+    monai_tversky = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
+    assert float(tversky_loss(logits, target, 0.3, 0.7)) == pytest.approx(float(monai_tversky(logits, target)), abs=1e-5)
+    for alpha in (None, 0.25):
+        monai_focal = FocalLoss(gamma=3.0, alpha=alpha, use_softmax=False)
+        assert float(focal_loss(logits, target, 3.0, alpha)) == pytest.approx(float(monai_focal(logits, target)), rel=1e-4)
+    monai_lh = LogHausdorffDTLoss(sigmoid=True, alpha=2.0)
+    assert float(log_hausdorff_loss(logits, target, 2.0)) == pytest.approx(float(monai_lh(logits, target)), rel=1e-4)
+
+
+def test_focal_weight_ramps_linearly_from_2_to_4() -> None:
+    config = LossConfig()
+    assert focal_weight_at(0, 100, config) == 2.0
+    assert focal_weight_at(99, 100, config) == 4.0
+    assert focal_weight_at(33, 67, config) == pytest.approx(3.0)
+
+
+def test_tlhf_is_the_weighted_sum() -> None:
+    logits, target = _random_batch(4)
+    loss = SegmentationLoss(LossConfig())
+    loss.set_epoch(50, 101)
+    terms = loss.terms(logits, target)
+    expected = 1.5 * terms["tversky"] + 2.0 * terms["log_hausdorff"] + 3.0 * terms["focal"]
+    assert float(loss(logits, target)) == pytest.approx(float(expected), rel=1e-6)
+    dice_focal = SegmentationLoss(LossConfig(name="dice_focal"))
+    assert set(dice_focal.terms(logits, target)) == {"dice", "focal"}
+
+
+def test_gradients_flow_through_every_term() -> None:
+    logits, target = _random_batch(5)
+    logits.requires_grad_(True)
+    SegmentationLoss()(logits, target).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_unknown_loss_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        SegmentationLoss(LossConfig(name="dice"))
