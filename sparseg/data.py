@@ -1,0 +1,140 @@
+"""Cases -> in-memory 2D training slices, patient-level folds, and the data fingerprint.
+
+Every axial slice of every training case is used (as in the paper),
+preprocessed once by the same function inference uses and cached in memory
+as float16. Validation keeps whole volumes, so it is scored like the
+challenge scores: per case, on the original grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from sparseg.augment import SliceAugmenter
+from sparseg.cases import Case
+from sparseg.config import EvaluationConfig, PreprocessingConfig, burden_group
+from sparseg.errors import InputError
+from sparseg.evaluation import lesion_burden
+from sparseg.io import read_image
+from sparseg.preprocessing import label_to_slices, to_slices
+
+
+@dataclass
+class PreparedCase:
+    """One labelled case: network slices and the label on its own grid."""
+
+    case_id: str
+    slices: np.ndarray
+    """(D, C, S, S) float16, the network input."""
+    targets: np.ndarray
+    """(D, 1, S, S) float16, the label resized like the input."""
+    label: np.ndarray
+    """(D, H, W) bool, the label on the case's grid (for scoring)."""
+    spacing_mm: tuple[float, float, float]
+    burden: float
+
+    @property
+    def burden_group(self) -> str:
+        return burden_group(self.burden, EvaluationConfig.burden_edges)
+
+
+def prepare_case(case: Case, config: PreprocessingConfig) -> PreparedCase:
+    """Read and preprocess one labelled case; a bad file raises InputError naming it."""
+    if case.label is None:
+        raise InputError(f"{case.adc}: case {case.case_id} has no label")
+    adc, z, label = read_image(case.adc), read_image(case.z), read_image(case.label)
+    for other in (z, label):
+        problems = other.geometry.differences(adc.geometry)
+        if problems:
+            raise InputError(f"{other.path}: grid differs from the ADC image ({'; '.join(problems)})")
+    mask = label.array != 0
+    return PreparedCase(
+        case_id=case.case_id,
+        slices=to_slices(adc.array, z.array, config).astype(np.float16),
+        targets=label_to_slices(mask, config)[:, None].astype(np.float16),
+        label=mask,
+        spacing_mm=adc.geometry.spacing_mm,
+        burden=lesion_burden(mask, adc.array),
+    )
+
+
+def stratified_folds(cases: list[PreparedCase], folds: int, seed: int) -> list[list[str]]:
+    """Patient-level K-fold split, stratified by burden group: case ids of each fold."""
+    if not 2 <= folds <= len(cases):
+        raise InputError(f"cannot split {len(cases)} cases into {folds} folds")
+    rng = random.Random(seed)
+    assignment: list[list[str]] = [[] for _ in range(folds)]
+    position = 0
+    for group in sorted({c.burden_group for c in cases}):
+        members = sorted(c.case_id for c in cases if c.burden_group == group)
+        rng.shuffle(members)
+        for case_id in members:
+            assignment[position % folds].append(case_id)
+            position += 1
+    return [sorted(fold) for fold in assignment]
+
+
+def fingerprint(cases: list[Case]) -> dict[str, object]:
+    """Case ids and the sha256 of every file: which data a checkpoint was trained on."""
+    files = {}
+    for case in cases:
+        for path in (case.adc, case.z, case.label):
+            if path is not None:
+                files[path.name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
+    return {"case_ids": sorted(c.case_id for c in cases), "files_sha256": files, "sha256": digest}
+
+
+class SliceDataset(Dataset):
+    """All slices of the given cases. Item: (image (C, S, S), target (1, S, S)) float32, optionally augmented."""
+
+    def __init__(self, cases: list[PreparedCase], augmenter: SliceAugmenter | None = None) -> None:
+        self.images = np.concatenate([c.slices for c in cases])
+        self.targets = np.concatenate([c.targets for c in cases])
+        self.augmenter = augmenter
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(self.images[index].astype(np.float32))
+        target = torch.from_numpy(self.targets[index].astype(np.float32))
+        if self.augmenter is not None:
+            image, target = self.augmenter(image, target)
+        return image, target
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, optionally cut to `per_epoch` slices, sharded over ranks.
+
+    Every rank gets the same number of indices (the tail that does not divide
+    evenly is dropped), and the ranks' shares are disjoint. The order depends
+    only on (seed, epoch), so a resumed run sees the same slices.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1, per_epoch: int | None = None) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.per_epoch = min(per_epoch or size, size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)[: self.per_epoch]
+        usable = (len(order) // self.world) * self.world
+        return order[self.rank : usable : self.world].tolist()
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.per_epoch // self.world

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sparseg.cases import find_cases
+from sparseg.config import PreprocessingConfig
+from sparseg.data import EpochSampler, SliceDataset, fingerprint, prepare_case, stratified_folds
+from sparseg.errors import InputError
+
+CONFIG = PreprocessingConfig(slice_size=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset: Path) -> list:
+    return [prepare_case(c, CONFIG) for c in find_cases(tiny_dataset)]
+
+
+def test_prepared_case_shapes(prepared: list) -> None:
+    case = prepared[0]
+    depth = case.label.shape[0]
+    assert case.slices.shape == (depth, 3, 64, 64) and case.slices.dtype == np.float16
+    assert case.targets.shape == (depth, 1, 64, 64)
+    assert 0 <= case.burden < 1
+
+
+def test_dataset_serves_every_slice(prepared: list) -> None:
+    dataset = SliceDataset(prepared)
+    assert len(dataset) == sum(c.label.shape[0] for c in prepared)
+    image, target = dataset[3]
+    assert image.shape == (3, 64, 64) and target.shape == (1, 64, 64)
+
+
+def test_folds_are_a_stratified_partition(prepared: list) -> None:
+    folds = stratified_folds(prepared, 3, seed=0)
+    ids = [cid for fold in folds for cid in fold]
+    assert sorted(ids) == sorted(c.case_id for c in prepared) and len(ids) == len(set(ids))
+    assert [len(f) for f in folds] == [2, 2, 2]
+    assert folds == stratified_folds(prepared, 3, seed=0)
+    with pytest.raises(InputError):
+        stratified_folds(prepared, 7, seed=0)
+
+
+def test_sampler_shards_are_disjoint_equal_and_reproducible() -> None:
+    shards = [EpochSampler(101, seed=3, rank=r, world=3) for r in range(3)]
+    for sampler in shards:
+        sampler.set_epoch(4)
+    indices = [s.indices() for s in shards]
+    assert all(len(i) == 33 == len(s) for i, s in zip(indices, shards))
+    assert len(set().union(*map(set, indices))) == 99
+    again = EpochSampler(101, seed=3, rank=1, world=3)
+    again.set_epoch(4)
+    assert again.indices() == indices[1]
+    again.set_epoch(5)
+    assert again.indices() != indices[1]
+    assert len(EpochSampler(101, seed=3, per_epoch=40).indices()) == 40
+
+
+def test_fingerprint_follows_the_files(tiny_dataset: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_dataset, tmp_path / "copy")
+    before = fingerprint(find_cases(copy))
+    assert before == fingerprint(find_cases(tiny_dataset))
+    label = find_cases(copy)[0].label
+    image = sitk.ReadImage(str(label))
+    image[0, 0, 0] = 1
+    sitk.WriteImage(image, str(label))
+    assert fingerprint(find_cases(copy))["sha256"] != before["sha256"]
+
+
+def test_label_on_another_grid_is_named(tiny_dataset: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_dataset, tmp_path / "copy")
+    case = find_cases(copy)[0]
+    image = sitk.ReadImage(str(case.label))
+    image.SetSpacing([s * 2 for s in image.GetSpacing()])
+    sitk.WriteImage(image, str(case.label))
+    with pytest.raises(InputError, match=f"{case.label.name}: grid differs from the ADC"):
+        prepare_case(case, CONFIG)
