@@ -50,6 +50,41 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from sparseg.config import load_run_config
+    from sparseg.train import train
+
+    config = load_run_config(args.config)
+    result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device)
+    if result["rank"] == 0:
+        print(f"best validation DSC {result['best_dsc']:.4f} at epoch {result['best_epoch']} "
+              f"of {result['epochs']}; checkpoint {result['checkpoint']}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from sparseg.model import read_metadata
+
+    metadata = read_metadata(args.checkpoint)
+    if args.verify:
+        from sparseg.model import load_checkpoint
+
+        load_checkpoint(args.checkpoint)
+        metadata = {**metadata, "verified": "weights match their sha256"}
+    print(json.dumps(metadata, indent=2))
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from sparseg.ablation import run_ablation
+
+    table = run_ablation(args.data, args.configs, args.out, fold=args.fold, device_name=args.device)
+    print(table, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparseg",
@@ -80,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance-mm", type=float, default=EvaluationConfig.nsd_tolerance_mm,
                    help="NSD tolerance in mm (default: the challenge's, %(default)s)")
     p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("train", help="train a network on labelled cases (one fold); torchrun for several GPUs")
+    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
+    p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("info", help="print what a checkpoint is: config, data, metrics, versions")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--verify", action="store_true", help="also load the weights and check their sha256")
+    p.set_defaults(handler=_info)
+
+    p = sub.add_parser("ablate", help="train and score several configs on one fold; write the comparison table")
+    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
+    p.add_argument("--out", type=Path, required=True, help="folder for one run per config and ablation.md")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.set_defaults(handler=_ablate)
     return parser
 
 
@@ -87,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="sparseg: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("sparseg").setLevel(logging.INFO)
     try:
         return args.handler(args)
     except SparsegError as exc:

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig, run_config_from_dict, to_dict
+from sparseg.errors import InputError
+from sparseg.model import load_checkpoint, read_metadata
+from sparseg.train import BEST, HISTORY, STATE, train
+
+TINY = RunConfig(
+    preprocessing=PreprocessingConfig(slice_size=(64, 64)),
+    model=ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16)),
+    train=TrainConfig(epochs=2, batch_size=8, folds=3, workers=0, learning_rate=1e-3),
+)
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / STATE, weights_only=True)["model"]
+
+
+def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(tiny_dataset, TINY, tmp_path / "run", fold=1, progress=False)
+    run = tmp_path / "run"
+    assert result["epochs"] == 2
+    for name in (BEST, STATE, HISTORY, "split.json", "config.json", "losses.png", "validation.png", "lesion_fraction.png"):
+        assert (run / name).is_file(), name
+    with open(run / HISTORY) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_tversky", "train_log_hausdorff", "train_focal", "val_dsc", "val_predicted_fraction"} <= set(rows[0])
+    split = json.loads((run / "split.json").read_text())
+    metadata = read_metadata(run / BEST)
+    assert metadata["fold"] == 1 and metadata["validation"]["all"]["n"] == len(split["folds"][1])
+    assert len(metadata["data"]["case_ids"]) == 6 and run_config_from_dict(metadata["config"]) == TINY
+    checkpoint = load_checkpoint(run / BEST)
+    assert checkpoint.config == TINY
+
+
+def test_resume_continues_exactly(tiny_dataset: Path, tmp_path: Path) -> None:
+    train(tiny_dataset, TINY, tmp_path / "straight", progress=False)
+    one_epoch = replace(TINY, train=replace(TINY.train, epochs=1))
+    train(tiny_dataset, one_epoch, tmp_path / "resumed", progress=False)
+    with pytest.raises(InputError, match="--resume"):
+        train(tiny_dataset, TINY, tmp_path / "resumed", progress=False)
+    train(tiny_dataset, TINY, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = _state(tmp_path / "straight"), _state(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with open(tmp_path / "resumed" / HISTORY) as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_two_gloo_processes_see_disjoint_slices(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = replace(TINY, train=replace(TINY.train, epochs=1, record_samples=True))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(to_dict(config)))
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "sparseg.train", "--data", str(tiny_dataset), "--config", str(config_path), "--out", str(run),
+         "--device", "cpu"],
+        check=True, env=env, capture_output=True, timeout=600,
+    )
+    rank0 = json.loads((run / "samples_rank0_epoch0.json").read_text())
+    rank1 = json.loads((run / "samples_rank1_epoch0.json").read_text())
+    assert rank0 and len(rank0) == len(rank1) and not set(rank0) & set(rank1)
+    assert load_checkpoint(run / BEST).config == config
