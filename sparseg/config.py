@@ -110,6 +110,8 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     threshold: float = 0.35
     """Sigmoid threshold of the final mask (paper, section 3.4)."""
+    description: str = ""
+    """What this configuration is for, in words; travels into the checkpoint."""
 
     @property
     def in_channels(self) -> int:
@@ -125,6 +127,8 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     kwargs: dict[str, Any] = {name: from_dict(cls, data.get(name, {})) for name, cls in sections.items()}
     if "threshold" in data:
         kwargs["threshold"] = float(data["threshold"])
+    if "description" in data:
+        kwargs["description"] = str(data["description"])
     return RunConfig(**kwargs)
 
 

@@ -24,6 +24,7 @@ from sparseg.errors import InputError
 from sparseg.evaluation import lesion_burden
 from sparseg.io import read_image
 from sparseg.preprocessing import label_to_slices, to_slices
+from sparseg.synth import MANIFEST
 
 
 @dataclass
@@ -81,15 +82,26 @@ def stratified_folds(cases: list[PreparedCase], folds: int, seed: int) -> list[l
     return [sorted(fold) for fold in assignment]
 
 
+SYNTHETIC_NOTICE = "trained on synthetic data (sparseg synth): for demos and tests only, not for real scans"
+
+
 def fingerprint(cases: list[Case]) -> dict[str, object]:
-    """Case ids and the sha256 of every file: which data a checkpoint was trained on."""
+    """Case ids and the sha256 of every file: which data a checkpoint was trained on.
+
+    Data written by `sparseg synth` (a synth manifest beside the case folders) is flagged as synthetic.
+    """
     files = {}
     for case in cases:
         for path in (case.adc, case.z, case.label):
             if path is not None:
                 files[path.name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     digest = hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
-    return {"case_ids": sorted(c.case_id for c in cases), "files_sha256": files, "sha256": digest}
+    synthetic = any((c.adc.parent.parent / MANIFEST).is_file() for c in cases)
+    result: dict[str, object] = {"case_ids": sorted(c.case_id for c in cases), "files_sha256": files, "sha256": digest,
+                                 "synthetic": synthetic}
+    if synthetic:
+        result["notice"] = SYNTHETIC_NOTICE
+    return result
 
 
 class SliceDataset(Dataset):

@@ -306,7 +306,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
             state.best_dsc, state.best_epoch, state.stale_epochs = val_dsc, epoch + 1, 0
             if dist_info.main:
                 save_checkpoint(out / BEST, model, config, {
-                    "trained_on": "see data.case_ids and data.sha256",
+                    **({"notice": data_fingerprint["notice"]} if data_fingerprint["synthetic"] else {}),
                     "data": data_fingerprint,
                     "fold": fold,
                     "epoch": epoch + 1,

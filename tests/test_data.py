@@ -79,3 +79,11 @@ def test_label_on_another_grid_is_named(tiny_dataset: Path, tmp_path: Path) -> N
     sitk.WriteImage(image, str(case.label))
     with pytest.raises(InputError, match=f"{case.label.name}: grid differs from the ADC"):
         prepare_case(case, CONFIG)
+
+
+def test_synthetic_data_is_flagged(tiny_dataset: Path, tmp_path: Path) -> None:
+    assert fingerprint(find_cases(tiny_dataset))["synthetic"] is True
+    copy = shutil.copytree(tiny_dataset, tmp_path / "copy")
+    (copy / "synth_manifest.csv").unlink()
+    real = fingerprint(find_cases(copy))
+    assert real["synthetic"] is False and "notice" not in real
