@@ -85,6 +85,42 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor(args: argparse.Namespace):
+    from sparseg.prediction import load_predictor
+
+    return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3)
+
+
+def _process(args: argparse.Namespace) -> int:
+    from sparseg.prediction import run_container_job
+
+    path = run_container_job(args.input, args.output, _predictor(args))
+    print(f"wrote {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sparseg.prediction import predict_batch
+
+    summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities)
+    failed = [s.case_id for s in summaries if s.status != "ok"]
+    print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
+          f"summary: {args.out / 'summary.csv'}")
+    if failed:
+        print(f"sparseg: error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, nargs="+",
+                   help="checkpoint(s); several are averaged (default: /opt/ml/model/, else model_weights/)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: the GPU if there is one")
+    p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
+    p.add_argument("--min-lesion-mm3", type=float, default=0.0,
+                   help="remove lesion components smaller than this (default 0: off, as in the paper)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparseg",
@@ -124,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser("predict", help="segment every case of a folder (release or /input layout)")
+    p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
+    p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha and summary.csv")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.mha")
+    _add_inference_options(p)
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("process", help="the grand-challenge job: /input -> /output (what process.py runs)")
+    p.add_argument("--input", type=Path, default=Path("/input"))
+    p.add_argument("--output", type=Path, default=Path("/output"))
+    _add_inference_options(p)
+    p.set_defaults(handler=_process)
 
     p = sub.add_parser("info", help="print what a checkpoint is: config, data, metrics, versions")
     p.add_argument("checkpoint", type=Path)

@@ -8,12 +8,18 @@ precision on CUDA, and the probabilities mapped back to the case's grid.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from sparseg.config import RunConfig
+from sparseg.errors import InputError
+from sparseg.io import Volume
+from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.preprocessing import from_slices, to_slices
 
 
@@ -46,3 +52,84 @@ def predict_volume(
     """Lesion probabilities on the volume's own grid. Shape: (D, H, W) ADC and Z_ADC -> (D, H, W) float32."""
     probabilities = predict_slices(model, to_slices(adc, z, config.preprocessing), device, batch_size)
     return from_slices(probabilities, adc.shape[1:])
+
+
+@dataclass
+class Prediction:
+    """One case's result on its own grid."""
+
+    probabilities: np.ndarray
+    """(D, H, W) float32 mean lesion probability."""
+    mask: np.ndarray
+    """(D, H, W) bool, probabilities above the checkpoint's threshold (small components removed if asked)."""
+
+
+class Predictor:
+    """One or more checkpoints loaded once, applied to case after case.
+
+    Several checkpoints (a fold ensemble) are averaged in probability; they
+    must share their preprocessing and threshold. `tta` adds the left-right
+    and front-back flipped slices and averages the un-flipped results.
+    """
+
+    def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
+                 min_lesion_mm3: float = 0.0, batch_size: int = 16) -> None:
+        if not checkpoints:
+            raise ValueError("no checkpoint given")
+        first = checkpoints[0].config
+        for other in checkpoints[1:]:
+            if (other.config.preprocessing, other.config.threshold) != (first.preprocessing, first.threshold):
+                raise InputError("ensemble checkpoints differ in preprocessing or threshold; they cannot be averaged")
+        self.models = [c.model.to(device).eval() for c in checkpoints]
+        if device.type == "cuda":
+            self.models = [m.to(memory_format=torch.channels_last) for m in self.models]
+        self.config = first
+        self.metadata = [c.metadata for c in checkpoints]
+        self.device, self.tta, self.min_lesion_mm3, self.batch_size = device, tta, min_lesion_mm3, batch_size
+
+    @classmethod
+    def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
+        return cls([load_checkpoint(p, device) for p in paths], device, **options)
+
+    def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
+        slices = to_slices(adc, z, self.config.preprocessing)
+        flips = [(), (-1,), (-2,)] if self.tta else [()]
+        total = np.zeros((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
+        for model in self.models:
+            for axes in flips:
+                flipped = np.flip(slices, axis=axes) if axes else slices
+                out = predict_slices(model, flipped, self.device, self.batch_size)
+                total += np.flip(out, axis=axes) if axes else out
+        total /= len(self.models) * len(flips)
+        return from_slices(total, adc.shape[1:])
+
+    def predict(self, adc: Volume, z: Volume) -> Prediction:
+        """Check that ADC and Z_ADC share a grid, then segment on that grid."""
+        problems = z.geometry.differences(adc.geometry)
+        if problems:
+            raise InputError(f"{z.path}: Z_ADC grid differs from the ADC image {adc.path.name} ({'; '.join(problems)})")
+        probabilities = self.probabilities(adc.array, z.array)
+        mask = probabilities > self.config.threshold
+        if self.min_lesion_mm3 > 0:
+            mask = remove_small_components(mask, self.min_lesion_mm3, adc.geometry.voxel_volume_mm3)
+        return Prediction(probabilities=probabilities, mask=mask)
+
+
+def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) -> np.ndarray:
+    """Drop 26-connected components smaller than `min_mm3`."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
+    keep = np.concatenate([[False], sizes >= min_mm3])
+    return keep[labels]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto": the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available")
+    return torch.device(name)

@@ -37,7 +37,7 @@ from sparseg.config import RunConfig, to_dict
 from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, prepare_case, stratified_folds
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, summarise
-from sparseg.inference import autocast, predict_slices
+from sparseg.inference import autocast, predict_slices, resolve_device
 from sparseg.losses import SegmentationLoss
 from sparseg.metrics import score_case
 from sparseg.model import build_model, save_checkpoint
@@ -111,16 +111,6 @@ class TrainingState:
     best_epoch: int = -1
     stale_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str, dist_info: Distributed) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is available")
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device("cpu")
 
 
 def validate(model: torch.nn.Module, cases: list[PreparedCase], config: RunConfig, device: torch.device) -> dict:
@@ -201,7 +191,9 @@ def train(
 def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, device_name: str,
            progress: bool, dist_info: Distributed) -> dict:
     tc = config.train
-    device = resolve_device(device_name, dist_info)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
     out.mkdir(parents=True, exist_ok=True)
     if not resume and (out / STATE).exists():
         raise InputError(f"{out}: holds a training run already; pass --resume to continue it or choose another --out")

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig
+from sparseg.model import build_model, save_checkpoint
 from sparseg.synth import SynthConfig, write_dataset
 
 
@@ -21,3 +24,20 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+TINY_RUN = RunConfig(
+    preprocessing=PreprocessingConfig(slice_size=(64, 64)),
+    model=ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16)),
+    threshold=0.5,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small randomly initialised network saved as a checkpoint (predictions are arbitrary but fixed)."""
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    with torch.no_grad():
+        model.segmentation_head[0].bias.fill_(0.3)  # some lesion everywhere the input allows
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model.eval(), TINY_RUN)

@@ -1,0 +1,120 @@
+"""Segment cases with trained checkpoints: one container job, or a batch of cases.
+
+The container job (`process.py`) reads the single case of a grand-challenge
+/input folder and writes /output/images/hie-lesion-segmentation/overlay.mha,
+a uint8 {0, 1} mask with the ADC image's size, spacing, origin and direction.
+Batch mode (`sparseg predict`) takes any number of cases in either layout,
+loads the model once, and writes `<case_id>_lesion.mha` per case and a
+summary CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sparseg.baseline import prediction_name
+from sparseg.cases import OUTPUT_MASK, Case, find_any_cases, find_input_case
+from sparseg.config import burden_group
+from sparseg.errors import InputError, SparsegError
+from sparseg.evaluation import lesion_burden
+from sparseg.inference import Predictor, resolve_device
+from sparseg.io import read_image, write_image, write_mask
+
+log = logging.getLogger(__name__)
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "model_weights"
+"""The checkpoint(s) the image bakes in (/opt/app/model_weights in the container)."""
+UPLOADED_WEIGHTS = Path("/opt/ml/model")
+"""Where grand-challenge unpacks a model tarball uploaded with the algorithm."""
+
+
+def default_weights(search: tuple[Path, ...] = (UPLOADED_WEIGHTS, PACKAGE_WEIGHTS)) -> list[Path]:
+    """The checkpoints of the first folder in `search` that holds any (an uploaded model wins)."""
+    for folder in search:
+        found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        if found:
+            return found
+    raise InputError(f"no checkpoint (*.safetensors) in {' or '.join(str(f) for f in search)}; pass --weights")
+
+
+def warn_if_synthetic(predictor: Predictor) -> None:
+    for metadata in predictor.metadata:
+        if metadata.get("data", {}).get("synthetic"):
+            log.warning("checkpoint %s", metadata.get("notice", "was trained on synthetic data"))
+
+
+@dataclass
+class CaseSummary:
+    case_id: str
+    status: str
+    lesion_ml: float = float("nan")
+    burden: float = float("nan")
+    burden_group: str = ""
+    seconds: float = float("nan")
+    error: str = ""
+
+
+def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None) -> CaseSummary:
+    started = time.perf_counter()
+    adc, z = read_image(case.adc), read_image(case.z)
+    result = predictor.predict(adc, z)
+    if probabilities_path is not None:
+        write_image(result.probabilities.astype(np.float32), adc.geometry, probabilities_path)
+    write_mask(result.mask, adc.geometry, mask_path)
+    burden = lesion_burden(result.mask, adc.array)
+    return CaseSummary(
+        case_id=case.case_id,
+        status="ok",
+        lesion_ml=float(result.mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
+        burden=burden,
+        burden_group=burden_group(burden),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False) -> list[CaseSummary]:
+    """Segment every case of `data`; a failing case is reported and the others go on."""
+    cases = find_any_cases(data)
+    summaries = []
+    for case in tqdm(cases, desc="cases", unit="case"):
+        probabilities = out / f"{case.case_id}_probabilities.mha" if save_probabilities else None
+        try:
+            summaries.append(predict_case(case, predictor, out / prediction_name(case.case_id), probabilities))
+        except SparsegError as exc:
+            log.error("%s: %s", case.case_id, exc)
+            summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
+    write_summary(out / "summary.csv", summaries)
+    return summaries
+
+
+def write_summary(path: Path, summaries: list[CaseSummary]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".partial-{path.name}")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(summaries[0])))
+        writer.writeheader()
+        for summary in summaries:
+            writer.writerow(asdict(summary))
+    temporary.replace(path)
+
+
+def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -> Path:
+    """The grand-challenge job: the one /input case -> /output/images/hie-lesion-segmentation/overlay.mha."""
+    case = find_input_case(input_dir)
+    summary = predict_case(case, predictor, output_dir / OUTPUT_MASK)
+    log.info("%s: %.2f mL of lesion (%s burden) in %.1f s", case.case_id, summary.lesion_ml,
+             summary.burden_group, summary.seconds)
+    return output_dir / OUTPUT_MASK
+
+
+def load_predictor(weights: list[Path] | None, device: str = "auto", **options) -> Predictor:
+    predictor = Predictor.load(weights or default_weights(), resolve_device(device), **options)
+    warn_if_synthetic(predictor)
+    return predictor
