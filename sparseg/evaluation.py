@@ -114,9 +114,9 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
 
 
-def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    """The summary as a Markdown table like the paper's Table 3."""
-    lines = ["| burden | n | DSC | MASD (mm) | NSD (2 mm) |", "|---|---|---|---|---|"]
+def markdown_table(summary: dict[str, dict[str, float]], first: str = "burden") -> str:
+    """The summary as a Markdown table like the paper's Table 3; `first` heads the row-name column."""
+    lines = [f"| {first} | n | DSC | MASD (mm) | NSD (2 mm) |", "|---|---|---|---|---|"]
     for name, entry in summary.items():
         lines.append(
             f"| {name} | {int(entry['n'])} | {_fmt(entry['dsc'])} | {_fmt(entry['masd'])} | {_fmt(entry['nsd'])} |"

@@ -10,9 +10,11 @@ leaves a half-written output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +169,20 @@ def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[n
     return volume.array != 0, volume.geometry
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` on success, removed on failure.
+
+    Readers therefore see either no file or a complete one, never a half-written one.
+    """
+    temporary = path.parent / f".partial-{uuid.uuid4().hex[:8]}-{path.name}"
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compress: bool = True) -> Path:
     """Write a (z, y, x) array with `geometry`, keeping its dtype, atomically.
 
@@ -182,12 +198,10 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compres
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{path.parent}: cannot create output folder ({exc.strerror})") from None
-    temporary = path.parent / f".partial-{uuid.uuid4().hex[:8]}-{path.name}"
     try:
-        sitk.WriteImage(image, str(temporary), compress)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            sitk.WriteImage(image, str(temporary), compress)
     except (RuntimeError, OSError) as exc:
-        temporary.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) else _sitk_message(exc)
         raise OutputError(f"{path}: cannot write ({reason})") from None
     return path

@@ -25,6 +25,7 @@ from torch import nn
 from sparseg.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from sparseg.environment import code_version, library_versions
 from sparseg.errors import InputError
+from sparseg.io import atomic_path
 
 FORMAT = "sparseg-checkpoint/1"
 
@@ -95,10 +96,10 @@ def save_checkpoint(
         **(extra or {}),
         "weights_sha256": weights_sha256(state),
     }
-    temporary = path.with_name(f".partial-{path.name}")
-    save_file(state, str(temporary), metadata={"sparseg": json.dumps(metadata)})
-    temporary.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata={"sparseg": json.dumps(metadata)})
+    with atomic_path(path.with_suffix(".json")) as temporary:
+        temporary.write_text(json.dumps(metadata, indent=2) + "\n")
     return path
 
 

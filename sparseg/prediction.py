@@ -25,7 +25,7 @@ from sparseg.config import burden_group
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import lesion_burden
 from sparseg.inference import Predictor, resolve_device
-from sparseg.io import read_image, write_image, write_mask
+from sparseg.io import atomic_path, read_image, write_image, write_mask
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,11 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
 
 def write_summary(path: Path, summaries: list[CaseSummary]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".partial-{path.name}")
-    with open(temporary, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(summaries[0])))
         writer.writeheader()
         for summary in summaries:
             writer.writerow(asdict(summary))
-    temporary.replace(path)
 
 
 def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -> Path:

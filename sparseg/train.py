@@ -38,6 +38,7 @@ from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, 
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, summarise
 from sparseg.inference import autocast, predict_slices, resolve_device
+from sparseg.io import atomic_path
 from sparseg.losses import SegmentationLoss
 from sparseg.metrics import score_case
 from sparseg.model import build_model, save_checkpoint
@@ -139,9 +140,8 @@ def _save_state(path: Path, model, optimizer, scheduler, state: TrainingState) -
         "stale_epochs": state.stale_epochs,
         "history": json.dumps(state.history),
     }
-    temporary = path.with_name(f".partial-{path.name}")
-    torch.save(payload, temporary)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def _load_state(path: Path, model, optimizer, scheduler) -> TrainingState:
@@ -162,13 +162,10 @@ def _load_state(path: Path, model, optimizer, scheduler) -> TrainingState:
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    keys = list(history[0])
-    temporary = path.with_name(f".partial-{path.name}")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    temporary.replace(path)
 
 
 def train(
