@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SPARSEG := $(VENV)/bin/sparseg
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench demo-weights expected clean
 
 setup: $(VENV)/.installed
 
@@ -15,11 +15,26 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The main job on the sample data: synthetic cases, the Z_ADC < -2 baseline, challenge scoring.
+SAMPLES := $(wildcard test/*/input)
+DEMO_WEIGHTS := model_weights/sparseg-demo.safetensors
+
+# The main job on the bundled sample case: the container's entry point, /input layout -> mask.
 demo: setup
-	$(SPARSEG) synth --out data/sample --cases 8 --seed 0
-	$(SPARSEG) baseline --data data/sample --out runs/sample-baseline/masks
-	$(SPARSEG) evaluate --gt data/sample --pred runs/sample-baseline/masks --out runs/sample-baseline/scores
+	$(PY) process.py --input test/MGHNICU_901-VISIT_01/input --output runs/demo-sample --device cpu
+	$(SPARSEG) info $(DEMO_WEIGHTS) --verify | head -n 3
+
+# Rebuild the demo weights from scratch: 80 synthetic cases, demo config, fold 0 (about an hour on 2 CPU cores).
+demo-weights: setup
+	$(SPARSEG) synth --out data/demo80 --cases 80 --seed 1
+	$(SPARSEG) train --data data/demo80 --config resources/configs/demo.json --out runs/demo --fold 0
+	cp runs/demo/best.safetensors $(DEMO_WEIGHTS)
+	cp runs/demo/best.json model_weights/sparseg-demo.json
+
+# Regenerate the sample cases' expected outputs after the demo weights change.
+expected: setup
+	for input in $(SAMPLES); do \
+		$(PY) process.py --input $$input --output $$(dirname $$input)/expected --weights $(DEMO_WEIGHTS) --device cpu || exit 1; \
+	done
 
 test: setup
 	$(PY) -m pytest
