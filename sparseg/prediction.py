@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
     """Segment every case of `data`; a failing case is reported and the others go on."""
     cases = find_any_cases(data)
     summaries = []
-    for case in tqdm(cases, desc="cases", unit="case"):
+    for case in tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty()):
         probabilities = out / f"{case.case_id}_probabilities.mha" if save_probabilities else None
         try:
             summaries.append(predict_case(case, predictor, out / prediction_name(case.case_id), probabilities))
