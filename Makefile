@@ -21,7 +21,6 @@ DEMO_WEIGHTS := model_weights/sparseg-demo.safetensors
 # The main job on the bundled sample case: the container's entry point, /input layout -> mask.
 demo: setup
 	$(PY) process.py --input test/MGHNICU_901-VISIT_01/input --output runs/demo-sample --device cpu
-	$(SPARSEG) info $(DEMO_WEIGHTS) --verify | head -n 3
 
 # Rebuild the demo weights from scratch: 80 synthetic cases, demo config, fold 0 (about an hour on 2 CPU cores).
 demo-weights: setup

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, find_any_cases
+from sparseg.cases import Case, find_any_cases, prediction_name
 from sparseg.config import PreprocessingConfig
 from sparseg.errors import InputError
 from sparseg.io import read_geometry, read_image, write_mask
@@ -19,11 +19,6 @@ from sparseg.io import read_geometry, read_image, write_mask
 def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:
     """The prior channel of the network, used directly as the segmentation."""
     return z < config.z_threshold
-
-
-def prediction_name(case_id: str) -> str:
-    """File name of a case's predicted mask in a batch output folder."""
-    return f"{case_id}_lesion.mha"
 
 
 def run_baseline(data: Path | str, out: Path | str, config: PreprocessingConfig = PreprocessingConfig()) -> list[Path]:

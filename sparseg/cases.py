@@ -47,6 +47,11 @@ def label_name(case_id: str, suffix: str = ".mha") -> str:
     return f"{case_id}_lesion{suffix}"
 
 
+def prediction_name(case_id: str) -> str:
+    """File name of a case's predicted mask in a batch output folder (`sparseg predict`, `sparseg baseline`)."""
+    return f"{case_id}_lesion.mha"
+
+
 @dataclass(frozen=True)
 class Case:
     """The files of one case. `label` is None for unlabelled data."""

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sparseg.baseline import prediction_name
-from sparseg.cases import OUTPUT_MASK, Case, find_any_cases, find_input_case
+from sparseg.cases import OUTPUT_MASK, Case, find_any_cases, find_input_case, prediction_name
 from sparseg.config import burden_group
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import lesion_burden

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.baseline import prediction_name, run_baseline, threshold_mask
-from sparseg.cases import find_cases
+from sparseg.baseline import run_baseline, threshold_mask
+from sparseg.cases import find_cases, prediction_name
 from sparseg.io import read_geometry, read_image, read_mask
 from sparseg.synth import SynthConfig, write_input_case
 

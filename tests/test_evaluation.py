@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparseg.baseline import prediction_name
-from sparseg.cases import find_cases
+from sparseg.cases import find_cases, prediction_name
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, Report, evaluate, markdown_table, summarise, write_report
 from sparseg.io import read_geometry, read_image, read_mask, write_mask
