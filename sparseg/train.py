@@ -35,6 +35,7 @@ from sparseg.augment import SliceAugmenter
 from sparseg.cases import find_cases
 from sparseg.config import RunConfig, to_dict
 from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, prepare_case, stratified_folds
+from sparseg.environment import code_version
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, summarise
 from sparseg.inference import autocast, predict_slices, resolve_device
@@ -207,6 +208,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
         (out / SPLIT).write_text(json.dumps({"fold": fold, "folds": folds, "seed": tc.seed}, indent=2) + "\n")
         (out / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
     data_fingerprint = fingerprint(cases)
+    code = code_version()  # the code that trains, not whatever is checked out when a checkpoint is saved
 
     torch.manual_seed(tc.seed)
     model = build_model(config.model, config.in_channels).to(device)
@@ -295,6 +297,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
             state.best_dsc, state.best_epoch, state.stale_epochs = val_dsc, epoch + 1, 0
             if dist_info.main:
                 save_checkpoint(out / BEST, model, config, {
+                    "code_version": code,
                     **({"notice": data_fingerprint["notice"]} if data_fingerprint["synthetic"] else {}),
                     "data": data_fingerprint,
                     "fold": fold,
