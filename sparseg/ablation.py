@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from sparseg.config import load_run_config
 from sparseg.evaluation import markdown_table
+from sparseg.io import write_csv
 from sparseg.model import read_metadata
 from sparseg.train import BEST, train
 
@@ -25,10 +25,7 @@ def run_ablation(data: Path | str, configs: list[Path], out: Path | str, fold: i
         rows.append((name, summary))
     text = markdown_table({name: summary["all"] for name, summary in rows}, first="config")
     (out / "ablation.md").write_text(text)
-    with open(out / "ablation.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["config", "n", "dsc", "masd", "nsd"])
-        for name, summary in rows:
-            overall = summary["all"]
-            writer.writerow([name, overall["n"], overall["dsc"], overall["masd"], overall["nsd"]])
+    write_csv(out / "ablation.csv", [
+        {"config": name, **{k: summary["all"][k] for k in ("n", "dsc", "masd", "nsd")}} for name, summary in rows
+    ])
     return text

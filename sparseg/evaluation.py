@@ -11,7 +11,6 @@ in-plane isotropic spacing of this dataset the numbers are the same.)
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ import numpy as np
 from sparseg.cases import Case, find_cases, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
-from sparseg.io import read_image, read_mask
+from sparseg.io import read_image, read_mask, write_csv
 from sparseg.metrics import score_case
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,20 @@ def evaluate_case(case: Case, prediction: Path, config: EvaluationConfig = Evalu
     pred, pred_geometry = read_mask(prediction)
     if pred.shape != gt.shape:
         raise InputError(f"{prediction}: grid {pred.shape} (z, y, x) differs from the label's {gt.shape}")
-    if pred_geometry.differences(gt_geometry):
+    differences = pred_geometry.differences(gt_geometry)
+    if differences:
         log.warning("%s: geometry differs from the label (%s); scored on the label's spacing",
-                    prediction, "; ".join(pred_geometry.differences(gt_geometry)))
+                    prediction, "; ".join(differences))
     burden = lesion_burden(gt, read_image(case.adc).array)
-    score = score_case(gt, pred, gt_geometry.spacing_mm, config.nsd_tolerance_mm)
+    return score_row(case.case_id, gt, pred, gt_geometry.spacing_mm, burden, config)
+
+
+def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, spacing_mm: tuple[float, float, float],
+              burden: float, config: EvaluationConfig = EvaluationConfig()) -> CaseRow:
+    """The table row of one case: challenge scores, voxel counts and burden group."""
+    score = score_case(gt, pred, spacing_mm, config.nsd_tolerance_mm)
     return CaseRow(
-        case_id=case.case_id,
+        case_id=case_id,
         dsc=score.dsc,
         masd=score.masd,
         nsd=score.nsd,
@@ -140,11 +146,7 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path, md_path = out / "scores.csv", out / "summary.json", out / "summary.md"
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(report.rows[0])))
-        writer.writeheader()
-        for row in report.rows:
-            writer.writerow(asdict(row))
+    write_csv(csv_path, [asdict(row) for row in report.rows])
     document = {"summary": report.summary, "cases": [asdict(r) for r in report.rows]}
     json_path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
     md_path.write_text(markdown_table(report.summary))

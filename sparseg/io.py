@@ -11,6 +11,7 @@ leaves a half-written output.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import uuid
@@ -181,6 +182,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_csv(path: Path | str, rows: list[dict]) -> Path:
+    """A table of dicts (the first row's keys are the header) as CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compress: bool = True) -> Path:

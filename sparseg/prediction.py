@@ -10,7 +10,6 @@ summary CSV.
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
@@ -25,7 +24,7 @@ from sparseg.config import burden_group
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import lesion_burden
 from sparseg.inference import Predictor, resolve_device
-from sparseg.io import atomic_path, read_image, write_image, write_mask
+from sparseg.io import read_image, write_csv, write_image, write_mask
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +89,8 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
-    write_summary(out / "summary.csv", summaries)
+    write_csv(out / "summary.csv", [asdict(s) for s in summaries])
     return summaries
-
-
-def write_summary(path: Path, summaries: list[CaseSummary]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(summaries[0])))
-        writer.writeheader()
-        for summary in summaries:
-            writer.writerow(asdict(summary))
 
 
 def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -> Path:

@@ -29,7 +29,6 @@ case depends only on the seed and its index.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from scipy import ndimage
 
 from sparseg import cases as layout
 from sparseg.config import burden_group
-from sparseg.io import Geometry, write_image
+from sparseg.io import Geometry, write_csv, write_image
 
 
 @dataclass(frozen=True)
@@ -314,7 +313,7 @@ def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig 
         write_image(_as_dtype(case.z, case.z_dtype), case.geometry, out / layout.Z_DIR / layout.z_name(case.case_id))
         write_image(case.label.astype(case.label_dtype), case.geometry, out / layout.LABEL_DIR / layout.label_name(case.case_id))
         rows.append(_manifest_row(case))
-    _write_manifest(out / MANIFEST, rows)
+    write_csv(out / MANIFEST, rows)
     return [out / layout.ADC_DIR, out / layout.Z_DIR, out / layout.LABEL_DIR]
 
 
@@ -340,10 +339,3 @@ def _manifest_row(case: SynthCase) -> dict:
         "burden": f"{case.burden:.5f}",
         "burden_group": burden_group(case.burden),
     }
-
-
-def _write_manifest(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

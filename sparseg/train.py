@@ -14,7 +14,6 @@ validation DSC is kept (`best.safetensors`); `last_state.pt` holds what
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -37,11 +36,10 @@ from sparseg.config import RunConfig, to_dict
 from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, prepare_case, stratified_folds
 from sparseg.environment import code_version
 from sparseg.errors import InputError
-from sparseg.evaluation import CaseRow, summarise
+from sparseg.evaluation import score_row, summarise
 from sparseg.inference import autocast, predict_slices, resolve_device
-from sparseg.io import atomic_path
+from sparseg.io import atomic_path, write_csv
 from sparseg.losses import SegmentationLoss
-from sparseg.metrics import score_case
 from sparseg.model import build_model, save_checkpoint
 from sparseg.plots import plot_history
 from sparseg.preprocessing import from_slices
@@ -122,9 +120,7 @@ def validate(model: torch.nn.Module, cases: list[PreparedCase], config: RunConfi
         probabilities = predict_slices(model, case.slices, device, config.train.batch_size)
         mask = from_slices(probabilities, case.label.shape[1:]) > config.threshold
         fractions.append(float(mask.mean()))
-        score = score_case(case.label, mask, case.spacing_mm)
-        rows.append(CaseRow(case.case_id, score.dsc, score.masd, score.nsd, int(case.label.sum()),
-                            int(mask.sum()), case.burden, case.burden_group))
+        rows.append(score_row(case.case_id, case.label, mask, case.spacing_mm, case.burden))
     summary = summarise(rows)
     return {"summary": summary, "predicted_fraction": float(np.mean(fractions)),
             "true_fraction": float(np.mean([c.label.mean() for c in cases]))}
@@ -160,13 +156,6 @@ def _load_state(path: Path, model, optimizer, scheduler) -> TrainingState:
         stale_epochs=int(payload["stale_epochs"]),
         history=json.loads(payload["history"]),
     )
-
-
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def train(
@@ -287,7 +276,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
                 "seconds": time.perf_counter() - started,
             }
             state.history.append(row)
-            _write_history(out / HISTORY, state.history)
+            write_csv(out / HISTORY, state.history)
             log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%.0f s)", epoch + 1, means.get("loss", 0),
                      overall["dsc"], overall["masd"], overall["nsd"], row["seconds"])
         val_dsc = dist_info.broadcast(val_dsc)
