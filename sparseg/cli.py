@@ -20,13 +20,17 @@ def _synth(args: argparse.Namespace) -> int:
     from sparseg import synth
 
     start = time.perf_counter()
+    for name in ("size", "depth"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SparsegError(f"--{name} must be a positive number of voxels, not {getattr(args, name)}")
+    config = synth.SynthConfig().with_shape(args.size, args.depth)
     if args.layout == "input":
         if args.cases != 1:
             raise SparsegError("--layout input writes exactly one case; use --cases 1 and --index to choose it")
-        case = synth.write_input_case(args.out, seed=args.seed, index=args.index)
+        case = synth.write_input_case(args.out, seed=args.seed, index=args.index, config=config)
         print(f"wrote {case.case_id} in the container /input layout under {args.out}")
     else:
-        synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed)
+        synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed, config=config)
         print(f"wrote {args.cases} synthetic cases (seed {args.seed}) under {args.out} "
               f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / synth.MANIFEST}")
     return 0
@@ -88,7 +92,11 @@ def _ablate(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace):
     from sparseg.prediction import load_predictor
 
-    return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3)
+    from sparseg.config import InferenceConfig
+
+    inference = InferenceConfig(precision=args.precision, crop_to_brain=not args.full_frame)
+    return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3,
+                          inference=inference)
 
 
 def _process(args: argparse.Namespace) -> int:
@@ -102,7 +110,8 @@ def _process(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from sparseg.prediction import predict_batch
 
-    summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities)
+    summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities,
+                              overlays=args.overlays)
     failed = [s.case_id for s in summaries if s.status != "ok"]
     print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
           f"summary: {args.out / 'summary.csv'}")
@@ -112,6 +121,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from sparseg.evaluation import compare_masks
+
+    comparison = compare_masks(args.mask, args.reference)
+    ok = comparison.within(args.min_dice)
+    print(f"{'ok' if ok else 'DIFFERENT'}: {args.mask}: {comparison.describe()}")
+    return 0 if ok else 1
+
+
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, nargs="+",
                    help="checkpoint(s); several are averaged (default: /opt/ml/model/, else model_weights/)")
@@ -119,6 +137,10 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
     p.add_argument("--min-lesion-mm3", type=float, default=0.0,
                    help="remove lesion components smaller than this (default 0: off, as in the paper)")
+    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                   help="auto (default): bf16/fp16 autocast on GPUs and bf16 on CPUs that have it; fp32: none")
+    p.add_argument("--full-frame", action="store_true",
+                   help="run every whole slice (default: only slices with brain, cropped to the brain's box)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("release", "input"), default="release",
                    help="'release' (default) or 'input': one case in the container's /input layout")
     p.add_argument("--index", type=int, default=0, help="with --layout input: which case of the seed")
+    p.add_argument("--size", type=int, help="fixed in-plane size in voxels (default: random, 128-256)")
+    p.add_argument("--depth", type=int, help="fixed number of slices (default: random, 16-64)")
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser("baseline", help="write the Z_ADC < -2 threshold masks, to score like a model")
@@ -165,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
     p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha and summary.csv")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.mha")
+    p.add_argument("--overlays", action="store_true",
+                   help="also write <case_id>_overlay.png: the slices with the most lesion, predicted (and true) contours")
     _add_inference_options(p)
     p.set_defaults(handler=_predict)
 
@@ -173,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("/output"))
     _add_inference_options(p)
     p.set_defaults(handler=_process)
+
+    p = sub.add_parser("compare", help="check a mask file against a reference mask (grid and voxels); exit 1 if not")
+    p.add_argument("mask", type=Path)
+    p.add_argument("reference", type=Path)
+    p.add_argument("--min-dice", type=float, default=1.0,
+                   help="smallest Dice that passes (default 1: voxel for voxel); the grids must always match")
+    p.set_defaults(handler=_compare)
 
     p = sub.add_parser("info", help="print what a checkpoint is: config, data, metrics, versions")
     p.add_argument("checkpoint", type=Path)

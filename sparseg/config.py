@@ -101,6 +101,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How volumes go through the network at prediction time: speed settings, not part of the method.
+
+    Each setting was kept because the inference benchmark (bench/inference.py)
+    showed it pays; the masks stay within Dice 0.999 of the plain fp32
+    full-frame reference (tests/test_inference.py).
+    """
+
+    crop_to_brain: bool = True
+    """Run only slices with brain (non-zero ADC), cropped to the brain's bounding box over all slices."""
+    crop_margin: int = 32
+    """Pixels of the resized slice kept around the brain's bounding box."""
+    crop_multiple: int = 32
+    """Crop sides are rounded up to this: the network's total stride."""
+    precision: str = "auto"
+    """"auto": bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16; "fp32": none."""
+    batch_size: int = 0
+    """Slices per forward pass; 0 picks 64 on CUDA and 16 on the CPU."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a training run needs; saved inside every checkpoint."""
 

@@ -151,3 +151,37 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     json_path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
     md_path.write_text(markdown_table(report.summary))
     return [csv_path, json_path, md_path]
+
+
+@dataclass(frozen=True)
+class MaskComparison:
+    """How a mask file differs from a reference mask file (the container test's check)."""
+
+    geometry_differences: list[str]
+    differing_voxels: int
+    dice: float
+
+    def within(self, min_dice: float) -> bool:
+        return not self.geometry_differences and self.dice >= min_dice
+
+    def describe(self) -> str:
+        if self.geometry_differences:
+            return "geometry differs: " + "; ".join(self.geometry_differences)
+        if self.differing_voxels == 0:
+            return "identical"
+        return f"{self.differing_voxels} voxels differ (Dice {self.dice:.6f})"
+
+
+def compare_masks(mask_path: Path | str, reference_path: Path | str) -> MaskComparison:
+    """Compare two mask files voxel by voxel and grid by grid.
+
+    Geometry must agree to 1e-6 (a written mask copies its input's grid
+    exactly). Dice is 1 when both masks are empty.
+    """
+    mask, geometry = read_mask(mask_path)
+    reference, reference_geometry = read_mask(reference_path)
+    differences = geometry.differences(reference_geometry, tolerance=1e-6)
+    if differences:
+        return MaskComparison(differences, -1, 0.0)
+    overlap, total = int(np.count_nonzero(mask & reference)), int(np.count_nonzero(mask) + np.count_nonzero(reference))
+    return MaskComparison([], int(np.count_nonzero(mask ^ reference)), 2.0 * overlap / total if total else 1.0)

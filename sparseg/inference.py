@@ -8,6 +8,7 @@ precision on CUDA, and the probabilities mapped back to the case's grid.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,42 +17,56 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sparseg.config import RunConfig
+from sparseg.config import InferenceConfig, RunConfig
 from sparseg.errors import InputError
 from sparseg.io import Volume
 from sparseg.model import Checkpoint, load_checkpoint
-from sparseg.preprocessing import from_slices, to_slices
+from sparseg.preprocessing import brain_window, from_slices, to_slices
+
+PRECISIONS = ("auto", "fp32")
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA GPUs that have it, fp16 on others, nothing on the CPU."""
-    if device.type != "cuda":
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Mixed precision for `precision="auto"`: bf16 on CUDA GPUs that have it (fp16 on others) and
+    on CPUs with native bf16; full fp32 for "fp32" and on other CPUs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @torch.inference_mode()
-def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, batch_size: int = 16) -> np.ndarray:
-    """Sigmoid probabilities of preprocessed slices. Shape: (D, C, S, S) -> (D, S, S) float32."""
+def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, batch_size: int = 16,
+                   precision: str = "fp32") -> np.ndarray:
+    """Sigmoid probabilities of preprocessed slices. Shape: (D, C, H, W) -> (D, H, W) float32."""
     model.eval()
     out = np.empty((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    pin = device.type == "cuda"
     for start in range(0, len(slices), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        with autocast(device):
+        if pin:
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
             logits = model(batch)
         out[start : start + len(batch)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     return out
-
-
-def predict_volume(
-    model: nn.Module, config: RunConfig, adc: np.ndarray, z: np.ndarray, device: torch.device, batch_size: int = 16
-) -> np.ndarray:
-    """Lesion probabilities on the volume's own grid. Shape: (D, H, W) ADC and Z_ADC -> (D, H, W) float32."""
-    probabilities = predict_slices(model, to_slices(adc, z, config.preprocessing), device, batch_size)
-    return from_slices(probabilities, adc.shape[1:])
 
 
 @dataclass
@@ -70,22 +85,27 @@ class Predictor:
     Several checkpoints (a fold ensemble) are averaged in probability; they
     must share their preprocessing and threshold. `tta` adds the left-right
     and front-back flipped slices and averages the un-flipped results.
+    `inference` holds the speed settings (cropping to the brain, precision,
+    batch size); probabilities outside the brain window are 0.
     """
 
     def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
-                 min_lesion_mm3: float = 0.0, batch_size: int = 16) -> None:
+                 min_lesion_mm3: float = 0.0, inference: InferenceConfig = InferenceConfig()) -> None:
         if not checkpoints:
             raise ValueError("no checkpoint given")
+        if inference.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {inference.precision!r}")
         first = checkpoints[0].config
         for other in checkpoints[1:]:
             if (other.config.preprocessing, other.config.threshold) != (first.preprocessing, first.threshold):
                 raise InputError("ensemble checkpoints differ in preprocessing or threshold; they cannot be averaged")
-        self.models = [c.model.to(device).eval() for c in checkpoints]
         if device.type == "cuda":
-            self.models = [m.to(memory_format=torch.channels_last) for m in self.models]
+            torch.backends.cudnn.benchmark = True
+        self.models = [c.model.to(device).eval().to(memory_format=torch.channels_last) for c in checkpoints]
         self.config = first
         self.metadata = [c.metadata for c in checkpoints]
-        self.device, self.tta, self.min_lesion_mm3, self.batch_size = device, tta, min_lesion_mm3, batch_size
+        self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
+        self.batch_size = inference.batch_size or (64 if device.type == "cuda" else 16)
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
@@ -94,14 +114,24 @@ class Predictor:
     def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
         slices = to_slices(adc, z, self.config.preprocessing)
-        flips = [(), (-1,), (-2,)] if self.tta else [()]
         total = np.zeros((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
-        for model in self.models:
-            for axes in flips:
-                flipped = np.flip(slices, axis=axes) if axes else slices
-                out = predict_slices(model, flipped, self.device, self.batch_size)
-                total += np.flip(out, axis=axes) if axes else out
-        total /= len(self.models) * len(flips)
+        if self.inference.crop_to_brain:
+            window = brain_window(adc, self.config.preprocessing, self.inference.crop_margin,
+                                  self.inference.crop_multiple)
+            index = (window.slices, slice(None), window.rows, window.cols)
+            target = np.ix_(window.slices, np.arange(total.shape[1])[window.rows], np.arange(total.shape[2])[window.cols])
+        else:
+            index, target = (slice(None),) * 4, (slice(None),) * 3
+        inputs = np.ascontiguousarray(slices[index])
+        if len(inputs):
+            flips = [(), (-1,), (-2,)] if self.tta else [()]
+            window_total = np.zeros((inputs.shape[0], *inputs.shape[2:]), dtype=np.float32)
+            for model in self.models:
+                for axes in flips:
+                    flipped = np.flip(inputs, axis=axes) if axes else inputs
+                    out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision)
+                    window_total += np.flip(out, axis=axes) if axes else out
+            total[target] = window_total / (len(self.models) * len(flips))
         return from_slices(total, adc.shape[1:])
 
     def predict(self, adc: Volume, z: Volume) -> Prediction:

@@ -1,13 +1,17 @@
-"""PNG plots of a training run: losses, validation metrics, and the loss-collapse view."""
+"""PNG plots: a training run's losses, validation metrics and loss-collapse view; a case's lesion overlay."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from sparseg.config import PreprocessingConfig  # noqa: E402
+from sparseg.io import atomic_path  # noqa: E402
 
 
 def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
@@ -35,3 +39,30 @@ def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
     figure("lesion_fraction.png", ["val_predicted_fraction", "val_true_fraction"],
            "predicted vs true lesion fraction (loss collapse shows as ~0)", "fraction of voxels")
     return paths
+
+
+def plot_overlay(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spacing_mm: tuple[float, float, float],
+                 title: str, path: Path, n_slices: int = 3) -> Path:
+    """The `n_slices` axial slices with the most lesion: ADC in grey, prediction in red, truth (if any) in green.
+
+    Shape: adc, mask, label (D, H, W); `spacing_mm` in (z, y, x) sets the pixel aspect.
+    """
+    lesion = mask.sum(axis=(1, 2)) + (label.sum(axis=(1, 2)) if label is not None else 0)
+    chosen = sorted(np.argsort(-lesion, kind="stable")[: min(n_slices, len(lesion))])
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4.6), squeeze=False)
+    for ax, k in zip(axes[0], chosen):
+        ax.imshow(adc[k], cmap="gray", vmin=0, vmax=PreprocessingConfig.adc_range[1],
+                  aspect=spacing_mm[1] / spacing_mm[2], interpolation="nearest")
+        for array, colour in ((mask, "red"), (label, "lime")):
+            if array is not None and array[k].any():
+                ax.contour(array[k].astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
+        ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted" + (f", {int(label[k].sum())} true" if label is not None else ""),
+                     fontsize=9)
+        ax.axis("off")
+    legend = "red: predicted" + (", green: true" if label is not None else "")
+    fig.suptitle(f"{title} ({legend})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path

@@ -22,9 +22,10 @@ from tqdm import tqdm
 from sparseg.cases import OUTPUT_MASK, Case, find_any_cases, find_input_case, prediction_name
 from sparseg.config import burden_group
 from sparseg.errors import InputError, SparsegError
+from sparseg.environment import peak_rss_mib
 from sparseg.evaluation import lesion_burden
 from sparseg.inference import Predictor, resolve_device
-from sparseg.io import read_image, write_csv, write_image, write_mask
+from sparseg.io import read_image, read_mask, write_csv, write_image, write_mask
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,19 @@ class CaseSummary:
     error: str = ""
 
 
-def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None) -> CaseSummary:
+def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
+                 overlay_path: Path | None = None) -> CaseSummary:
     started = time.perf_counter()
     adc, z = read_image(case.adc), read_image(case.z)
     result = predictor.predict(adc, z)
     if probabilities_path is not None:
         write_image(result.probabilities.astype(np.float32), adc.geometry, probabilities_path)
     write_mask(result.mask, adc.geometry, mask_path)
+    if overlay_path is not None:
+        from sparseg.plots import plot_overlay
+
+        label = read_mask(case.label)[0] if case.label is not None else None
+        plot_overlay(adc.array, result.mask, label, adc.geometry.spacing_mm, case.case_id, overlay_path)
     burden = lesion_burden(result.mask, adc.array)
     return CaseSummary(
         case_id=case.case_id,
@@ -78,14 +85,20 @@ def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilitie
     )
 
 
-def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False) -> list[CaseSummary]:
-    """Segment every case of `data`; a failing case is reported and the others go on."""
+def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False,
+                  overlays: bool = False) -> list[CaseSummary]:
+    """Segment every case of `data`; a failing case is reported and the others go on.
+
+    Optional per case: `<case_id>_probabilities.mha`, and `<case_id>_overlay.png`
+    (the slices with the most lesion; true contours too where labels exist).
+    """
     cases = find_any_cases(data)
     summaries = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty()):
         probabilities = out / f"{case.case_id}_probabilities.mha" if save_probabilities else None
+        overlay = out / f"{case.case_id}_overlay.png" if overlays else None
         try:
-            summaries.append(predict_case(case, predictor, out / prediction_name(case.case_id), probabilities))
+            summaries.append(predict_case(case, predictor, out / prediction_name(case.case_id), probabilities, overlay))
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
@@ -97,8 +110,8 @@ def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -
     """The grand-challenge job: the one /input case -> /output/images/hie-lesion-segmentation/overlay.mha."""
     case = find_input_case(input_dir)
     summary = predict_case(case, predictor, output_dir / OUTPUT_MASK)
-    log.info("%s: %.2f mL of lesion (%s burden) in %.1f s", case.case_id, summary.lesion_ml,
-             summary.burden_group, summary.seconds)
+    log.info("%s: %.2f mL of lesion (%s burden) in %.2f s; peak memory %.0f MiB", case.case_id,
+             summary.lesion_ml, summary.burden_group, summary.seconds, peak_rss_mib())
     return output_dir / OUTPUT_MASK
 
 

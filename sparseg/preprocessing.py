@@ -19,6 +19,8 @@ channel is binary in every case.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sparseg.config import PreprocessingConfig
@@ -129,3 +131,40 @@ def from_slices(maps: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
             operator = _linear_weights(n_resized, n_orig)
         maps = _along(maps, operator, axis)
     return np.ascontiguousarray(maps)
+
+
+@dataclass(frozen=True)
+class BrainWindow:
+    """The part of a case's resized slices that holds brain: which slices, and one in-plane box."""
+
+    slices: np.ndarray
+    """Indices of the slices with any brain (non-zero ADC)."""
+    rows: slice
+    cols: slice
+
+
+def _span(hits: np.ndarray, n: int, margin: int, multiple: int) -> slice:
+    """A window of `n` pixels around `hits` plus `margin`, its length rounded up to `multiple`."""
+    lo, hi = int(hits[0]) - margin, int(hits[-1]) + 1 + margin
+    length = -(-(hi - lo) // multiple) * multiple
+    if length >= n:
+        return slice(0, n)
+    start = min(max(lo - (length - (hi - lo)) // 2, 0), n - length)
+    return slice(start, start + length)
+
+
+def brain_window(adc: np.ndarray, config: PreprocessingConfig, margin: int, multiple: int) -> BrainWindow:
+    """Where the brain is on the resized slices of a (D, H, W) ADC volume (brain = non-zero ADC).
+
+    The box is the union over slices of the brain's bounding box, widened by
+    `margin` pixels and rounded up to a multiple of `multiple` (the network's
+    total stride), within the slice. A volume with no brain gets no slices.
+    """
+    brain = resize_slices((adc != 0).astype(np.float32), config.slice_size) > 0
+    slices = np.flatnonzero(brain.any(axis=(1, 2)))
+    if slices.size == 0:
+        return BrainWindow(slices, slice(0, 0), slice(0, 0))
+    union = brain[slices].any(axis=0)
+    rows = _span(np.flatnonzero(union.any(axis=1)), config.slice_size[0], margin, multiple)
+    cols = _span(np.flatnonzero(union.any(axis=0)), config.slice_size[1], margin, multiple)
+    return BrainWindow(slices, rows, cols)

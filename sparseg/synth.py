@@ -29,6 +29,7 @@ case depends only on the seed and its index.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,15 @@ class SynthConfig:
     lesion_free_fraction: float = 0.07
     z_clip: float = 10.0
     z_smoothing_mm: float = 2.0
+
+    def with_shape(self, size: int | None = None, depth: int | None = None) -> SynthConfig:
+        """The same anatomy on a fixed in-plane `size` and/or number of slices `depth` (benchmarks, checks)."""
+        changes: dict = {}
+        if size is not None:
+            changes["in_plane_sizes"] = (size,)
+        if depth is not None:
+            changes["depth_range"] = (depth, depth)
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def tiny(cls) -> SynthConfig:

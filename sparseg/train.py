@@ -113,11 +113,16 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def training_precision(device: torch.device) -> str:
+    """Mixed precision on CUDA; fp32 on the CPU, where training is for tests and demos."""
+    return "auto" if device.type == "cuda" else "fp32"
+
+
 def validate(model: torch.nn.Module, cases: list[PreparedCase], config: RunConfig, device: torch.device) -> dict:
     """Whole-volume scores of the held-out cases, and the mean predicted lesion fraction."""
     rows, fractions = [], []
     for case in cases:
-        probabilities = predict_slices(model, case.slices, device, config.train.batch_size)
+        probabilities = predict_slices(model, case.slices, device, config.train.batch_size, training_precision(device))
         mask = from_slices(probabilities, case.label.shape[1:]) > config.threshold
         fractions.append(float(mask.mean()))
         rows.append(score_row(case.case_id, case.label, mask, case.spacing_mm, case.burden))
@@ -244,7 +249,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
             targets = targets.to(device, non_blocking=True)
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
+            with autocast(device, training_precision(device)):
                 logits = wrapped(images)
             terms = loss_fn.terms(logits.float(), targets)
             loss = loss_fn.combine(terms)

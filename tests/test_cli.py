@@ -52,3 +52,21 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_input_layout_needs_one_case(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["synth", "--out", str(tmp_path), "--layout", "input", "--cases", "2"]) == 2
     assert "exactly one case" in capsys.readouterr().err
+
+
+def test_compare_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sample = Path(__file__).resolve().parent.parent / "test" / "MGHNICU_910-VISIT_01" / "expected"
+    mask = next(sample.rglob("overlay.mha"))
+    assert main(["compare", str(mask), str(mask)]) == 0
+    assert "identical" in capsys.readouterr().out
+    other = next((sample.parent.parent / "MGHNICU_913-VISIT_01" / "expected").rglob("overlay.mha"))
+    assert main(["compare", str(other), str(mask), "--min-dice", "0"]) == 1  # both 256x256x22, other grids
+    assert "DIFFERENT" in capsys.readouterr().out
+
+
+def test_synth_fixed_shape(tmp_path: Path) -> None:
+    from sparseg.io import read_geometry
+
+    assert main(["synth", "--out", str(tmp_path), "--layout", "input", "--cases", "1", "--size", "96", "--depth", "7"]) == 0
+    assert read_geometry(next(tmp_path.rglob("*ADC_ss.mha"))).size_xyz == (96, 96, 7)
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--size", "0"]) == 2

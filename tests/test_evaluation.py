@@ -11,7 +11,7 @@ import pytest
 
 from sparseg.cases import find_cases, prediction_name
 from sparseg.errors import InputError
-from sparseg.evaluation import CaseRow, Report, evaluate, markdown_table, summarise, write_report
+from sparseg.evaluation import CaseRow, Report, compare_masks, evaluate, markdown_table, summarise, write_report
 from sparseg.io import read_geometry, read_image, read_mask, write_mask
 from sparseg.metrics import score_case
 
@@ -92,3 +92,18 @@ def test_report_files(tmp_path: Path) -> None:
     assert document["cases"][0]["masd"] is None and document["summary"]["all"]["masd"] == 0.0
     with open(tmp_path / "scores.csv") as handle:
         assert [r["case_id"] for r in csv.DictReader(handle)] == ["a", "b"]
+
+
+def test_compare_masks_counts_differences_and_checks_the_grid(tiny_dataset: Path, tmp_path: Path) -> None:
+    case = find_cases(tiny_dataset)[0]
+    label, geometry = read_mask(case.label)
+    assert label.any()
+    same = compare_masks(case.label, write_mask(label, geometry, tmp_path / "same.mha"))
+    assert same.within(1.0) and same.differing_voxels == 0 and same.describe() == "identical"
+    changed = label.copy()
+    changed[np.nonzero(label)[0][0], np.nonzero(label)[1][0], np.nonzero(label)[2][0]] = False
+    one_off = compare_masks(write_mask(changed, geometry, tmp_path / "one_off.mha"), case.label)
+    assert one_off.differing_voxels == 1 and not one_off.within(1.0) and one_off.within(0.9)
+    moved = replace(geometry, origin_xyz_mm=tuple(v + 0.5 for v in geometry.origin_xyz_mm))
+    shifted = compare_masks(write_mask(label, moved, tmp_path / "shifted.mha"), case.label)
+    assert not shifted.within(0.0) and "origin" in shifted.describe()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from sparseg.config import InferenceConfig
 from sparseg.errors import InputError
-from sparseg.inference import Predictor, remove_small_components
+from sparseg.inference import Predictor, autocast, remove_small_components
 from sparseg.io import Volume
 from sparseg.model import load_checkpoint
 from sparseg.synth import SynthConfig, generate_case
@@ -71,3 +73,53 @@ def test_small_components_are_removed_by_volume() -> None:
     kept = remove_small_components(mask, min_mm3=10.0, voxel_mm3=2.0)
     assert not kept[0, 0, 0] and kept[2, 2:5, 2:5].all() and kept[3, 5, 5]
     assert kept.sum() == 10
+
+
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "model_weights" / "sparseg-demo.safetensors"
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_cropping_to_the_brain_keeps_the_trained_demo_mask(index: int) -> None:
+    """The speed settings must not change the answer: Dice >= 0.999 against the fp32 full-frame reference."""
+    case = generate_case(11, index, SynthConfig())
+    adc, z = Volume(case.adc, case.geometry, Path("adc.mha")), Volume(case.z, case.geometry, Path("z.mha"))
+    checkpoint = load_checkpoint(DEMO_WEIGHTS)
+    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(crop_to_brain=False, precision="fp32"))
+    fast = Predictor([checkpoint], CPU, inference=InferenceConfig())
+    expected, got = reference.predict(adc, z).mask, fast.predict(adc, z).mask
+    assert expected.any()
+    overlap = 2 * np.count_nonzero(expected & got) / (np.count_nonzero(expected) + np.count_nonzero(got))
+    assert overlap >= 0.999
+
+
+def test_a_volume_without_brain_gets_an_empty_mask_without_running_the_network(tiny_checkpoint: Path, volumes) -> None:
+    adc, z = volumes
+    predictor = Predictor.load([tiny_checkpoint], CPU)
+    calls = []
+    predictor.models[0].register_forward_hook(lambda *args: calls.append(1))
+    empty = Volume(np.zeros_like(adc.array), adc.geometry, adc.path)
+    result = predictor.predict(empty, z)
+    assert not result.mask.any() and not calls
+
+
+def test_slices_without_brain_are_background(tiny_checkpoint: Path, volumes) -> None:
+    adc, z = volumes
+    array = adc.array.copy()
+    array[:3] = 0
+    result = Predictor.load([tiny_checkpoint], CPU).predict(Volume(array, adc.geometry, adc.path), z)
+    assert result.mask[3:].any() and not result.probabilities[:3].any()
+
+
+def test_fp32_precision_means_no_autocast_and_unknown_precisions_are_refused(tiny_checkpoint: Path) -> None:
+    assert isinstance(autocast(CPU, "fp32"), contextlib.nullcontext)
+    with pytest.raises(InputError, match="precision"):
+        Predictor.load([tiny_checkpoint], CPU, inference=InferenceConfig(precision="fp8"))
+
+
+def test_cpu_autocast_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparseg import inference
+
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    assert isinstance(autocast(CPU, "auto"), contextlib.nullcontext)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert isinstance(autocast(CPU, "auto"), torch.autocast)

@@ -68,3 +68,11 @@ def test_uploaded_model_wins_over_baked_weights(tmp_path: Path) -> None:
     assert default_weights((uploaded, baked)) == [uploaded / "fold0.safetensors"]
     with pytest.raises(InputError, match="no checkpoint"):
         default_weights((tmp_path / "none",))
+
+
+def test_batch_overlays_are_pngs_of_every_case(tiny_dataset: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    predict_batch(tiny_dataset, tmp_path, load_predictor([tiny_checkpoint], "cpu"), overlays=True)
+    pngs = sorted(tmp_path.glob("*_overlay.png"))
+    assert [p.name.removesuffix("_overlay.png") for p in pngs] == [c.case_id for c in find_cases(tiny_dataset)]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert not list(tmp_path.glob(".partial-*"))

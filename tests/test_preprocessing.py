@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 
 from sparseg.config import PreprocessingConfig
-from sparseg.preprocessing import from_slices, label_to_slices, nearest_indices, to_slices
+from sparseg.preprocessing import brain_window, from_slices, label_to_slices, nearest_indices, to_slices
 
 
 def test_channels_follow_the_paper() -> None:
@@ -65,3 +65,33 @@ def test_large_slices_keep_a_binary_prior_and_soft_labels() -> None:
     assert set(np.unique(x[:, 2])) <= {0.0, 1.0}
     label = label_to_slices(_blobs(rng, shape))
     assert label.min() >= 0.0 and label.max() <= 1.0
+
+
+@pytest.mark.parametrize("size", [64, 100, 160, 256, 300])
+def test_brain_window_holds_the_brain_with_its_margin_on_a_stride_multiple(size: int) -> None:
+    config = PreprocessingConfig()
+    adc = np.zeros((5, size, size), dtype=np.float32)
+    adc[1:4, size // 3 : size // 2, size // 4 : size // 2 + 3] = 1000.0
+    window = brain_window(adc, config, margin=8, multiple=32)
+    np.testing.assert_array_equal(window.slices, [1, 2, 3])
+    brain = label_to_slices(adc != 0, config) > 0
+    rows, cols = np.flatnonzero(brain.any(axis=(0, 2))), np.flatnonzero(brain.any(axis=(0, 1)))
+    for span, hits in ((window.rows, rows), (window.cols, cols)):
+        assert 0 <= span.start and span.stop <= 256
+        assert (span.stop - span.start) % 32 == 0 or (span.start, span.stop) == (0, 256)
+        assert span.start <= hits[0] - 8 or span.start == 0
+        assert span.stop >= hits[-1] + 1 + 8 or span.stop == 256
+
+
+def test_brain_window_of_a_volume_without_brain_is_empty() -> None:
+    window = brain_window(np.zeros((4, 80, 80), dtype=np.float32), PreprocessingConfig(), margin=16, multiple=32)
+    assert window.slices.size == 0
+
+
+def test_brain_window_near_the_edge_stays_inside_the_slice() -> None:
+    adc = np.zeros((2, 256, 256), dtype=np.float32)
+    adc[:, 240:, :10] = 1.0
+    window = brain_window(adc, PreprocessingConfig(), margin=32, multiple=32)
+    assert window.rows.stop == 256 and window.cols.start == 0
+    # 16 rows + 2 x 32 margin = 80 -> 96; 10 columns + 64 = 74 -> 96; both shifted back inside the slice.
+    assert window.rows == slice(160, 256) and window.cols == slice(0, 96)

@@ -1,0 +1,43 @@
+# SPARSeg grand-challenge algorithm image: /input (ADC + Z_ADC) -> /output/images/hie-lesion-segmentation/overlay.mha
+#
+# Build with ./build.sh (it checks model_weights/ and stages an optional offline wheelhouse).
+# BASE_IMAGE: any Debian/Ubuntu image with python3 (3.11) and python3-venv; the default tag is made
+# locally from Debian bookworm by docker/base-image.sh, so no registry is needed. With a registry,
+# `./build.sh --base python:3.11-slim-bookworm` works too. CUDA comes from the torch wheels; the
+# driver comes from the host with `docker run --gpus all`.
+ARG BASE_IMAGE=sparseg-base:bookworm
+
+# Stage 1: the Python environment (pip precompiles it: the root file system is read-only at run time).
+# The wheelhouse layer stays in this stage only.
+FROM ${BASE_IMAGE} AS environment
+COPY requirements.txt /tmp/requirements.txt
+COPY build/wheelhouse/ /tmp/wheelhouse/
+RUN python3 -m venv /opt/venv \
+ && if ls /tmp/wheelhouse/*.whl > /dev/null 2>&1; then \
+        /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse -r /tmp/requirements.txt; \
+    else \
+        /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt; \
+    fi
+
+# Stage 2: the algorithm. Code and weights under /opt/app, owned by root, run as an unprivileged user.
+FROM ${BASE_IMAGE}
+RUN groupadd --system --gid 1000 user \
+ && useradd --system --uid 1000 --gid user --no-create-home --home-dir /tmp --shell /usr/sbin/nologin user
+COPY --from=environment /opt/venv /opt/venv
+COPY process.py /opt/app/process.py
+COPY sparseg /opt/app/sparseg
+COPY resources /opt/app/resources
+COPY model_weights /opt/app/model_weights
+RUN /opt/venv/bin/python -m compileall -q /opt/app/sparseg /opt/app/process.py > /dev/null
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /opt/app
+USER user
+ENTRYPOINT ["python3", "/opt/app/process.py"]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Security and resource checks of a built image, with the organisers' flags:
+#   1. the algorithm runs as an unprivileged user;
+#   2. on a 256x256x64 synthetic case it runs with a read-only root file system and a tmpfs /tmp, under the
+#      4 GB memory limit on CPU (prints the peak);
+#   3. it writes nothing outside /output and /tmp (docker diff of a run with a writable root).
+#
+#   docker/hardening.sh [TAG]
+set -euo pipefail
+tag=${1:-sparseg:latest}
+flags=(--network none --cap-drop ALL --security-opt no-new-privileges --memory 4g --memory-swap 4g
+       --shm-size 128m --pids-limit 256)
+fail() { echo "hardening.sh: FAILED: $1" >&2; exit 1; }
+suffix=$$
+volumes=(sparseg-hardening-input-$suffix sparseg-hardening-output-$suffix)
+container=sparseg-hardening-$suffix
+cleanup() { docker rm -f "$container" > /dev/null 2>&1 || true; docker volume rm "${volumes[@]}" > /dev/null 2>&1 || true; }
+trap cleanup EXIT
+for volume in "${volumes[@]}"; do
+    docker volume create "$volume" > /dev/null
+    docker run --rm --user root -v "$volume":/v --entrypoint chmod "$tag" 777 /v
+done
+input=(-v "${volumes[0]}":/input:ro)
+output=(-v "${volumes[1]}":/output)
+
+uid=$(docker run --rm "${flags[@]}" --entrypoint id "$tag" -u)
+[ "$uid" != 0 ] || fail "the image runs as root"
+echo "runs as uid $uid"
+
+docker run --rm --network none -v "${volumes[0]}":/input --entrypoint python3 "$tag" -m sparseg synth \
+    --out /input --layout input --cases 1 --size 256 --depth 64 --seed 7 > /dev/null
+
+log=$(docker run --rm "${flags[@]}" --read-only --tmpfs /tmp:rw,exec,size=1g "${input[@]}" "${output[@]}" "$tag" 2>&1) \
+    || { echo "$log" >&2; fail "the 256x256x64 case failed with a read-only root and the 4 GB limit"; }
+peak=$(grep -o 'peak memory [0-9]* MiB' <<< "$log" | awk '{print $3}')
+seconds=$(grep -o 'in [0-9.]* s; peak' <<< "$log" | awk '{print $2}')
+echo "256x256x64 on CPU, read-only root, 4 GB limit: ${seconds} s inference, peak memory ${peak} MiB"
+[ "${peak:-99999}" -lt 4096 ] || fail "peak memory ${peak:-?} MiB is not under the 4 GB limit"
+
+docker run --name "$container" "${flags[@]}" "${input[@]}" "${output[@]}" "$tag" > /dev/null 2>&1 \
+    || fail "the run with a writable root failed"
+# The mount points /input and /output themselves appear as added folders; nothing else may.
+outside=$(docker diff "$container" | awk '{print $2}' | grep -v -E '^/tmp(/|$)|^/input$|^/output$' || true)
+[ -z "$outside" ] || fail "wrote outside /output and /tmp: $(tr '\n' ' ' <<< "$outside")"
+echo "writes nothing outside /output and /tmp"
+echo "hardening.sh: all checks passed"

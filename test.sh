@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Build the image, run it on every sample case in test/ exactly as grand-challenge does, and compare
+# each output with the stored expected output.
+#
+#   ./test.sh [--no-build] [--tag TAG] [--min-dice D] [build.sh options ...]
+#
+# Tolerance: the grid (size, spacing, origin, direction) must match exactly, and the mask voxel for
+# voxel on CPU (Dice 1; the expected outputs come from process.py on CPU with the same pinned
+# packages). With a GPU (mixed precision) the default is Dice >= 0.99. Exit 1 on any failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+tag=${SPARSEG_IMAGE:-sparseg:latest}
+build=1
+min_dice=""
+build_args=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --no-build) build=0; shift ;;
+        --tag) tag=$2; build_args+=(--tag "$2"); shift 2 ;;
+        --min-dice) min_dice=$2; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) build_args+=("$1"); shift ;;
+    esac
+done
+[ $build -eq 0 ] || ./build.sh "${build_args[@]}"
+
+gpu=()
+if command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
+    gpu=(--gpus all)
+    min_dice=${min_dice:-0.99}
+fi
+min_dice=${min_dice:-1}
+# The organisers' fixed flags, plus a read-only root with a fresh /tmp as on grand-challenge.
+run_flags=(--rm --network none --cap-drop ALL --security-opt no-new-privileges
+           --memory 4g --memory-swap 4g --shm-size 128m --pids-limit 256
+           --read-only --tmpfs /tmp:rw,exec,size=1g "${gpu[@]}")
+mask=images/hie-lesion-segmentation/overlay.mha
+
+failures=0
+printf '%-22s %-14s %10s %12s %10s  %s\n' case size container_s inference_s peak_MiB result
+for case_dir in test/*/; do
+    case_dir=${case_dir%/}
+    case_id=$(basename "$case_dir")
+    volume=sparseg-test-output-$case_id-$$
+    docker volume create "$volume" > /dev/null
+    # A fresh volume is root-owned; the algorithm runs as an unprivileged user.
+    docker run --rm -v "$volume":/output --entrypoint chmod "$tag" 777 /output 2> /dev/null \
+        || docker run --rm --user root -v "$volume":/output --entrypoint chmod "$tag" 777 /output
+    log=$(mktemp)
+    started=$(date +%s.%N)
+    if docker run "${run_flags[@]}" -v "$PWD/$case_dir/input":/input:ro -v "$volume":/output "$tag" > "$log" 2>&1; then
+        status=ok
+    else
+        status="container exited $?"
+    fi
+    seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+    inference=$(grep -o 'in [0-9.]* s; peak memory' "$log" | awk '{print $2}' || true)
+    peak=$(grep -o 'peak memory [0-9]* MiB' "$log" | awk '{print $3}' || true)
+    size=$(docker run --rm --network none -v "$PWD/$case_dir/input":/input:ro --entrypoint python3 "$tag" -c \
+        "import glob; from sparseg.io import read_geometry; print('x'.join(map(str, read_geometry(glob.glob('/input/images/z-score-adc/*.mha')[0]).size_xyz)))")
+    if [ "$status" = ok ]; then
+        if result=$(docker run --rm --network none -v "$volume":/output:ro -v "$PWD/$case_dir/expected":/expected:ro \
+                --entrypoint python3 "$tag" -m sparseg compare --min-dice "$min_dice" /output/$mask /expected/$mask 2>&1); then
+            :
+        else
+            failures=$((failures + 1))
+        fi
+    else
+        result=$status
+        failures=$((failures + 1))
+        sed 's/^/    /' "$log" >&2
+    fi
+    printf '%-22s %-14s %10.1f %12s %10s  %s\n' "$case_id" "$size" "$seconds" "${inference:--}" "${peak:--}" "$result"
+    rm -f "$log"
+    docker volume rm "$volume" > /dev/null
+done
+device=cpu; [ ${#gpu[@]} -eq 0 ] || device=gpu
+if [ $failures -ne 0 ]; then
+    echo "test.sh: FAILED: $failures case(s) on $device (tolerance: identical grid, Dice >= $min_dice)" >&2
+    exit 1
+fi
+echo "test.sh: all sample cases match the expected output on $device (identical grid, Dice >= $min_dice)"
