@@ -21,8 +21,8 @@ RUN python3 -m venv /opt/venv \
 
 # Stage 2: the algorithm. Code and weights under /opt/app, owned by root, run as an unprivileged user.
 FROM ${BASE_IMAGE}
-RUN groupadd --system --gid 1000 user \
- && useradd --system --uid 1000 --gid user --no-create-home --home-dir /tmp --shell /usr/sbin/nologin user
+RUN groupadd --gid 1000 user \
+ && useradd --uid 1000 --gid user --no-create-home --home-dir /tmp --shell /usr/sbin/nologin user
 COPY --from=environment /opt/venv /opt/venv
 COPY process.py /opt/app/process.py
 COPY sparseg /opt/app/sparseg

@@ -51,7 +51,7 @@ if [ "$base" = sparseg-base:bookworm ] && ! docker image inspect "$base" > /dev/
 fi
 
 started=$(date +%s)
-docker build --build-arg BASE_IMAGE="$base" --tag "$tag" .
+docker build --force-rm --build-arg BASE_IMAGE="$base" --tag "$tag" .
 rm -rf build/wheelhouse
 size=$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1 / 1e9}')
 echo "built $tag in $(( $(date +%s) - started )) s; image size $size"

@@ -11,6 +11,7 @@ engine_pid=$(docker/engine.sh)
 
 cleanup() {
     docker rmi -f "$tag" sparseg-base:bookworm > /dev/null 2>&1 || true
+    docker container prune -f > /dev/null 2>&1 || true
     docker image prune -f > /dev/null 2>&1 || true
     docker builder prune -af > /dev/null 2>&1 || true
     rm -rf "$wheelhouse" build/wheelhouse

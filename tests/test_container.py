@@ -68,4 +68,4 @@ def test_build_with_the_synthetic_demo_weights_warns(tmp_path: Path) -> None:
     result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"])
     assert result.returncode == 0, result.stderr
     assert "trained on synthetic data" in result.stderr and "not for real scans" in result.stderr
-    assert "build --build-arg BASE_IMAGE=sparseg-base:bookworm" in (tmp_path / "bin" / "calls").read_text()
+    assert "build --force-rm --build-arg BASE_IMAGE=sparseg-base:bookworm" in (tmp_path / "bin" / "calls").read_text()
