@@ -117,6 +117,8 @@ class InferenceConfig:
     """Crop sides are rounded up to this: the network's total stride."""
     precision: str = "auto"
     """"auto": bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16; "fp32": none."""
+    channels_last: bool = True
+    """Feed the network NHWC tensors (faster convolutions on CPUs and tensor cores)."""
     batch_size: int = 0
     """Slices per forward pass; 0 picks 64 on CUDA and 16 on the CPU."""
 

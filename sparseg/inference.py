@@ -51,9 +51,14 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     return contextlib.nullcontext()
 
 
+def training_precision(device: torch.device) -> str:
+    """Mixed precision for training on CUDA; fp32 on the CPU, where training is for tests and demos."""
+    return "auto" if device.type == "cuda" else "fp32"
+
+
 @torch.inference_mode()
 def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, batch_size: int = 16,
-                   precision: str = "fp32") -> np.ndarray:
+                   precision: str = "fp32", channels_last: bool = True) -> np.ndarray:
     """Sigmoid probabilities of preprocessed slices. Shape: (D, C, H, W) -> (D, H, W) float32."""
     model.eval()
     out = np.empty((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
@@ -62,7 +67,9 @@ def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, b
         batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
         if pin:
             batch = batch.pin_memory()
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        batch = batch.to(device, non_blocking=True)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = model(batch)
         out[start : start + len(batch)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
@@ -99,9 +106,8 @@ class Predictor:
         for other in checkpoints[1:]:
             if (other.config.preprocessing, other.config.threshold) != (first.preprocessing, first.threshold):
                 raise InputError("ensemble checkpoints differ in preprocessing or threshold; they cannot be averaged")
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.models = [c.model.to(device).eval().to(memory_format=torch.channels_last) for c in checkpoints]
+        memory_format = torch.channels_last if inference.channels_last else torch.contiguous_format
+        self.models = [c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
         self.config = first
         self.metadata = [c.metadata for c in checkpoints]
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
@@ -129,7 +135,8 @@ class Predictor:
             for model in self.models:
                 for axes in flips:
                     flipped = np.flip(inputs, axis=axes) if axes else inputs
-                    out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision)
+                    out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision,
+                                         self.inference.channels_last)
                     window_total += np.flip(out, axis=axes) if axes else out
             total[target] = window_total / (len(self.models) * len(flips))
         return from_slices(total, adc.shape[1:])

@@ -37,7 +37,7 @@ from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, 
 from sparseg.environment import code_version
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row, summarise
-from sparseg.inference import autocast, predict_slices, resolve_device
+from sparseg.inference import autocast, predict_slices, resolve_device, training_precision
 from sparseg.io import atomic_path, write_csv
 from sparseg.losses import SegmentationLoss
 from sparseg.model import build_model, save_checkpoint
@@ -111,11 +111,6 @@ class TrainingState:
     best_epoch: int = -1
     stale_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def training_precision(device: torch.device) -> str:
-    """Mixed precision on CUDA; fp32 on the CPU, where training is for tests and demos."""
-    return "auto" if device.type == "cuda" else "fp32"
 
 
 def validate(model: torch.nn.Module, cases: list[PreparedCase], config: RunConfig, device: torch.device) -> dict:

@@ -1,0 +1,95 @@
+"""Seconds per case of SPARSeg against the 3D models of the other top BONBID-HIE entries, same case, same run.
+
+    python bench/peers.py [--size 256] [--depth 64] [--repeats 1] [--device cpu]
+
+End to end for each (read ADC and Z_ADC, normalise, network, threshold, write
+the mask), random weights, one warm-up case first:
+- SPARSeg: the paper's 2D UNet++ (Inception-v4, scSE) with the default
+  inference settings (`sparseg.prediction.predict_case`);
+- Swin-UNETR (MONAI), feature size 48, 128^3 sliding window, overlap 0.25, as
+  in the Toubal et al. entry;
+- a 3D U-Net of nnU-Net's plain-conv kind (MONAI DynUNet: instance norm, leaky
+  ReLU, 32-320 filters, in-plane-only first strides for the anisotropic
+  spacing), patch 48x192x192, Gaussian-weighted windows at 50% overlap, one
+  fold, no test-time mirroring.
+Prints one table with the ratio of each peer's time to SPARSeg's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import DynUNet, SwinUNETR
+
+from common import checkpoint_for, input_case, machine_line
+from sparseg.cases import find_input_case
+from sparseg.inference import Predictor
+from sparseg.io import read_image, write_mask
+from sparseg.prediction import predict_case
+
+
+def peer_models() -> dict[str, tuple[torch.nn.Module, tuple[int, int, int], float, str]]:
+    """name -> (network, window (z, y, x), overlap, blend mode)."""
+    torch.manual_seed(0)
+    swin = SwinUNETR(in_channels=2, out_channels=1, feature_size=48, spatial_dims=3)
+    kernels = [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+    strides = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    unet = DynUNet(3, 2, 1, kernels, strides, strides[1:], filters=[32, 64, 128, 256, 320, 320])
+    return {
+        "Swin-UNETR (fs 48, 128^3, overlap 0.25)": (swin.eval(), (128, 128, 128), 0.25, "constant"),
+        "3D U-Net, nnU-Net kind (48x192x192, overlap 0.5)": (unet.eval(), (48, 192, 192), 0.5, "gaussian"),
+    }
+
+
+def run_peer(model: torch.nn.Module, window, overlap: float, mode: str, case, out: Path, device) -> float:
+    started = time.perf_counter()
+    adc, z = read_image(case.adc), read_image(case.z)
+    x = np.stack([np.clip(adc.array, 0, 3400) / 3400.0, (np.clip(z.array, -10, 10) + 10) / 20.0])
+    with torch.inference_mode():
+        logits = sliding_window_inference(torch.from_numpy(x[None].astype(np.float32)).to(device), window, 1,
+                                          model, overlap=overlap, mode=mode)
+    write_mask(torch.sigmoid(logits)[0, 0].cpu().numpy() > 0.5, adc.geometry, out)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(machine_line(device))
+    print(f"case: synthetic {args.size}x{args.size}x{args.depth}; random weights; median of {args.repeats} "
+          "after one warm-up\n")
+    print("| method | seconds/case | ratio to SPARSeg |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        case = find_input_case(input_case(tmp / "case", args.size, args.depth))
+        predictor = Predictor.load([checkpoint_for("paper", tmp)], device)
+        times = []
+        for repeat in range(args.repeats + 1):
+            times.append(predict_case(case, predictor, tmp / "ours.mha").seconds)
+        ours = float(np.median(times[1:]))
+        print(f"| SPARSeg 2D UNet++ (this project, default settings) | {ours:.1f} | 1.00 |", flush=True)
+        del predictor
+        for name, (model, window, overlap, mode) in peer_models().items():
+            model = model.to(device)
+            times = [run_peer(model, window, overlap, mode, case, tmp / "peer.mha", device)
+                     for _ in range(args.repeats + 1)]
+            peer = float(np.median(times[1:]))
+            print(f"| {name} | {peer:.1f} | {peer / ours:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

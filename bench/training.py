@@ -1,0 +1,86 @@
+"""Training throughput: slices per second of forward + backward + optimiser step with the run's loss.
+
+    python bench/training.py [--device cpu|cuda] [--model paper|demo] [--batch 16] [--steps 10]
+
+Random 3-channel slices and masks at the config's slice size; mixed precision
+and channels-last on CUDA as in `sparseg train`, fp32 on the CPU. Prints one
+table with the achieved GFLOP/s of a training step (forward and backward FLOPs
+counted by PyTorch) and its share of the matrix-product peaks measured in the
+same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from common import ROOT, machine_line, matmul_peak_gflops, median_seconds
+from sparseg.config import load_run_config
+from sparseg.inference import autocast, training_precision
+from sparseg.losses import SegmentationLoss
+from sparseg.model import build_model
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--model", choices=("paper", "demo"), default="demo")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(machine_line(device))
+    fp32_peak = matmul_peak_gflops(device, torch.float32)
+    bf16_peak = matmul_peak_gflops(device, torch.bfloat16) if device.type == "cuda" else float("nan")
+    print(f"matrix-product peak: fp32 {fp32_peak:.0f} GFLOP/s" + (f", bf16 {bf16_peak:.0f} GFLOP/s" if device.type == "cuda" else ""))
+
+    config = load_run_config(ROOT / "resources" / "configs" / f"{args.model}.json")
+    torch.manual_seed(0)
+    model = build_model(config.model, config.in_channels).to(device).train()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    loss_fn = SegmentationLoss(config.loss)
+    precision = training_precision(device)
+    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    size = config.preprocessing.slice_size
+    images = torch.rand(args.batch, config.in_channels, *size, device=device)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = (torch.rand(args.batch, 1, *size, device=device) > 0.97).float()
+
+    def step() -> None:
+        with autocast(device, precision):
+            logits = model(images)
+        loss = loss_fn.combine(loss_fn.terms(logits.float(), targets))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(3):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = float(counter.get_total_flops())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = median_seconds(step, args.steps, device)
+    gflops = flops / seconds / 1e9
+    gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    print(f"model: {args.model} ({config.model.encoder}, {size[0]}x{size[1]}), batch {args.batch}, "
+          f"precision {'bf16/fp16 autocast' if precision == 'auto' else 'fp32'}; median of {args.steps} steps\n")
+    print("| model | batch | s/step | slices/s | GFLOP/step | achieved GFLOP/s | % fp32 peak | % bf16 peak | peak GPU MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.model} | {args.batch} | {seconds:.3f} | {args.batch / seconds:.1f} | {flops / 1e9:.0f} | {gflops:.0f} "
+          f"| {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% | {gpu_mib:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
