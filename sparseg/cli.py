@@ -59,7 +59,8 @@ def _train(args: argparse.Namespace) -> int:
     from sparseg.train import train
 
     config = load_run_config(args.config)
-    result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device)
+    result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device,
+                   skip_bad=args.skip_bad)
     if result["rank"] == 0:
         print(f"best validation DSC {result['best_dsc']:.4f} at epoch {result['best_epoch']} "
               f"of {result['epochs']}; checkpoint {result['checkpoint']}")
@@ -94,7 +95,10 @@ def _predictor(args: argparse.Namespace):
 
     from sparseg.config import InferenceConfig
 
-    inference = InferenceConfig(precision=args.precision, crop_to_brain=not args.full_frame)
+    if args.batch_size < 0:
+        raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
+    inference = InferenceConfig(precision=args.precision, crop_to_brain=not args.full_frame,
+                                batch_size=args.batch_size)
     return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3,
                           inference=inference)
 
@@ -111,8 +115,8 @@ def _predict(args: argparse.Namespace) -> int:
     from sparseg.prediction import predict_batch
 
     summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities,
-                              overlays=args.overlays)
-    failed = [s.case_id for s in summaries if s.status != "ok"]
+                              overlays=args.overlays, overwrite=args.overwrite)
+    failed = [s.case_id for s in summaries if s.status == "failed"]
     print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
           f"summary: {args.out / 'summary.csv'}")
     if failed:
@@ -139,6 +143,8 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                    help="remove lesion components smaller than this (default 0: off, as in the paper)")
     p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
                    help="auto (default): bf16/fp16 autocast on GPUs and bf16 on CPUs that have it; fp32: none")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="slices per forward pass (default 0: 64 on a GPU, 16 on the CPU); lower it if memory runs out")
     p.add_argument("--full-frame", action="store_true",
                    help="run every whole slice (default: only slices with brain, cropped to the brain's box)")
 
@@ -182,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
     p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without cases that cannot be read (listed in skipped_cases.csv) instead of stopping")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.set_defaults(handler=_train)
 
@@ -189,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
     p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha and summary.csv")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.mha")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment every case again (default: cases whose outputs exist are kept, so a rerun resumes)")
     p.add_argument("--overlays", action="store_true",
                    help="also write <case_id>_overlay.png: the slices with the most lesion, predicted (and true) contours")
     _add_inference_options(p)
@@ -233,6 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"sparseg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal not met by a more specific check
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sparseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("sparseg: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sparseg: interrupted", file=sys.stderr)

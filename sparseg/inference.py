@@ -18,7 +18,7 @@ from scipy import ndimage
 from torch import nn
 
 from sparseg.config import InferenceConfig, RunConfig
-from sparseg.errors import InputError
+from sparseg.errors import InputError, SparsegError
 from sparseg.io import Volume
 from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.preprocessing import brain_window, from_slices, to_slices
@@ -135,8 +135,12 @@ class Predictor:
             for model in self.models:
                 for axes in flips:
                     flipped = np.flip(inputs, axis=axes) if axes else inputs
-                    out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision,
-                                         self.inference.channels_last)
+                    try:
+                        out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision,
+                                             self.inference.channels_last)
+                    except torch.OutOfMemoryError:
+                        raise SparsegError(f"out of {self.device.type.upper()} memory with {self.batch_size} slices "
+                                           "per forward pass: try a smaller --batch-size") from None
                     window_total += np.flip(out, axis=axes) if axes else out
             total[target] = window_total / (len(self.models) * len(flips))
         return from_slices(total, adc.shape[1:])

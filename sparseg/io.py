@@ -109,12 +109,51 @@ def _sitk_message(exc: Exception) -> str:
     return text[:200]
 
 
+METAIMAGE_HEADER_BYTES = 65536
+"""A MetaImage (.mha/.mhd) text header must end (at ElementDataFile) within this many bytes."""
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """Refuse MetaImage headers that ITK does not refuse cleanly (a huge NDims aborts the process).
+
+    Checks, before ITK parses the file, that NDims, DimSize and
+    ElementNumberOfChannels are small positive integers that agree.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(METAIMAGE_HEADER_BYTES)
+    end = head.find(b"ElementDataFile")
+    if end < 0:
+        raise InputError(f"{path}: not a readable image (no MetaImage header ending in ElementDataFile)")
+    fields = {}
+    for line in head[:end].decode("latin-1").splitlines():
+        key, equals, value = line.partition("=")
+        if equals:
+            fields[key.strip()] = value.strip()
+    ndims = fields.get("NDims", "")
+    if not ndims.isdigit() or not 1 <= int(ndims) <= 8:
+        raise InputError(f"{path}: not a readable image (MetaImage NDims {ndims!r})")
+    sizes = fields.get("DimSize", "").split()
+    if len(sizes) != int(ndims) or not all(size.isdigit() and int(size) > 0 for size in sizes):
+        raise InputError(f"{path}: not a readable image (MetaImage DimSize {fields.get('DimSize')!r} "
+                         f"for NDims {ndims})")
+    channels = fields.get("ElementNumberOfChannels", "1")
+    if not channels.isdigit() or not 1 <= int(channels) <= 64:
+        raise InputError(f"{path}: not a readable image (MetaImage ElementNumberOfChannels {channels!r})")
+    line_end = head.find(b"\n", end)
+    data_file = head[end:line_end if line_end >= 0 else len(head)].decode("latin-1").partition("=")[2].strip()
+    if data_file and data_file not in ("LOCAL", "LIST") and "%" not in data_file:
+        if not (path.parent / data_file).is_file():
+            raise InputError(f"{path}: its pixel data file {data_file} is missing")
+
+
 def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+    if path.suffix.lower() in (".mha", ".mhd"):
+        _check_metaimage_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -146,7 +185,7 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"{path}: pixel data cannot be read ({_sitk_message(exc)})") from None
+        raise InputError(f"{path}: pixel data cannot be read: the file is truncated or damaged") from None
     raw = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
         raise InputError(f"{path}: pixel type {raw.dtype} is not a real number type")
@@ -170,13 +209,17 @@ def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[n
     return volume.array != 0, volume.geometry
 
 
+PARTIAL_PREFIX = ".partial-"
+"""Files being written start with this; an interrupted program can leave them, never a half-written output."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed to `path` on success, removed on failure.
 
     Readers therefore see either no file or a complete one, never a half-written one.
     """
-    temporary = path.parent / f".partial-{uuid.uuid4().hex[:8]}-{path.name}"
+    temporary = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}"
     try:
         yield temporary
         os.replace(temporary, path)
@@ -202,6 +245,8 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compres
     renamed, so the target either does not exist or is complete.
     """
     path = Path(path)
+    if path.suffix.lower() == ".mhd":
+        raise ValueError(f"{path}: write .mha (one file, renamed into place when complete), not .mhd + .raw")
     if tuple(array.shape) != geometry.shape:
         raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))

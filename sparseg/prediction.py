@@ -25,7 +25,7 @@ from sparseg.errors import InputError, SparsegError
 from sparseg.environment import peak_rss_mib
 from sparseg.evaluation import lesion_burden
 from sparseg.inference import Predictor, resolve_device
-from sparseg.io import read_image, read_mask, write_csv, write_image, write_mask
+from sparseg.io import PARTIAL_PREFIX, Volume, read_image, read_mask, write_csv, write_image, write_mask
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,20 @@ def default_weights(search: tuple[Path, ...] = (UPLOADED_WEIGHTS, PACKAGE_WEIGHT
         if found:
             return found
     raise InputError(f"no checkpoint (*.safetensors) in {' or '.join(str(f) for f in search)}; pass --weights")
+
+
+ADC_IN_MM2_PER_S_BELOW = 0.01
+"""Brain ADC values all below this look like mm^2/s; BONBID-HIE ADC is in 1e-6 mm^2/s (brain ~800-3000)."""
+
+
+def warn_if_unusual(adc: Volume) -> None:
+    """Log what makes an ADC volume unusual enough that the mask may surprise: no brain, or the wrong unit."""
+    brain = adc.array[adc.array != 0]
+    if brain.size == 0:
+        log.warning("%s: ADC is all zeros (no brain): the mask is empty", adc.path)
+    elif float(np.abs(brain).max()) < ADC_IN_MM2_PER_S_BELOW:
+        log.warning("%s: ADC values are all below %g, as if in mm^2/s; SPARSeg expects 1e-6 mm^2/s "
+                    "(multiply by 1e6): THIS MASK IS NOT MEANINGFUL", adc.path, ADC_IN_MM2_PER_S_BELOW)
 
 
 def warn_if_synthetic(predictor: Predictor) -> None:
@@ -65,6 +79,7 @@ def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilitie
                  overlay_path: Path | None = None) -> CaseSummary:
     started = time.perf_counter()
     adc, z = read_image(case.adc), read_image(case.z)
+    warn_if_unusual(adc)
     result = predictor.predict(adc, z)
     if probabilities_path is not None:
         write_image(result.probabilities.astype(np.float32), adc.geometry, probabilities_path)
@@ -85,20 +100,40 @@ def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilitie
     )
 
 
+def _summary_of_existing(case: Case, mask_path: Path) -> CaseSummary:
+    """The summary row of a case segmented by an earlier, interrupted run (from its mask file)."""
+    mask, geometry = read_mask(mask_path)
+    burden = lesion_burden(mask, read_image(case.adc).array)
+    return CaseSummary(case_id=case.case_id, status="done earlier",
+                       lesion_ml=float(mask.sum()) * geometry.voxel_volume_mm3 / 1000.0,
+                       burden=burden, burden_group=burden_group(burden))
+
+
 def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False,
-                  overlays: bool = False) -> list[CaseSummary]:
+                  overlays: bool = False, overwrite: bool = False) -> list[CaseSummary]:
     """Segment every case of `data`; a failing case is reported and the others go on.
 
     Optional per case: `<case_id>_probabilities.mha`, and `<case_id>_overlay.png`
     (the slices with the most lesion; true contours too where labels exist).
+    Every file is written under a temporary name and renamed, so an interrupted
+    batch leaves only complete files (and temporary ones, removed by the next
+    run). Cases whose outputs all exist are not redone unless `overwrite`: a
+    rerun continues where an interrupted one stopped.
     """
     cases = find_any_cases(data)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):
+        stale.unlink()
     summaries = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty()):
+        mask = out / prediction_name(case.case_id)
         probabilities = out / f"{case.case_id}_probabilities.mha" if save_probabilities else None
         overlay = out / f"{case.case_id}_overlay.png" if overlays else None
         try:
-            summaries.append(predict_case(case, predictor, out / prediction_name(case.case_id), probabilities, overlay))
+            if not overwrite and all(p is None or p.is_file() for p in (mask, probabilities, overlay)):
+                summaries.append(_summary_of_existing(case, mask))
+                continue
+            summaries.append(predict_case(case, predictor, mask, probabilities, overlay))
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sparseg.augment import SliceAugmenter
-from sparseg.cases import find_cases
+from sparseg.cases import Case, find_cases
 from sparseg.config import RunConfig, to_dict
 from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, prepare_case, stratified_folds
 from sparseg.environment import code_version
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 BEST = "best.safetensors"
 STATE = "last_state.pt"
 HISTORY = "history.csv"
+SKIPPED = "skipped_cases.csv"
 SPLIT = "split.json"
 
 
@@ -166,17 +167,45 @@ def train(
     resume: bool = False,
     device_name: str = "auto",
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> dict:
-    """Train one fold; returns the best validation summary. See the module docstring."""
+    """Train one fold; returns the best validation summary. See the module docstring.
+
+    Every case is read before training starts; unreadable ones are all named in
+    one error, or with `skip_bad` left out and listed in the run's skipped_cases.csv.
+    """
     dist_info = Distributed.start()
     try:
-        return _train(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info)
+        return _train(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info, skip_bad)
     finally:
         dist_info.stop()
 
 
+def _prepare_all(cases: list[Case], config: RunConfig, out: Path, skip_bad: bool,
+                 main_process: bool) -> tuple[list[Case], list[PreparedCase]]:
+    """Read every case before training; name all the bad ones at once, or skip them with `skip_bad`."""
+    usable, prepared, bad = [], [], []
+    for case in cases:
+        try:
+            prepared.append(prepare_case(case, config.preprocessing))
+            usable.append(case)
+        except InputError as exc:
+            bad.append({"case_id": case.case_id, "error": str(exc)})
+    if bad and not skip_bad:
+        raise InputError(f"{len(bad)} of {len(cases)} cases cannot be used: "
+                         + "; ".join(b["error"] for b in bad) + " (--skip-bad trains without them)")
+    if bad:
+        log.warning("skipping %d unreadable case(s): %s (listed in %s)", len(bad),
+                    ", ".join(b["case_id"] for b in bad), out / SKIPPED)
+        if main_process:
+            write_csv(out / SKIPPED, bad)
+    if len(prepared) < 2:
+        raise InputError(f"{len(prepared)} usable case(s): training needs at least 2")
+    return usable, prepared
+
+
 def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, device_name: str,
-           progress: bool, dist_info: Distributed) -> dict:
+           progress: bool, dist_info: Distributed, skip_bad: bool = False) -> dict:
     tc = config.train
     device = resolve_device(device_name)
     if device.type == "cuda":
@@ -185,8 +214,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
     if not resume and (out / STATE).exists():
         raise InputError(f"{out}: holds a training run already; pass --resume to continue it or choose another --out")
 
-    cases = find_cases(data, require_labels=True)
-    prepared = [prepare_case(c, config.preprocessing) for c in cases]
+    cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
     folds = stratified_folds(prepared, tc.folds, tc.seed)
     if not 0 <= fold < tc.folds:
         raise InputError(f"--fold {fold}: expected 0 to {tc.folds - 1}")

@@ -84,7 +84,8 @@ def test_cropping_to_the_brain_keeps_the_trained_demo_mask(index: int) -> None:
     case = generate_case(11, index, SynthConfig())
     adc, z = Volume(case.adc, case.geometry, Path("adc.mha")), Volume(case.z, case.geometry, Path("z.mha"))
     checkpoint = load_checkpoint(DEMO_WEIGHTS)
-    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(crop_to_brain=False, precision="fp32"))
+    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(crop_to_brain=False, precision="fp32",
+                                                                     channels_last=False))
     fast = Predictor([checkpoint], CPU, inference=InferenceConfig())
     expected, got = reference.predict(adc, z).mask, fast.predict(adc, z).mask
     assert expected.any()

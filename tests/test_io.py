@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,18 @@ def test_unwritable_output_is_a_clean_error_and_leaves_nothing(tmp_path: Path) -
         write_mask(np.zeros(OBLIQUE.shape, bool), OBLIQUE, blocker / "out" / "mask.mha")
     assert str(blocker) in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("field, value", [("NDims", "999999999 2 2"), ("DimSize", "20 24"), ("DimSize", "20 -1 6"),
+                                          ("ElementNumberOfChannels", "100000")])
+def test_metaimage_headers_that_would_crash_itk_are_refused_first(tmp_path: Path, field: str, value: str) -> None:
+    """A fuzzed NDims once aborted the whole process inside ITK's header parser."""
+    path = tmp_path / "damaged.mha"
+    sitk.WriteImage(_image(np.ones((6, 5, 4), np.float32)), str(path))
+    data = path.read_bytes()
+    end = data.index(b"ElementDataFile")
+    header = re.sub(rf"^{field} = .*$", f"{field} = {value}", data[:end].decode(), flags=re.MULTILINE)
+    if field not in header:
+        header += f"{field} = {value}\n"
+    path.write_bytes(header.encode() + data[end:])
+    _expect_input_error(path, "not a readable image")

@@ -76,3 +76,41 @@ def test_batch_overlays_are_pngs_of_every_case(tiny_dataset: Path, tiny_checkpoi
     assert [p.name.removesuffix("_overlay.png") for p in pngs] == [c.case_id for c in find_cases(tiny_dataset)]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
+        tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sparseg.io import read_mask
+    from sparseg.synth import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, n_cases=16, seed=3, config=SynthConfig.tiny())
+    command = [sys.executable, "-m", "sparseg", "predict", "--data", str(data), "--weights", str(tiny_checkpoint),
+               "--device", "cpu", "--out"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(killed.glob("*_lesion.mha")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    done = sorted(killed.glob("*_lesion.mha"))
+    assert 0 < len(done) < 16 and not (killed / "summary.csv").exists()
+    for path in done:  # every file with a final name is complete
+        assert read_mask(path)[0].ndim == 3
+
+    assert subprocess.run([*command, str(killed)], capture_output=True).returncode == 0
+    straight = tmp_path / "straight"
+    assert subprocess.run([*command, str(straight)], capture_output=True).returncode == 0
+    assert not list(killed.glob(".partial-*"))
+    for path in sorted(straight.glob("*_lesion.mha")):
+        np.testing.assert_array_equal(read_mask(killed / path.name)[0], read_mask(path)[0])
+    with open(killed / "summary.csv") as handle:
+        statuses = [row["status"] for row in csv.DictReader(handle)]
+    assert len(statuses) == 16 and statuses.count("done earlier") == len(done) and "failed" not in statuses

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +15,8 @@ import torch
 from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig, run_config_from_dict, to_dict
 from sparseg.errors import InputError
 from sparseg.model import load_checkpoint, read_metadata
-from sparseg.train import BEST, HISTORY, STATE, train
+from sparseg.cases import find_cases
+from sparseg.train import BEST, HISTORY, SKIPPED, STATE, train
 
 TINY = RunConfig(
     preprocessing=PreprocessingConfig(slice_size=(64, 64)),
@@ -74,3 +76,41 @@ def test_two_gloo_processes_see_disjoint_slices(tiny_dataset: Path, tmp_path: Pa
     rank1 = json.loads((run / "samples_rank1_epoch0.json").read_text())
     assert rank0 and len(rank0) == len(rank1) and not set(rank0) & set(rank1)
     assert load_checkpoint(run / BEST).config == config
+
+
+def test_bad_cases_are_all_named_before_training_or_skipped(tiny_dataset: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    cases = find_cases(data)
+    cases[0].adc.write_bytes(b"")
+    cases[3].label.write_text("not an image")
+    with pytest.raises(InputError) as error:
+        train(data, TINY, tmp_path / "stopped", progress=False)
+    message = str(error.value)
+    assert "2 of 6 cases cannot be used" in message and cases[0].adc.name in message and cases[3].label.name in message
+    assert not (tmp_path / "stopped" / STATE).exists()
+    result = train(data, TINY, tmp_path / "skipped", progress=False, skip_bad=True)
+    with open(tmp_path / "skipped" / SKIPPED) as handle:
+        assert sorted(r["case_id"] for r in csv.DictReader(handle)) == sorted([cases[0].case_id, cases[3].case_id])
+    assert len(read_metadata(Path(result["checkpoint"]))["data"]["case_ids"]) == 4
+
+
+def test_training_killed_mid_epoch_resumes_to_the_planned_epochs(tiny_dataset: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    config = tmp_path / "three.json"
+    config.write_text(json.dumps(to_dict(replace(TINY, train=replace(TINY.train, epochs=3)))))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "sparseg", "train", "--data", str(tiny_dataset), "--config", str(config),
+               "--out", str(run), "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run / STATE).exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # in epoch 2: epoch 1's state has just been saved
+    assert process.wait() == -signal.SIGKILL
+    assert subprocess.run([*command, "--resume"], capture_output=True).returncode == 0
+    with open(run / HISTORY) as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2", "3"]
+    assert load_checkpoint(run / BEST).config.train.epochs == 3

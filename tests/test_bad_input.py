@@ -1,0 +1,269 @@
+"""The bad-input matrix at the container's entry point (`sparseg process`, what process.py runs).
+
+Rejected inputs: exit code 2, one line on stderr that names the file and the
+problem, no traceback, and nothing written under the output folder. Accepted
+unusual inputs: a warning where it is unusual, and a valid mask on the ADC grid.
+`python tests/test_bad_input.py` prints the matrix as the README's table.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from sparseg.cases import INPUT_ADC_DIR, INPUT_Z_DIR, OUTPUT_MASK
+from sparseg.cli import main
+from sparseg.io import Geometry, read_image, write_image
+from sparseg.synth import SynthConfig, write_input_case
+
+
+def _adc(root: Path) -> Path:
+    return next((root / INPUT_ADC_DIR).iterdir())
+
+
+def _z(root: Path) -> Path:
+    return next((root / INPUT_Z_DIR).iterdir())
+
+
+def _rewrite(path: Path, change: Callable[[np.ndarray, Geometry], tuple[np.ndarray, Geometry]]) -> None:
+    volume = read_image(path)
+    array, geometry = change(volume.array, volume.geometry)
+    write_image(array, geometry, path)
+
+
+def _edit_header(path: Path, old: str, new: str) -> None:
+    data = path.read_bytes()
+    end = data.index(b"ElementDataFile")
+    header = data[:end].decode()
+    assert re.search(old, header), header
+    path.write_bytes(re.sub(old, new, header).encode() + data[end:])
+
+
+def _uncompressed(path: Path) -> Path:
+    volume = read_image(path)
+    write_image(volume.array, volume.geometry, path, compress=False)
+    return path
+
+
+def _two_files(root: Path) -> None:
+    adc = _adc(root)
+    (adc.parent / ("copy-" + adc.name)).write_bytes(adc.read_bytes())
+
+
+def _mhd_without_data(root: Path) -> None:
+    import SimpleITK as sitk
+
+    adc = _adc(root)
+    image = sitk.ReadImage(str(adc))
+    adc.unlink()
+    sitk.WriteImage(image, str(adc.with_suffix(".mhd")))
+    for raw in adc.parent.glob("*.raw"):
+        raw.unlink()
+
+
+def _over_budget(root: Path) -> None:
+    adc = _adc(root)
+    adc.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 1024\nElementType = MET_FLOAT\n"
+                    b"ElementDataFile = LOCAL\n" + bytes(64))
+
+
+def _image_of_dimension(root: Path, size: list[int], components: int = 1) -> None:
+    import SimpleITK as sitk
+
+    pixel = sitk.sitkFloat32 if components == 1 else sitk.sitkVectorFloat32
+    sitk.WriteImage(sitk.Image(size, pixel, components) if components > 1 else sitk.Image(size, pixel), str(_adc(root)))
+
+
+def _shifted(root: Path, **changes) -> None:
+    _rewrite(_z(root), lambda a, g: (a, replace(g, **{k: v(g) for k, v in changes.items()})))
+
+
+# name -> (what the input is, how to break a valid case, fragment naming the file, fragment naming the problem)
+REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
+    "missing-folder": ("input folder does not exist", lambda r: __import__("shutil").rmtree(r), "input", "no such folder"),
+    "empty-folder": ("ADC folder is empty", lambda r: _adc(r).unlink(), str(INPUT_ADC_DIR), "no image"),
+    "two-files": ("two .mha in the ADC folder", _two_files, str(INPUT_ADC_DIR), "2 image files"),
+    "zero-byte": ("ADC file of 0 bytes", lambda r: _adc(r).write_bytes(b""), "ADC_ss.mha", "empty file"),
+    "truncated": ("ADC file cut short", lambda r: _adc(r).write_bytes(_adc(r).read_bytes()[:-200]), "ADC_ss.mha",
+                  "pixel data cannot be read"),
+    "text": ("a text file renamed .mha", lambda r: _adc(r).write_text("not an image\n"), "ADC_ss.mha",
+             "not a readable image"),
+    "wrong-dimsize": ("header DimSize larger than the data", lambda r: _edit_header(_uncompressed(_adc(r)),
+                      r"DimSize = (\d+) (\d+) (\d+)", r"DimSize = \1 \2 999"), "ADC_ss.mha", "cannot be read"),
+    "wrong-elementtype": ("header ElementType unknown", lambda r: _edit_header(_adc(r), r"ElementType = \w+",
+                          "ElementType = MET_BOGUS"), "ADC_ss.mha", "not a readable image"),
+    "mhd-no-data": (".mhd whose data file is missing", _mhd_without_data, "ADC_ss.mhd", "data file"),
+    "2d": ("a 2D image", lambda r: _image_of_dimension(r, [8, 8]), "ADC_ss.mha", "2D"),
+    "4d": ("a 4D image", lambda r: _image_of_dimension(r, [8, 8, 4, 2]), "ADC_ss.mha", "4D"),
+    "vector": ("vector (RGB) pixels", lambda r: _image_of_dimension(r, [8, 8, 4], 3), "ADC_ss.mha", "3 components"),
+    "other-size": ("Z_ADC of another size than ADC", lambda r: _rewrite(_z(r), lambda a, g: (
+        a[:, :-1], replace(g, size_xyz=(g.size_xyz[0], g.size_xyz[1] - 1, g.size_xyz[2])))), "clipped10.mha", "size"),
+    "other-spacing": ("Z_ADC spacing differs", lambda r: _shifted(r, spacing_xyz_mm=lambda g: tuple(
+        v * 1.1 for v in g.spacing_xyz_mm)), "clipped10.mha", "spacing"),
+    "other-origin": ("Z_ADC origin differs", lambda r: _shifted(r, origin_xyz_mm=lambda g: tuple(
+        v + 5 for v in g.origin_xyz_mm)), "clipped10.mha", "origin"),
+    "other-direction": ("Z_ADC direction differs", lambda r: _shifted(r, direction=lambda g: (
+        0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)), "clipped10.mha", "direction"),
+    "over-budget": ("header claims 1024^3 voxels", _over_budget, "ADC_ss.mha", "over the limit"),
+}
+
+
+@pytest.fixture
+def case(tmp_path: Path) -> Path:
+    root = tmp_path / "input"
+    write_input_case(root, seed=2, index=0, config=SynthConfig.tiny())
+    return root
+
+
+def _process(input_dir: Path, output: Path, weights: Path, capsys) -> tuple[int, str, str]:
+    code = main(["process", "--input", str(input_dir), "--output", str(output), "--weights", str(weights),
+                 "--device", "cpu"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_clean_error(code: int, err: str, output: Path, names: str, problem: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("sparseg: error:")]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert names in lines[0] and problem in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not output.exists() or not [p for p in output.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("name", REJECTED)
+def test_rejected_input(name: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    _, breaker, names, problem = REJECTED[name]
+    breaker(case)
+    output = tmp_path / "output"
+    code, _, err = _process(case, output, tiny_checkpoint, capsys)
+    _assert_clean_error(code, err, output, names, problem)
+
+
+def test_unwritable_output_folder(case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = _process(case, blocker / "output", tiny_checkpoint, capsys)
+    _assert_clean_error(code, err, blocker / "output", "a-file", "cannot create output folder")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "tampered"])
+def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    weights = tmp_path / "model.safetensors"
+    data = tiny_checkpoint.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "tampered":
+        weights.write_bytes(data[:-8] + bytes(8))
+    problem = {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256"}[damage]
+    output = tmp_path / "output"
+    code, _, err = _process(case, output, weights, capsys)
+    _assert_clean_error(code, err, output, "model.safetensors", problem)
+
+
+def _nan_inf(root: Path) -> None:
+    def change(a, g):
+        a = a.copy()
+        a[0, :2, :2] = np.nan
+        a[1, :2, :2] = np.inf
+        return a, g
+    _rewrite(_adc(root), change)
+
+
+def _new_grid(root: Path, shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(0)
+    geometry = Geometry((shape[2], shape[1], shape[0]), (1.0, 1.0, 4.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    adc = rng.uniform(800, 1500, shape).astype(np.float32)
+    write_image(adc, geometry, _adc(root))
+    write_image(rng.normal(0, 2, shape).astype(np.float32), geometry, _z(root))
+
+
+# name -> (what the input is, how to make it, warning fragment or None)
+ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
+    "nan-inf": ("NaN and Inf voxels in ADC", _nan_inf, "8 non-finite voxels (NaN/Inf) treated as 0"),
+    "all-zero": ("ADC all zeros", lambda r: _rewrite(_adc(r), lambda a, g: (np.zeros_like(a), g)), "no brain"),
+    "one-slice": ("one slice (D = 1)", lambda r: _new_grid(r, (1, 40, 40)), None),
+    "tiny": ("8x8x3 voxels", lambda r: _new_grid(r, (3, 8, 8)), None),
+    "int16-float64": ("int16 ADC, float64 Z_ADC", lambda r: (
+        _rewrite(_adc(r), lambda a, g: (np.rint(a).astype(np.int16), g)),
+        _rewrite(_z(r), lambda a, g: (a.astype(np.float64), g))), None),
+    "mm2-per-s": ("ADC in mm^2/s (values below 0.01)", lambda r: _rewrite(_adc(r), lambda a, g: (a * 1e-6, g)),
+                  "mm^2/s"),
+}
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_accepted_unusual_input(name: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    _, maker, warning = ACCEPTED[name]
+    maker(case)
+    output = tmp_path / "output"
+    code, _, err = _process(case, output, tiny_checkpoint, capsys)
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if warning is not None:
+        assert any(warning in w for w in warnings), warnings
+    else:
+        assert not warnings
+    mask = read_image(output / OUTPUT_MASK)
+    assert mask.geometry == read_image(_adc(case)).geometry
+    assert set(np.unique(mask.array)) <= {0.0, 1.0}
+    if name == "all-zero":
+        assert not mask.array.any()
+
+
+def readme_table() -> str:
+    """The matrix as a markdown table, from running it (python tests/test_bad_input.py)."""
+    import contextlib
+    import io
+    import logging
+    import shutil
+    import tempfile
+
+    from conftest import TINY_RUN
+    from sparseg.model import build_model, save_checkpoint
+
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("sparseg").addHandler(handler)
+    rows = ["| input | what happens | exit code |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        weights = save_checkpoint(tmp / "tiny.safetensors", build_model(TINY_RUN.model, TINY_RUN.in_channels), TINY_RUN)
+        damaged = {"missing checkpoint": tmp / "absent.safetensors", "truncated checkpoint": tmp / "cut.safetensors",
+                   "tampered checkpoint (weights changed)": tmp / "tampered.safetensors"}
+        damaged["truncated checkpoint"].write_bytes(weights.read_bytes()[:1000])
+        damaged["tampered checkpoint (weights changed)"].write_bytes(weights.read_bytes()[:-8] + bytes(8))
+        blocker = tmp / "a-file"
+        blocker.write_text("")
+        cases = [(what, breaker, weights, None) for what, breaker, *_ in REJECTED.values()]
+        cases.append(("output folder cannot be created", lambda r: None, weights, blocker / "output"))
+        cases += [(what, lambda r: None, path, None) for what, path in damaged.items()]
+        cases += [(what, maker, weights, None) for what, maker, _ in ACCEPTED.values()]
+        for number, (what, change, checkpoint, output) in enumerate(cases):
+            root = tmp / f"case{number}" / "input"
+            write_input_case(root, seed=2, index=0, config=SynthConfig.tiny())
+            change(root)
+            warnings.clear()
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(["process", "--input", str(root), "--output", str(output or tmp / f"out{number}"),
+                             "--weights", str(checkpoint), "--device", "cpu"])
+            errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("sparseg: error:")]
+            message = errors[-1] if errors else "mask written" + "".join(f"; warning: {w}" for w in warnings)
+            message = message.replace(str(tmp), "...").replace("|", "/")
+            rows.append(f"| {what} | `{message}` | {code} |")
+            shutil.rmtree(root.parent)
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(readme_table())
+    sys.exit(0)
