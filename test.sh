@@ -30,10 +30,9 @@ if command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; the
     min_dice=${min_dice:-0.99}
 fi
 min_dice=${min_dice:-1}
+source docker/common.sh
 # The organisers' fixed flags, plus a read-only root with a fresh /tmp as on grand-challenge.
-run_flags=(--rm --network none --cap-drop ALL --security-opt no-new-privileges
-           --memory 4g --memory-swap 4g --shm-size 128m --pids-limit 256
-           --read-only --tmpfs /tmp:rw,exec,size=1g "${gpu[@]}")
+run_flags=(--rm "${ORGANISER_FLAGS[@]}" "${READ_ONLY_FLAGS[@]}" "${gpu[@]}")
 mask=images/hie-lesion-segmentation/overlay.mha
 
 failures=0
@@ -42,10 +41,7 @@ for case_dir in test/*/; do
     case_dir=${case_dir%/}
     case_id=$(basename "$case_dir")
     volume=sparseg-test-output-$case_id-$$
-    docker volume create "$volume" > /dev/null
-    # A fresh volume is root-owned; the algorithm runs as an unprivileged user.
-    docker run --rm -v "$volume":/output --entrypoint chmod "$tag" 777 /output 2> /dev/null \
-        || docker run --rm --user root -v "$volume":/output --entrypoint chmod "$tag" 777 /output
+    writable_volume "$volume" "$tag"
     log=$(mktemp)
     started=$(date +%s.%N)
     if docker run "${run_flags[@]}" -v "$PWD/$case_dir/input":/input:ro -v "$volume":/output "$tag" > "$log" 2>&1; then
@@ -54,8 +50,8 @@ for case_dir in test/*/; do
         status="container exited $?"
     fi
     seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
-    inference=$(grep -o 'in [0-9.]* s; peak memory' "$log" | awk '{print $2}' || true)
-    peak=$(grep -o 'peak memory [0-9]* MiB' "$log" | awk '{print $3}' || true)
+    inference=$(job_seconds "$(cat "$log")")
+    peak=$(job_peak_mib "$(cat "$log")")
     size=$(docker run --rm --network none -v "$PWD/$case_dir/input":/input:ro --entrypoint python3 "$tag" -c \
         "import glob; from sparseg.io import read_geometry; print('x'.join(map(str, read_geometry(glob.glob('/input/images/z-score-adc/*.mha')[0]).size_xyz)))")
     if [ "$status" = ok ]; then

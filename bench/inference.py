@@ -33,6 +33,7 @@ from sparseg.config import InferenceConfig
 from sparseg.environment import peak_rss_mib
 from sparseg.inference import Predictor, cpu_has_native_bf16
 from sparseg.io import read_image, read_mask
+from sparseg.metrics import dice
 from sparseg.preprocessing import brain_window
 from sparseg.prediction import predict_case
 
@@ -128,13 +129,11 @@ def main() -> int:
                 mask = read_mask(out / "mask.mha")[0]
                 if plain_seconds is None:
                     plain_seconds, plain_mask = row["seconds"], mask
-                total = np.count_nonzero(mask) + np.count_nonzero(plain_mask)
-                dice = 2 * np.count_nonzero(mask & plain_mask) / total if total else 1.0
                 gflops = row["flops"] / row["forward"] / 1e9
                 print(f"| {size}x{size}x{depth} | {name} | {row['slices']} | {row['frame']} | {row['seconds']:.2f} "
                       f"| {row['forward']:.2f} | {row['peak_rss_mib']:.0f} | {row['peak_gpu_mib']:.0f} | {gflops:.0f} "
                       f"| {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% "
-                      f"| {plain_seconds / row['seconds']:.2f}x | {dice:.4f} |", flush=True)
+                      f"| {plain_seconds / row['seconds']:.2f}x | {dice(plain_mask, mask):.4f} |", flush=True)
     return 0
 
 

@@ -30,9 +30,14 @@ from monai.networks.nets import DynUNet, SwinUNETR
 
 from common import checkpoint_for, input_case, machine_line
 from sparseg.cases import find_input_case
+from sparseg.config import PreprocessingConfig
 from sparseg.inference import Predictor
 from sparseg.io import read_image, write_mask
 from sparseg.prediction import predict_case
+from sparseg.preprocessing import channel_maps
+
+PEER_INPUT = PreprocessingConfig(channels=("adc", "z"))
+"""The 3D peers see ADC and Z_ADC, normalised as SPARSeg normalises them."""
 
 
 def peer_models() -> dict[str, tuple[torch.nn.Module, tuple[int, int, int], float, str]]:
@@ -51,7 +56,7 @@ def peer_models() -> dict[str, tuple[torch.nn.Module, tuple[int, int, int], floa
 def run_peer(model: torch.nn.Module, window, overlap: float, mode: str, case, out: Path, device) -> float:
     started = time.perf_counter()
     adc, z = read_image(case.adc), read_image(case.z)
-    x = np.stack([np.clip(adc.array, 0, 3400) / 3400.0, (np.clip(z.array, -10, 10) + 10) / 20.0])
+    x = np.stack(list(channel_maps(adc.array, z.array, PEER_INPUT).values()))
     with torch.inference_mode():
         logits = sliding_window_inference(torch.from_numpy(x[None].astype(np.float32)).to(device), window, 1,
                                           model, overlap=overlap, mode=mode)

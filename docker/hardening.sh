@@ -9,8 +9,8 @@
 #   docker/hardening.sh [TAG]
 set -euo pipefail
 tag=${1:-sparseg:latest}
-flags=(--network none --cap-drop ALL --security-opt no-new-privileges --memory 4g --memory-swap 4g
-       --shm-size 128m --pids-limit 256)
+source "$(dirname "$0")/common.sh"
+flags=("${ORGANISER_FLAGS[@]}")
 fail() { echo "hardening.sh: FAILED: $1" >&2; exit 1; }
 suffix=$$
 volumes=(sparseg-hardening-input-$suffix sparseg-hardening-output-$suffix sparseg-hardening-model-$suffix)
@@ -18,8 +18,7 @@ container=sparseg-hardening-$suffix
 cleanup() { docker rm -f "$container" > /dev/null 2>&1 || true; docker volume rm "${volumes[@]}" > /dev/null 2>&1 || true; }
 trap cleanup EXIT
 for volume in "${volumes[@]}"; do
-    docker volume create "$volume" > /dev/null
-    docker run --rm --user root -v "$volume":/v --entrypoint chmod "$tag" 777 /v
+    writable_volume "$volume" "$tag"
 done
 input=(-v "${volumes[0]}":/input:ro)
 output=(-v "${volumes[1]}":/output)
@@ -44,11 +43,11 @@ save_checkpoint(Path("/model/paper-random.safetensors"), build_model(config.mode
 for weights in baked paper; do
     model=()
     [ "$weights" = baked ] || model=(-v "${volumes[2]}":/opt/ml/model:ro)
-    log=$(docker run --rm "${flags[@]}" --read-only --tmpfs /tmp:rw,exec,size=1g "${input[@]}" "${output[@]}" \
+    log=$(docker run --rm "${flags[@]}" "${READ_ONLY_FLAGS[@]}" "${input[@]}" "${output[@]}" \
         "${model[@]}" "$tag" 2>&1) \
         || { echo "$log" >&2; fail "the 256x256x64 case ($weights weights) failed with a read-only root and the 4 GB limit"; }
-    peak=$(grep -o 'peak memory [0-9]* MiB' <<< "$log" | awk '{print $3}')
-    seconds=$(grep -o 'in [0-9.]* s; peak' <<< "$log" | awk '{print $2}')
+    peak=$(job_peak_mib "$log")
+    seconds=$(job_seconds "$log")
     echo "256x256x64 on CPU, $weights weights, read-only root, 4 GB limit: ${seconds} s per case, peak memory ${peak} MiB"
     [ "${peak:-99999}" -lt 4096 ] || fail "peak memory ${peak:-?} MiB is not under the 4 GB limit"
 done

@@ -23,7 +23,7 @@ from sparseg.cases import Case, find_cases, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
 from sparseg.io import read_image, read_mask, write_csv
-from sparseg.metrics import score_case
+from sparseg.metrics import dice, score_case
 
 log = logging.getLogger(__name__)
 
@@ -183,5 +183,4 @@ def compare_masks(mask_path: Path | str, reference_path: Path | str) -> MaskComp
     differences = geometry.differences(reference_geometry, tolerance=1e-6)
     if differences:
         return MaskComparison(differences, -1, 0.0)
-    overlap, total = int(np.count_nonzero(mask & reference)), int(np.count_nonzero(mask) + np.count_nonzero(reference))
-    return MaskComparison([], int(np.count_nonzero(mask ^ reference)), 2.0 * overlap / total if total else 1.0)
+    return MaskComparison([], int(np.count_nonzero(mask ^ reference)), dice(reference, mask))

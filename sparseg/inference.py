@@ -17,11 +17,11 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sparseg.config import InferenceConfig, RunConfig
+from sparseg.config import InferenceConfig
 from sparseg.errors import InputError, SparsegError
 from sparseg.io import Volume
 from sparseg.model import Checkpoint, load_checkpoint
-from sparseg.preprocessing import brain_window, from_slices, to_slices
+from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
 
 PRECISIONS = ("auto", "fp32")
 
@@ -124,11 +124,9 @@ class Predictor:
         if self.inference.crop_to_brain:
             window = brain_window(adc, self.config.preprocessing, self.inference.crop_margin,
                                   self.inference.crop_multiple)
-            index = (window.slices, slice(None), window.rows, window.cols)
-            target = np.ix_(window.slices, np.arange(total.shape[1])[window.rows], np.arange(total.shape[2])[window.cols])
         else:
-            index, target = (slice(None),) * 4, (slice(None),) * 3
-        inputs = np.ascontiguousarray(slices[index])
+            window = BrainWindow(np.arange(len(slices)), slice(None), slice(None))
+        inputs = np.ascontiguousarray(slices[window.slices, :, window.rows, window.cols])
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]
             window_total = np.zeros((inputs.shape[0], *inputs.shape[2:]), dtype=np.float32)
@@ -142,7 +140,7 @@ class Predictor:
                         raise SparsegError(f"out of {self.device.type.upper()} memory with {self.batch_size} slices "
                                            "per forward pass: try a smaller --batch-size") from None
                     window_total += np.flip(out, axis=axes) if axes else out
-            total[target] = window_total / (len(self.models) * len(flips))
+            total[window.slices, window.rows, window.cols] = window_total / (len(self.models) * len(flips))
         return from_slices(total, adc.shape[1:])
 
     def predict(self, adc: Volume, z: Volume) -> Prediction:

@@ -184,7 +184,7 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
     reader = _open_header(path, max_voxels)
     try:
         image = reader.Execute()
-    except RuntimeError as exc:
+    except RuntimeError:
         raise InputError(f"{path}: pixel data cannot be read: the file is truncated or damaged") from None
     raw = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):

@@ -89,24 +89,20 @@ def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilitie
 
         label = read_mask(case.label)[0] if case.label is not None else None
         plot_overlay(adc.array, result.mask, label, adc.geometry.spacing_mm, case.case_id, overlay_path)
-    burden = lesion_burden(result.mask, adc.array)
-    return CaseSummary(
-        case_id=case.case_id,
-        status="ok",
-        lesion_ml=float(result.mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
-        burden=burden,
-        burden_group=burden_group(burden),
-        seconds=time.perf_counter() - started,
-    )
+    return _summary(case.case_id, "ok", result.mask, adc, time.perf_counter() - started)
+
+
+def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, seconds: float = float("nan")) -> CaseSummary:
+    """A summary row: lesion volume and burden of `mask` on the ADC image's grid."""
+    burden = lesion_burden(mask, adc.array)
+    return CaseSummary(case_id=case_id, status=status,
+                       lesion_ml=float(mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
+                       burden=burden, burden_group=burden_group(burden), seconds=seconds)
 
 
 def _summary_of_existing(case: Case, mask_path: Path) -> CaseSummary:
     """The summary row of a case segmented by an earlier, interrupted run (from its mask file)."""
-    mask, geometry = read_mask(mask_path)
-    burden = lesion_burden(mask, read_image(case.adc).array)
-    return CaseSummary(case_id=case.case_id, status="done earlier",
-                       lesion_ml=float(mask.sum()) * geometry.voxel_volume_mm3 / 1000.0,
-                       burden=burden, burden_group=burden_group(burden))
+    return _summary(case.case_id, "done earlier", read_mask(mask_path)[0], read_image(case.adc))
 
 
 def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False,

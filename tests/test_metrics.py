@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 from surface_distance import metrics as oracle
 
@@ -144,3 +146,16 @@ def test_distances_match_the_oracle_surfel_by_surfel() -> None:
 def test_rejects_non_boolean_masks() -> None:
     with pytest.raises(TypeError):
         score_case(np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2, 2), bool), SPACING)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 8), st.integers(2, 16), st.integers(2, 16)),
+       spacing=st.tuples(st.floats(0.5, 6.0), st.floats(0.3, 2.0), st.floats(0.3, 2.0)),
+       density=st.floats(0.0, 0.5), seed=st.integers(0, 2**16))
+def test_scores_equal_the_oracle_on_any_masks(shape, spacing, density, seed) -> None:
+    rng = np.random.default_rng(seed)
+    gt, pred = rng.random(shape) < density, rng.random(shape) < density
+    ours = score_case(gt, pred, spacing, tolerance_mm=2.0)
+    expected = _oracle(gt, pred, spacing, 2.0)
+    for got, want in zip((ours.dsc, ours.masd, ours.nsd), expected):
+        assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-6
