@@ -1,27 +1,32 @@
 """Training throughput: slices per second of forward + backward + optimiser step with the run's loss.
 
-    python bench/training.py [--device cpu|cuda] [--model paper|demo] [--batch 16] [--steps 10]
+    python bench/training.py [--device cpu|cuda] [--model paper|demo] [--batch 16] [--steps 10] [--profile]
 
 Random 3-channel slices and masks at the config's slice size; mixed precision
 and channels-last on CUDA as in `sparseg train`, fp32 on the CPU. Prints one
 table with the achieved GFLOP/s of a training step (forward and backward FLOPs
 counted by PyTorch) and its share of the matrix-product peaks measured in the
-same run.
+same run. On CUDA a second row computes the Log-Hausdorff distance fields on
+the host with scipy, as training did before they moved to the GPU, so the two
+are compared in one run; `--profile` adds the ten costliest operations of one
+step (torch.profiler).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from unittest import mock
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import ROOT, machine_line, matmul_peak_gflops, median_seconds
+from common import ROOT, machine_line, matmul_peak_gflops, median_seconds, synchronize
 from sparseg.config import load_run_config
 from sparseg.inference import autocast, training_precision
+from sparseg import losses
 from sparseg.losses import SegmentationLoss
-from sparseg.model import build_model
+from sparseg.model import build_model, make_optimizer
 
 
 def main() -> int:
@@ -30,6 +35,7 @@ def main() -> int:
     parser.add_argument("--model", choices=("paper", "demo"), default="demo")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile", action="store_true", help="print the costliest operations of one step")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(machine_line(device))
@@ -43,7 +49,7 @@ def main() -> int:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    optimizer = make_optimizer(model, config.train.learning_rate, device)
     loss_fn = SegmentationLoss(config.loss)
     precision = training_precision(device)
     fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -63,23 +69,49 @@ def main() -> int:
         scaler.step(optimizer)
         scaler.update()
 
-    for _ in range(3):
-        step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = float(counter.get_total_flops())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = median_seconds(step, args.steps, device)
-    gflops = flops / seconds / 1e9
-    gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    distance_field = losses.distance_field
+
+    def on_host(masks: torch.Tensor) -> torch.Tensor:  # the earlier way: copy to the host, scipy, copy back
+        return distance_field(masks.cpu()).to(masks.device)
+
+    placements = {"GPU (torch)": None, "host (scipy)": on_host} if device.type == "cuda" else {"host (scipy)": None}
+    rows = []
+    for placement, replacement in placements.items():
+        with mock.patch.object(losses, "distance_field", replacement or distance_field):
+            for _ in range(3):
+                step()
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops = float(counter.get_total_flops())
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds = median_seconds(step, args.steps, device)
+            if args.profile and replacement is None:
+                print(profile_table(step, device))
+        gflops = flops / seconds / 1e9
+        gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+        rows.append(f"| {args.model} | {placement} | {args.batch} | {seconds:.3f} | {args.batch / seconds:.1f} "
+                    f"| {flops / 1e9:.0f} | {gflops:.0f} | {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% "
+                    f"| {gpu_mib:.0f} |")
     print(f"model: {args.model} ({config.model.encoder}, {size[0]}x{size[1]}), batch {args.batch}, "
           f"precision {'bf16/fp16 autocast' if precision == 'auto' else 'fp32'}; median of {args.steps} steps\n")
-    print("| model | batch | s/step | slices/s | GFLOP/step | achieved GFLOP/s | % fp32 peak | % bf16 peak | peak GPU MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.model} | {args.batch} | {seconds:.3f} | {args.batch / seconds:.1f} | {flops / 1e9:.0f} | {gflops:.0f} "
-          f"| {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% | {gpu_mib:.0f} |")
+    print("| model | distance fields on | batch | s/step | slices/s | GFLOP/step | achieved GFLOP/s | % fp32 peak "
+          "| % bf16 peak | peak GPU MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
     return 0
+
+
+def profile_table(step, device: torch.device, rows: int = 10) -> str:
+    """The costliest operations of one step, by device time on CUDA (else CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        step()
+        synchronize(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return profiler.key_averages().table(sort_by=key, row_limit=rows)
 
 
 if __name__ == "__main__":

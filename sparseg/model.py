@@ -58,6 +58,11 @@ def xavier_init(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def make_optimizer(model: nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (paper, 3.4); on CUDA its fused kernel, one launch for all parameters instead of several each."""
+    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=device.type == "cuda")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -40,7 +40,7 @@ from sparseg.evaluation import score_row, summarise
 from sparseg.inference import autocast, predict_slices, resolve_device, training_precision
 from sparseg.io import atomic_path, write_csv
 from sparseg.losses import SegmentationLoss
-from sparseg.model import build_model, save_checkpoint
+from sparseg.model import build_model, make_optimizer, save_checkpoint
 from sparseg.plots import plot_history
 from sparseg.preprocessing import from_slices
 
@@ -232,7 +232,7 @@ def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, de
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    optimizer = make_optimizer(model, tc.learning_rate, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=tc.plateau_factor, patience=tc.plateau_patience
     )

@@ -16,6 +16,7 @@ from sparseg.losses import (
     focal_loss,
     focal_weight_at,
     log_hausdorff_loss,
+    torch_distance_field,
     tversky_loss,
 )
 
@@ -64,13 +65,27 @@ def test_log_hausdorff_by_hand() -> None:
     assert float(log_hausdorff_loss(logits, target)) == pytest.approx(math.log(1 + 1 / 9), abs=1e-6)
 
 
-def test_distance_field_is_zero_without_a_boundary() -> None:
-    masks = np.zeros((3, 1, 4, 4), bool)
+@pytest.mark.parametrize("field_of", [distance_field, torch_distance_field], ids=["scipy", "torch"])
+def test_distance_field_is_zero_without_a_boundary(field_of) -> None:
+    masks = torch.zeros((3, 1, 4, 4), dtype=torch.bool)
     masks[1] = True
     masks[2, 0, 0, 0] = True
-    field = distance_field(masks)
+    field = field_of(masks)
+    assert field.shape == masks.shape and field.dtype == torch.float32
     assert not field[0].any() and not field[1].any()
-    assert field[2, 0, 0, 0] == 1 and field[2, 0, 3, 3] == pytest.approx(math.hypot(3, 3))
+    assert field[2, 0, 0, 0] == 1 and float(field[2, 0, 3, 3]) == pytest.approx(math.hypot(3, 3))
+
+
+@pytest.mark.parametrize("density", [0.002, 0.05, 0.5, 0.97])
+def test_torch_distance_field_equals_scipy(density: float) -> None:
+    # The GPU path (run here on the CPU) against scipy's EDT: sparse, blobby and nearly full masks,
+    # a non-square frame, columns with no mask pixel, and more images than one chunk.
+    rng = np.random.default_rng(int(density * 1000))
+    masks = ndimage.binary_dilation(rng.random((9, 1, 40, 56)) < density, structure=np.ones((1, 1, 3, 3)))
+    masks[0] = False
+    masks[1, 0, 5, 7] = True
+    masks = torch.from_numpy(masks)
+    np.testing.assert_allclose(torch_distance_field(masks).numpy(), distance_field(masks).numpy(), rtol=1e-6, atol=0)
 
 
 def _random_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
