@@ -82,6 +82,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from sparseg.model import trace_checkpoint
+
+    for checkpoint in args.checkpoints:
+        print(f"wrote {trace_checkpoint(checkpoint)}")
+    return 0
+
+
 def _ablate(args: argparse.Namespace) -> int:
     from sparseg.ablation import run_ablation
 
@@ -221,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--verify", action="store_true", help="also load the weights and check their sha256")
     p.set_defaults(handler=_info)
+
+    p = sub.add_parser("trace", help="write each checkpoint's network traced to TorchScript beside it "
+                       "(<name>.torchscript): inference then starts without importing the model libraries")
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.set_defaults(handler=_trace)
 
     p = sub.add_parser("ablate", help="train and score several configs on one fold; write the comparison table")
     p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")

@@ -70,7 +70,9 @@ def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, b
         batch = batch.to(device, non_blocking=True)
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
+        # optimized_execution(False): a traced network runs op by op like the eager one, with no
+        # profiling runs on its first calls (they made a one-case job slower) and the same numbers.
+        with autocast(device, precision), torch.jit.optimized_execution(False):
             logits = model(batch)
         out[start : start + len(batch)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     return out
@@ -115,7 +117,7 @@ class Predictor:
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
-        return cls([load_checkpoint(p, device) for p in paths], device, **options)
+        return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
 
     def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""

@@ -41,3 +41,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():
         model.segmentation_head[0].bias.fill_(0.3)  # some lesion everywhere the input allows
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model.eval(), TINY_RUN)
+
+
+def tamper_traced(checkpoint: Path) -> Path:
+    """Trace `checkpoint`, then change a weight of the traced network and keep its stamp (a modified file)."""
+    import json
+
+    from sparseg.model import TRACED_STAMP, trace_checkpoint, traced_stamp
+
+    traced = trace_checkpoint(checkpoint)
+    module = torch.jit.load(str(traced))
+    with torch.no_grad():
+        next(iter(module.parameters())).add_(1.0)
+    torch.jit.save(module, str(traced), _extra_files={TRACED_STAMP: json.dumps(traced_stamp(traced))})
+    return traced

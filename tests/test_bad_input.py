@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from conftest import tamper_traced
 from sparseg.cases import INPUT_ADC_DIR, INPUT_Z_DIR, OUTPUT_MASK
 from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
@@ -153,7 +154,7 @@ def test_unwritable_output_folder(case: Path, tiny_checkpoint: Path, tmp_path: P
     _assert_clean_error(code, err, blocker / "output", "a-file", "cannot create output folder")
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "tampered"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "tampered", "tampered traced"])
 def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = tmp_path / "model.safetensors"
     data = tiny_checkpoint.read_bytes()
@@ -161,10 +162,15 @@ def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path
         weights.write_bytes(data[: len(data) // 2])
     elif damage == "tampered":
         weights.write_bytes(data[:-8] + bytes(8))
-    problem = {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256"}[damage]
+    elif damage == "tampered traced":
+        weights.write_bytes(data)
+        tamper_traced(weights)
+    problem = {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256",
+               "tampered traced": "sha256"}[damage]
+    named = "model.torchscript" if damage == "tampered traced" else "model.safetensors"
     output = tmp_path / "output"
     code, _, err = _process(case, output, weights, capsys)
-    _assert_clean_error(code, err, output, "model.safetensors", problem)
+    _assert_clean_error(code, err, output, named, problem)
 
 
 def _nan_inf(root: Path) -> None:
@@ -241,6 +247,10 @@ def readme_table() -> str:
                    "tampered checkpoint (weights changed)": tmp / "tampered.safetensors"}
         damaged["truncated checkpoint"].write_bytes(weights.read_bytes()[:1000])
         damaged["tampered checkpoint (weights changed)"].write_bytes(weights.read_bytes()[:-8] + bytes(8))
+        damaged["traced network beside it with changed weights"] = tmp / "traced" / "tiny.safetensors"
+        damaged["traced network beside it with changed weights"].parent.mkdir()
+        damaged["traced network beside it with changed weights"].write_bytes(weights.read_bytes())
+        tamper_traced(damaged["traced network beside it with changed weights"])
         blocker = tmp / "a-file"
         blocker.write_text("")
         cases = [(what, breaker, weights, None) for what, breaker, *_ in REJECTED.values()]
