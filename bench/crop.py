@@ -2,9 +2,10 @@
 
     python bench/crop.py --weights CKPT [CKPT ...] --data DIR [--device auto|cpu|cuda]
 
-The crop (`InferenceConfig.crop_to_brain`: only slices with brain, cropped to
-the brain's box plus a margin) is a speed setting, kept only if the masks stay
-as whole-frame inference makes them. This segments every case of DIR (release
+The crop (`--crop-to-brain`, `InferenceConfig.crop_to_brain`: the slices
+cropped to the brain's box plus a margin) is an opt-in speed setting, to be
+used only where the masks stay as whole-frame inference makes them. Both runs
+skip the slices without brain (the default). This segments every case of DIR (release
 layout, or the /input layout) both ways with the same weights and prints one
 table: per case the Dice of the cropped mask against the whole-frame mask,
 each mask's Dice against the label where there is one, and the seconds of

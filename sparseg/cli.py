@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sparseg import __version__
-from sparseg.config import EvaluationConfig
+from sparseg.config import AUTO_BATCH_SIZE, EvaluationConfig
 from sparseg.errors import SparsegError
 
 def _synth(args: argparse.Namespace) -> int:
@@ -105,7 +105,7 @@ def _predictor(args: argparse.Namespace):
 
     if args.batch_size < 0:
         raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
-    inference = InferenceConfig(precision=args.precision, crop_to_brain=not args.full_frame,
+    inference = InferenceConfig(precision=args.precision, crop_to_brain=args.crop_to_brain,
                                 batch_size=args.batch_size)
     return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3,
                           inference=inference)
@@ -152,9 +152,11 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
                    help="auto (default): bf16/fp16 autocast on GPUs and bf16 on CPUs that have it; fp32: none")
     p.add_argument("--batch-size", type=int, default=0,
-                   help="slices per forward pass (default 0: 64 on a GPU, 16 on the CPU); lower it if memory runs out")
-    p.add_argument("--full-frame", action="store_true",
-                   help="run every whole slice (default: only slices with brain, cropped to the brain's box)")
+                   help=f"slices per forward pass (default 0: {AUTO_BATCH_SIZE['cuda']} on a GPU, "
+                        f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
+    p.add_argument("--crop-to-brain", action="store_true",
+                   help="crop the slices to the brain's box: about 2x faster, but check it keeps your network's "
+                        "masks first (bench/crop.py); default: whole slices (those with brain only)")
 
 
 def build_parser() -> argparse.ArgumentParser:

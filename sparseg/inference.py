@@ -17,7 +17,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sparseg.config import InferenceConfig
+from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig
 from sparseg.errors import InputError, SparsegError
 from sparseg.io import Volume
 from sparseg.model import Checkpoint, load_checkpoint
@@ -94,8 +94,9 @@ class Predictor:
     Several checkpoints (a fold ensemble) are averaged in probability; they
     must share their preprocessing and threshold. `tta` adds the left-right
     and front-back flipped slices and averages the un-flipped results.
-    `inference` holds the speed settings (cropping to the brain, precision,
-    batch size); probabilities outside the brain window are 0.
+    `inference` holds the speed settings (slices with brain only, the optional
+    crop to the brain's box, precision, batch size); probabilities outside the
+    slices and box run are 0.
     """
 
     def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
@@ -113,7 +114,7 @@ class Predictor:
         self.config = first
         self.metadata = [c.metadata for c in checkpoints]
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
-        self.batch_size = inference.batch_size or (64 if device.type == "cuda" else 16)
+        self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device.type, AUTO_BATCH_SIZE["cpu"])
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
@@ -123,11 +124,11 @@ class Predictor:
         """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
         slices = to_slices(adc, z, self.config.preprocessing)
         total = np.zeros((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
-        if self.inference.crop_to_brain:
-            window = brain_window(adc, self.config.preprocessing, self.inference.crop_margin,
-                                  self.inference.crop_multiple)
-        else:
-            window = BrainWindow(np.arange(len(slices)), slice(None), slice(None))
+        window = BrainWindow(np.arange(len(slices)), slice(None), slice(None))
+        if self.inference.skip_empty_slices or self.inference.crop_to_brain:
+            brain = brain_window(adc, self.config.preprocessing, self.inference.crop_margin,
+                                 self.inference.crop_multiple)
+            window = brain if self.inference.crop_to_brain else BrainWindow(brain.slices, slice(None), slice(None))
         inputs = np.ascontiguousarray(slices[window.slices, :, window.rows, window.cols])
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RUN
 from sparseg.config import InferenceConfig
 from sparseg.errors import InputError
 from sparseg.inference import Predictor, autocast, remove_small_components
@@ -80,17 +81,19 @@ DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "model_weights" / "spars
 
 
 @pytest.mark.parametrize("index", range(4))
-def test_cropping_to_the_brain_keeps_the_trained_demo_mask(index: int) -> None:
-    """The speed settings must not change the answer: Dice >= 0.999 against the fp32 full-frame reference."""
+def test_speed_settings_keep_the_trained_demo_mask(index: int) -> None:
+    """The speed settings must not change the answer: Dice >= 0.999 against the fp32 full-frame reference,
+    for the defaults and for the opt-in crop to the brain's box."""
     case = generate_case(11, index, SynthConfig())
     adc, z = Volume(case.adc, case.geometry, Path("adc.mha")), Volume(case.z, case.geometry, Path("z.mha"))
     checkpoint = load_checkpoint(DEMO_WEIGHTS)
-    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(crop_to_brain=False, precision="fp32",
+    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(skip_empty_slices=False, precision="fp32",
                                                                      channels_last=False))
-    fast = Predictor([checkpoint], CPU, inference=InferenceConfig())
-    expected, got = reference.predict(adc, z).mask, fast.predict(adc, z).mask
+    expected = reference.predict(adc, z).mask
     assert expected.any()
-    assert dice(expected, got) >= 0.999
+    for settings in (InferenceConfig(), InferenceConfig(crop_to_brain=True)):
+        got = Predictor([checkpoint], CPU, inference=settings).predict(adc, z).mask
+        assert dice(expected, got) >= 0.999
 
 
 def test_a_volume_without_brain_gets_an_empty_mask_without_running_the_network(tiny_checkpoint: Path, volumes) -> None:
@@ -109,6 +112,24 @@ def test_slices_without_brain_are_background(tiny_checkpoint: Path, volumes) -> 
     array[:3] = 0
     result = Predictor.load([tiny_checkpoint], CPU).predict(Volume(array, adc.geometry, adc.path), z)
     assert result.mask[3:].any() and not result.probabilities[:3].any()
+
+
+def test_only_the_opt_in_crop_narrows_the_frame(tiny_checkpoint: Path, volumes) -> None:
+    # The tiny network predicts lesion wherever the input allows, so what it is run on shows in the output.
+    adc, z = volumes
+    array = np.zeros_like(adc.array)
+    array[:, 20:30, 20:30] = adc.array[:, 20:30, 20:30]  # a small brain in a corner of the frame
+    small = Volume(array, adc.geometry, adc.path)
+    seen = {}
+    for crop in (False, True):
+        settings = InferenceConfig(crop_to_brain=crop, crop_margin=0)  # no margin: the box is 32x32 of 64x64
+        predictor = Predictor.load([tiny_checkpoint], CPU, inference=settings)
+        frames = []
+        predictor.models[0].register_forward_hook(lambda module, inputs, output: frames.append(inputs[0].shape[2:]))
+        predictor.predict(small, z)
+        seen[crop] = set(frames)
+    assert seen[False] == {torch.Size(TINY_RUN.preprocessing.slice_size)}
+    assert seen[True] == {torch.Size((32, 32))}
 
 
 def test_fp32_precision_means_no_autocast_and_unknown_precisions_are_refused(tiny_checkpoint: Path) -> None:
