@@ -35,7 +35,6 @@ from sparseg.environment import peak_rss_mib
 from sparseg.inference import Predictor, cpu_has_native_bf16
 from sparseg.io import read_image, read_mask
 from sparseg.metrics import dice
-from sparseg.preprocessing import brain_window
 from sparseg.prediction import predict_case
 
 SETTINGS = {
@@ -73,14 +72,8 @@ def worker(spec: dict) -> dict:
         summary = predict_case(case, predictor, out / "mask.mha")
         totals.append(summary.seconds)
         forwards.append(sum(forward_seconds))
-    adc = read_image(case.adc).array
-    config = predictor.config.preprocessing
-    n_slices, (height, width) = adc.shape[0], config.slice_size
-    if settings.skip_empty_slices or settings.crop_to_brain:
-        window = brain_window(adc, config, settings.crop_margin, settings.crop_multiple)
-        n_slices = len(window.slices)
-        if settings.crop_to_brain:
-            height, width = window.rows.stop - window.rows.start, window.cols.stop - window.cols.start
+    window = predictor.window(read_image(case.adc).array)
+    n_slices, height, width = len(window.slices), window.rows.stop - window.rows.start, window.cols.stop - window.cols.start
     flops = n_slices * forward_flops(predictor.models[0], (1, predictor.config.in_channels, height, width), device)
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"seconds": float(np.median(totals)), "forward": float(np.median(forwards)), "flops": flops,

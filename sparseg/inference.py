@@ -120,15 +120,20 @@ class Predictor:
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
         return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
 
+    def window(self, adc: np.ndarray) -> BrainWindow:
+        """The slices and in-plane box of the resized slices that the network runs on, per the settings."""
+        height, width = self.config.preprocessing.slice_size
+        whole = (slice(0, height), slice(0, width))
+        if not (self.inference.skip_empty_slices or self.inference.crop_to_brain):
+            return BrainWindow(np.arange(adc.shape[0]), *whole)
+        brain = brain_window(adc, self.config.preprocessing, self.inference.crop_margin, self.inference.crop_multiple)
+        return brain if self.inference.crop_to_brain else BrainWindow(brain.slices, *whole)
+
     def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
         slices = to_slices(adc, z, self.config.preprocessing)
         total = np.zeros((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
-        window = BrainWindow(np.arange(len(slices)), slice(None), slice(None))
-        if self.inference.skip_empty_slices or self.inference.crop_to_brain:
-            brain = brain_window(adc, self.config.preprocessing, self.inference.crop_margin,
-                                 self.inference.crop_multiple)
-            window = brain if self.inference.crop_to_brain else BrainWindow(brain.slices, slice(None), slice(None))
+        window = self.window(adc)
         inputs = np.ascontiguousarray(slices[window.slices, :, window.rows, window.cols])
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]

@@ -112,7 +112,7 @@ def log_hausdorff_loss(logits: torch.Tensor, target: torch.Tensor, exponent: flo
     with torch.no_grad():
         d_pred = distance_field(probs > 0.5)
         d_target = distance_field(target > 0.5)
-        weight = (d_pred**exponent + d_target**exponent).to(probs.device)
+        weight = d_pred**exponent + d_target**exponent
     return torch.log1p(((probs - target) ** 2 * weight).mean())
 
 
