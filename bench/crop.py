@@ -21,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine_line, synchronize
 from sparseg.cases import find_any_cases
 from sparseg.config import InferenceConfig
-from sparseg.inference import Predictor, resolve_device
+from sparseg.hardware import resolve_device
+from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
 from sparseg.metrics import dice
+
+from common import machine_line, synchronize
 
 SETTINGS = {"whole frame": InferenceConfig(crop_to_brain=False), "brain crop": InferenceConfig(crop_to_brain=True)}
 

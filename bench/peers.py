@@ -5,7 +5,7 @@
 End to end for each (read ADC and Z_ADC, normalise, network, threshold, write
 the mask), random weights, one warm-up case first:
 - SPARSeg: the paper's 2D UNet++ (Inception-v4, scSE) with the default
-  inference settings (`sparseg.prediction.predict_case`), and with the opt-in
+  inference settings (`sparseg.jobs.predict_case`), and with the opt-in
   crop to the brain's box;
 - Swin-UNETR (MONAI), feature size 48, 128^3 sliding window, overlap 0.25, as
   in the Toubal et al. entry;
@@ -29,13 +29,14 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet, SwinUNETR
 
-from common import checkpoint_for, input_case, machine_line
 from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig, PreprocessingConfig
 from sparseg.inference import Predictor
 from sparseg.io import read_image, write_mask
-from sparseg.prediction import predict_case
+from sparseg.jobs import predict_case
 from sparseg.preprocessing import channel_maps
+
+from common import checkpoint_for, input_case, machine_line
 
 PEER_INPUT = PreprocessingConfig(channels=("adc", "z"))
 """The 3D peers see ADC and Z_ADC, normalised as SPARSeg normalises them."""

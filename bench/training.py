@@ -21,12 +21,12 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import ROOT, machine_line, matmul_peak_gflops, median_seconds, synchronize
-from sparseg.config import load_run_config
-from sparseg.inference import autocast, training_precision
 from sparseg import losses
-from sparseg.losses import SegmentationLoss
-from sparseg.model import build_model, make_optimizer
+from sparseg.config import load_run_config
+from sparseg.hardware import training_precision
+from sparseg.train import Optimisation
+
+from common import ROOT, machine_line, matmul_peak_gflops, median_seconds, synchronize
 
 
 def main() -> int:
@@ -41,33 +41,19 @@ def main() -> int:
     print(machine_line(device))
     fp32_peak = matmul_peak_gflops(device, torch.float32)
     bf16_peak = matmul_peak_gflops(device, torch.bfloat16) if device.type == "cuda" else float("nan")
-    print(f"matrix-product peak: fp32 {fp32_peak:.0f} GFLOP/s" + (f", bf16 {bf16_peak:.0f} GFLOP/s" if device.type == "cuda" else ""))
+    bf16_text = f", bf16 {bf16_peak:.0f} GFLOP/s" if device.type == "cuda" else ""
+    print(f"matrix-product peak: fp32 {fp32_peak:.0f} GFLOP/s{bf16_text}")
 
     config = load_run_config(ROOT / "resources" / "configs" / f"{args.model}.json")
-    torch.manual_seed(0)
-    model = build_model(config.model, config.in_channels).to(device).train()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    optimizer = make_optimizer(model, config.train.learning_rate, device)
-    loss_fn = SegmentationLoss(config.loss)
+    optimisation = Optimisation.build(config, device)  # the trainer's network, optimiser, loss and step
+    optimisation.network.train()
     precision = training_precision(device)
-    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
     size = config.preprocessing.slice_size
     images = torch.rand(args.batch, config.in_channels, *size, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
     targets = (torch.rand(args.batch, 1, *size, device=device) > 0.97).float()
 
     def step() -> None:
-        with autocast(device, precision):
-            logits = model(images)
-        loss = loss_fn.combine(loss_fn.terms(logits.float(), targets))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimisation.step(images, targets)
 
     distance_field = losses.distance_field
 
@@ -91,7 +77,8 @@ def main() -> int:
         gflops = flops / seconds / 1e9
         gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
         rows.append(f"| {args.model} | {placement} | {args.batch} | {seconds:.3f} | {args.batch / seconds:.1f} "
-                    f"| {flops / 1e9:.0f} | {gflops:.0f} | {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% "
+                    f"| {flops / 1e9:.0f} | {gflops:.0f} | {100 * gflops / fp32_peak:.0f}% "
+                    f"| {100 * gflops / bf16_peak:.0f}% "
                     f"| {gpu_mib:.0f} |")
     print(f"model: {args.model} ({config.model.encoder}, {size[0]}x{size[1]}), batch {args.batch}, "
           f"precision {'bf16/fp16 autocast' if precision == 'auto' else 'fp32'}; median of {args.steps} steps\n")

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparseg.config import load_run_config
-from sparseg.evaluation import markdown_table
+from sparseg.config import EvaluationConfig, load_run_config
+from sparseg.evaluation import METRICS, markdown_table
 from sparseg.io import write_csv
 from sparseg.model import read_metadata
-from sparseg.train import BEST, train
+from sparseg.train import BEST, STATE, train
 
 
 def run_ablation(data: Path | str, configs: list[Path], out: Path | str, fold: int = 0,
                  device_name: str = "auto") -> str:
     """One run per config under `out/<config name>`; writes ablation.csv and ablation.md; returns the table."""
     out = Path(out)
-    rows = []
-    for path in configs:
-        name = Path(path).stem
-        run = out / name
-        train(data, load_run_config(path), run, fold=fold, resume=(run / "last_state.pt").exists(),
-              device_name=device_name)
-        summary = read_metadata(run / BEST)["validation"]
-        rows.append((name, summary))
-    text = markdown_table({name: summary["all"] for name, summary in rows}, first="config")
+    runs = {Path(path).stem: (load_run_config(path), out / Path(path).stem) for path in configs}  # all checked first
+    summaries = {}
+    for name, (config, run) in runs.items():
+        train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name)
+        summaries[name] = read_metadata(run / BEST)["validation"]["all"]
+    text = markdown_table(summaries, EvaluationConfig().nsd_tolerance_mm, first="config")
     (out / "ablation.md").write_text(text)
     write_csv(out / "ablation.csv", [
-        {"config": name, **{k: summary["all"][k] for k in ("n", "dsc", "masd", "nsd")}} for name, summary in rows
+        {"config": name, **{k: summary[k] for k in ("n", *METRICS)}} for name, summary in summaries.items()
     ])
     return text

@@ -1,10 +1,19 @@
 """Training-time augmentation (paper, section 3.1): random flips, gamma, anisotropic down-up sampling, blur.
 
 Built on TorchIO, which has all four transforms and keeps their random
-parameters apart from the deterministic operation. Intensity transforms (gamma,
-blur) touch only the ADC and Z_ADC channels; spatial transforms (flip,
-anisotropy) move every channel and the label together, and treat the prior
-channel and the label as label maps (nearest neighbour), so both stay binary.
+parameters apart from the deterministic operation. The ADC and Z_ADC channels
+go in as a scalar image, the prior channel and the label as label maps:
+
+* flips move every channel and the label together;
+* gamma and blur change the ADC and Z_ADC channels only;
+* anisotropy (down-sample one in-plane axis by nearest neighbour, then back
+  up by linear interpolation) also changes the ADC and Z_ADC channels only:
+  TorchIO's `RandomAnisotropy` applies to scalar images by default
+  (`scalars_only`), so the prior channel and the label keep their full
+  resolution, as Billot et al. do to keep the segmentation sharp. It moves
+  no voxel, so the channels stay aligned.
+
+The prior channel and the label therefore stay binary.
 """
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ import numpy as np
 
 from sparseg.cases import Case, find_any_cases, prediction_name
 from sparseg.config import PreprocessingConfig
-from sparseg.errors import InputError
-from sparseg.io import read_geometry, read_image, write_mask
+from sparseg.io import read_image, require_same_grid, write_mask
 
 
 def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:
@@ -30,8 +29,6 @@ def run_baseline(data: Path | str, out: Path | str, config: PreprocessingConfig 
 
 
 def _baseline_case(case: Case, out: Path, config: PreprocessingConfig) -> Path:
-    adc_geometry = read_geometry(case.adc)
-    z = read_image(case.z)
-    if z.geometry.shape != adc_geometry.shape:
-        raise InputError(f"{case.z}: grid {z.geometry.shape} differs from the ADC's {adc_geometry.shape}")
-    return write_mask(threshold_mask(z.array, config), adc_geometry, out / prediction_name(case.case_id))
+    adc, z = read_image(case.adc), read_image(case.z)
+    require_same_grid(adc, z)
+    return write_mask(threshold_mask(z.array, config), adc.geometry, out / prediction_name(case.case_id))

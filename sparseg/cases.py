@@ -1,4 +1,4 @@
-"""Find cases and pair their files by case id, in the two layouts the project meets.
+"""Find cases and pair their files by case id, in the two layouts the project meets; name the outputs.
 
 The Zenodo release (and `sparseg synth`)::
 
@@ -47,9 +47,27 @@ def label_name(case_id: str, suffix: str = ".mha") -> str:
     return f"{case_id}_lesion{suffix}"
 
 
+SYNTH_MANIFEST = "synth_manifest.csv"
+"""Written by `sparseg synth` beside the case folders: the data is synthetic (checkpoints trained on it say so)."""
+
+
 def prediction_name(case_id: str) -> str:
     """File name of a case's predicted mask in a batch output folder (`sparseg predict`, `sparseg baseline`)."""
     return f"{case_id}_lesion.mha"
+
+
+def probabilities_name(case_id: str) -> str:
+    """File name of a case's lesion probabilities in a batch output folder (`--save-probabilities`)."""
+    return f"{case_id}_probabilities.mha"
+
+
+def overlay_name(case_id: str) -> str:
+    """File name of a case's overlay picture in a batch output folder (`--overlays`)."""
+    return f"{case_id}_overlay.png"
+
+
+BATCH_SUMMARY = "summary.csv"
+"""One row per case of a batch output folder: status, lesion volume, burden, seconds."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +166,8 @@ def _single_image(folder: Path) -> Path:
     if not files:
         raise InputError(f"{folder}: no image file (.mha) found")
     if len(files) > 1:
-        raise InputError(f"{folder}: {len(files)} image files, expected exactly one: {', '.join(p.name for p in files)}")
+        raise InputError(f"{folder}: {len(files)} image files, expected exactly one: "
+                         f"{', '.join(p.name for p in files)}")
     return files[0]
 
 

@@ -13,8 +13,13 @@ import time
 from pathlib import Path
 
 from sparseg import __version__
-from sparseg.config import AUTO_BATCH_SIZE, EvaluationConfig
+from sparseg.cases import BATCH_SUMMARY, SYNTH_MANIFEST, overlay_name, prediction_name, probabilities_name
+from sparseg.config import AUTO_BATCH_SIZE, DEVICES, PRECISIONS, EvaluationConfig, PreprocessingConfig
 from sparseg.errors import SparsegError
+
+THRESHOLD_RULE = f"Z_ADC < {PreprocessingConfig().z_threshold:g}"
+"""The threshold baseline's rule, in words."""
+
 
 def _synth(args: argparse.Namespace) -> int:
     from sparseg import synth
@@ -32,7 +37,7 @@ def _synth(args: argparse.Namespace) -> int:
     else:
         synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed, config=config)
         print(f"wrote {args.cases} synthetic cases (seed {args.seed}) under {args.out} "
-              f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / synth.MANIFEST}")
+              f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / SYNTH_MANIFEST}")
     return 0
 
 
@@ -40,7 +45,7 @@ def _baseline(args: argparse.Namespace) -> int:
     from sparseg.baseline import run_baseline
 
     written = run_baseline(args.data, args.out)
-    print(f"wrote {len(written)} Z_ADC < -2 masks to {args.out}")
+    print(f"wrote {len(written)} {THRESHOLD_RULE} masks to {args.out}")
     return 0
 
 
@@ -49,7 +54,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm))
     paths = write_report(report, args.out)
-    print(markdown_table(report.summary), end="")
+    print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -99,9 +104,8 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _predictor(args: argparse.Namespace):
-    from sparseg.prediction import load_predictor
-
     from sparseg.config import InferenceConfig
+    from sparseg.jobs import load_predictor
 
     if args.batch_size < 0:
         raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
@@ -112,7 +116,7 @@ def _predictor(args: argparse.Namespace):
 
 
 def _process(args: argparse.Namespace) -> int:
-    from sparseg.prediction import run_container_job
+    from sparseg.jobs import run_container_job
 
     path = run_container_job(args.input, args.output, _predictor(args))
     print(f"wrote {path}")
@@ -120,13 +124,13 @@ def _process(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sparseg.prediction import predict_batch
+    from sparseg.jobs import predict_batch
 
     summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities,
                               overlays=args.overlays, overwrite=args.overwrite)
     failed = [s.case_id for s in summaries if s.status == "failed"]
     print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
-          f"summary: {args.out / 'summary.csv'}")
+          f"summary: {args.out / BATCH_SUMMARY}")
     if failed:
         print(f"sparseg: error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -145,12 +149,13 @@ def _compare(args: argparse.Namespace) -> int:
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, nargs="+",
                    help="checkpoint(s); several are averaged (default: /opt/ml/model/, else model_weights/)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: the GPU if there is one")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: the GPU if there is one")
     p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
     p.add_argument("--min-lesion-mm3", type=float, default=0.0,
                    help="remove lesion components smaller than this (default 0: off, as in the paper)")
-    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
-                   help="auto (default): bf16/fp16 autocast on GPUs and bf16 on CPUs that have it; fp32: none")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16/fp16 autocast on GPUs, fp32 on the CPU; fp32: none anywhere; "
+                        "bf16: autocast on the CPU too (faster on CPUs with native bf16; masks may differ slightly)")
     p.add_argument("--batch-size", type=int, default=0,
                    help=f"slices per forward pass (default 0: {AUTO_BATCH_SIZE['cuda']} on a GPU, "
                         f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
@@ -179,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="fixed number of slices (default: random, 16-64)")
     p.set_defaults(handler=_synth)
 
-    p = sub.add_parser("baseline", help="write the Z_ADC < -2 threshold masks, to score like a model")
+    p = sub.add_parser("baseline", help=f"write the {THRESHOLD_RULE} threshold masks, to score like a model")
     p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
-    p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha")
+    p.add_argument("--out", type=Path, required=True, help=f"folder for {prediction_name('<case_id>')}")
     p.set_defaults(handler=_baseline)
 
     p = sub.add_parser("evaluate", help="score predicted masks like the challenge (DSC, MASD, NSD)")
@@ -192,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NSD tolerance in mm (default: the challenge's, %(default)s)")
     p.set_defaults(handler=_evaluate)
 
-    p = sub.add_parser("train", help="train a network on labelled cases (one fold); torchrun for several GPUs")
+    p = sub.add_parser("train", help="train a network on labelled cases (one fold); several GPUs: "
+                       "torchrun --nproc_per_node N -m sparseg train ...")
     p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
     p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
@@ -200,17 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--skip-bad", action="store_true",
                    help="train without cases that cannot be read (listed in skipped_cases.csv) instead of stopping")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("predict", help="segment every case of a folder (release or /input layout)")
     p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
-    p.add_argument("--out", type=Path, required=True, help="folder for <case_id>_lesion.mha and summary.csv")
-    p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.mha")
+    p.add_argument("--out", type=Path, required=True,
+                   help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help=f"also write {probabilities_name('<case_id>')}")
     p.add_argument("--overwrite", action="store_true",
                    help="segment every case again (default: cases whose outputs exist are kept, so a rerun resumes)")
     p.add_argument("--overlays", action="store_true",
-                   help="also write <case_id>_overlay.png: the slices with the most lesion, predicted (and true) contours")
+                   help=f"also write {overlay_name('<case_id>')}: the slices with the most lesion, predicted "
+                        "(and true) contours")
     _add_inference_options(p)
     p.set_defaults(handler=_predict)
 
@@ -242,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
     p.add_argument("--out", type=Path, required=True, help="folder for one run per config and ablation.md")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=_ablate)
     return parser
 

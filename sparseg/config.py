@@ -10,13 +10,74 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sparseg.errors import InputError
+from sparseg.errors import ConfigError, InputError
 
 T = TypeVar("T")
+
+CHANNELS = ("adc", "z", "prior")
+"""The channels preprocessing can make: ADC, Z_ADC, and the prior Z_ADC < threshold."""
+NETWORK_STRIDE = 32
+"""Total down-sampling of the encoders (five halvings): slice sides and crops are multiples of it."""
+ARCHITECTURES = ("Unet", "UnetPlusPlus")
+"""segmentation_models_pytorch architectures with decoder attention (the paper's scSE)."""
+ATTENTIONS = (None, "scse")
+INITS = ("xavier_uniform", "default")
+LOSS_NAMES = ("tlhf", "dice_focal")
+"""The losses `sparseg.losses.build_loss` makes."""
+DEVICES = ("auto", "cuda", "cpu")
+"""Where a network runs; "auto" is the GPU when there is one."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Inference precision: "auto" is bf16 autocast on CUDA (fp16 where bf16 is missing) and fp32 on the CPU;
+"fp32" never autocasts; "bf16" autocasts on the CPU too (faster where the CPU has native bf16, but the
+masks may differ from fp32's by a few voxels)."""
+
+
+def _require(condition: bool, field: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(field, problem)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_number(value: Any, field: str, low: float | None = None, high: float | None = None,
+                    low_open: bool = False) -> None:
+    """A finite number within [low, high] (or (low, high] with `low_open`)."""
+    _require(_is_number(value), field, f"expected a number, not {value!r}")
+    if low is not None:
+        _require(value > low if low_open else value >= low, field,
+                 f"must be {'above' if low_open else 'at least'} {low:g}, not {value!r}")
+    if high is not None:
+        _require(value <= high, field, f"must be at most {high:g}, not {value!r}")
+
+
+def _require_integer(value: Any, field: str, low: int) -> None:
+    _require(_is_integer(value), field, f"expected a whole number, not {value!r}")
+    _require(value >= low, field, f"must be at least {low}, not {value!r}")
+
+
+def _require_choice(value: Any, field: str, choices: tuple) -> None:
+    _require(value in choices, field, f"unknown value {value!r}; expected one of {', '.join(map(str, choices))}")
+
+
+def _require_bool(value: Any, field: str) -> None:
+    _require(isinstance(value, bool), field, f"expected true or false, not {value!r}")
+
+
+def _require_range(value: Any, field: str) -> None:
+    _require(isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value), field,
+             f"expected two numbers [low, high], not {value!r}")
+    _require(value[0] < value[1], field, f"low {value[0]!r} must be below high {value[1]!r}")
 
 
 @dataclass(frozen=True)
@@ -31,8 +92,22 @@ class PreprocessingConfig:
     """The prior channel is Z_ADC < z_threshold, on the raw Z values."""
     slice_size: tuple[int, int] = (256, 256)
     """Every axial slice is resized (nearest neighbour) to (height, width)."""
-    channels: tuple[str, ...] = ("adc", "z", "prior")
+    channels: tuple[str, ...] = CHANNELS
     """Which channels the network sees, in order (ablations drop some)."""
+
+    def __post_init__(self) -> None:
+        _require_range(self.adc_range, "adc_range")
+        _require_range(self.z_range, "z_range")
+        _require_number(self.z_threshold, "z_threshold")
+        _require(isinstance(self.slice_size, tuple) and len(self.slice_size) == 2
+                 and all(_is_integer(v) and v > 0 and v % NETWORK_STRIDE == 0 for v in self.slice_size),
+                 "slice_size", f"expected [height, width], positive multiples of {NETWORK_STRIDE}, "
+                 f"not {self.slice_size!r}")
+        _require(isinstance(self.channels, tuple) and len(self.channels) > 0, "channels",
+                 f"expected a list of channel names, not {self.channels!r}")
+        for name in self.channels:
+            _require_choice(name, "channels", CHANNELS)
+        _require(len(set(self.channels)) == len(self.channels), "channels", f"repeated in {list(self.channels)}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +118,12 @@ class EvaluationConfig:
     """Normalised surface Dice tolerance."""
     burden_edges: tuple[float, float] = (0.01, 0.05)
     """Lesion burden (lesion voxels / non-zero ADC voxels) strata edges: <1%, 1-5%, >5%."""
+
+    def __post_init__(self) -> None:
+        _require_number(self.nsd_tolerance_mm, "nsd_tolerance_mm", 0.0, low_open=True)
+        _require_range(self.burden_edges, "burden_edges")
+        _require(0 < self.burden_edges[0] and self.burden_edges[1] < 1, "burden_edges",
+                 f"expected fractions between 0 and 1, not {self.burden_edges!r}")
 
 
 @dataclass(frozen=True)
@@ -58,13 +139,23 @@ class ModelConfig:
     init: str = "xavier_uniform"
     """Weight initialisation of convolutions: "xavier_uniform" (the paper) or "default"."""
 
+    def __post_init__(self) -> None:
+        _require_choice(self.architecture, "architecture", ARCHITECTURES)
+        _require(isinstance(self.encoder, str) and self.encoder != "", "encoder",
+                 f"expected an encoder name, not {self.encoder!r}")
+        _require_choice(self.attention, "attention", ATTENTIONS)
+        _require(isinstance(self.decoder_channels, tuple) and len(self.decoder_channels) == 5
+                 and all(_is_integer(v) and v > 0 for v in self.decoder_channels), "decoder_channels",
+                 f"expected five positive whole numbers, not {self.decoder_channels!r}")
+        _require_choice(self.init, "init", INITS)
+
 
 @dataclass(frozen=True)
 class LossConfig:
     """Tversky + Log-Hausdorff + Focal (paper, section 3.3-3.4), or Dice + Focal for the ablation."""
 
     name: str = "tlhf"
-    """"tlhf" or "dice_focal"."""
+    """One of `LOSS_NAMES`: "tlhf" or "dice_focal"."""
     tversky_alpha: float = 0.3
     """Weight of false positives in the Tversky index."""
     tversky_beta: float = 0.7
@@ -78,6 +169,16 @@ class LossConfig:
     focal_weight_start: float = 2.0
     focal_weight_end: float = 4.0
     """The focal weight is ramped linearly from start to end over the training epochs."""
+
+    def __post_init__(self) -> None:
+        _require_choice(self.name, "name", LOSS_NAMES)
+        for field in ("tversky_alpha", "tversky_beta", "tversky_weight", "log_hausdorff_weight", "focal_gamma",
+                      "focal_weight_start", "focal_weight_end"):
+            _require_number(getattr(self, field), field, 0.0)
+        _require(self.tversky_alpha + self.tversky_beta > 0, "tversky_beta", "alpha + beta must be above 0")
+        _require_number(self.log_hausdorff_exponent, "log_hausdorff_exponent", 0.0, low_open=True)
+        if self.focal_alpha is not None:
+            _require_number(self.focal_alpha, "focal_alpha", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -99,10 +200,22 @@ class TrainConfig:
     record_samples: bool = False
     """Write the slice indices each process trained on (audits of distributed runs)."""
 
+    def __post_init__(self) -> None:
+        for field, low in (("epochs", 1), ("batch_size", 1), ("plateau_patience", 0), ("early_stopping_patience", 1),
+                           ("folds", 2), ("seed", 0), ("workers", 0)):
+            _require_integer(getattr(self, field), field, low)
+        _require_number(self.learning_rate, "learning_rate", 0.0, low_open=True)
+        _require_number(self.plateau_factor, "plateau_factor", 0.0, 1.0, low_open=True)
+        _require(self.plateau_factor < 1, "plateau_factor", f"must be below 1, not {self.plateau_factor!r}")
+        if self.slices_per_epoch is not None:
+            _require_integer(self.slices_per_epoch, "slices_per_epoch", 1)
+        _require_bool(self.augment, "augment")
+        _require_bool(self.record_samples, "record_samples")
+
 
 AUTO_BATCH_SIZE = {"cuda": 64, "cpu": 8}
-"""Slices per forward pass by device type when `InferenceConfig.batch_size` is 0. On the CPU 8 is as fast as 16
-(paper network, 256x256: 16.7 s against 16.3-16.8 s per 64-slice case) and peaks 0.9 GB lower (2.6 GB)."""
+"""Slices per forward pass by device type when `InferenceConfig.batch_size` is 0 (on the CPU, 8 is as fast as
+16 and needs less memory: README, "Performance")."""
 
 
 @dataclass(frozen=True)
@@ -110,27 +223,36 @@ class InferenceConfig:
     """How volumes go through the network at prediction time: speed settings, not part of the method.
 
     Each setting was kept because the inference benchmark (bench/inference.py)
-    showed it pays; the masks stay within Dice 0.999 of the plain fp32
-    full-frame reference (tests/test_inference.py).
+    showed it pays (README, "Performance"); with the defaults the masks stay
+    within Dice 0.999 of the plain fp32 full-frame reference
+    (tests/test_inference.py).
     """
 
     skip_empty_slices: bool = True
     """Run only slices with brain (non-zero ADC); the others are background. Exact for the slices run
     (each slice goes through the 2D network alone), and no lesion lies outside the brain."""
     crop_to_brain: bool = False
-    """Also crop the slices to the brain's bounding box over all slices, plus `crop_margin`: about 2x fewer
-    pixels, but the network sees a different border. The demo network keeps Dice >= 0.999 with it; a
-    briefly trained paper network did not (bench/crop.py), so it is off unless asked for."""
+    """Also crop the slices to the brain's bounding box over all slices, plus `crop_margin`: fewer pixels,
+    but the network sees a different border, and whether the mask stays depends on the weights
+    (bench/crop.py), so it is off unless asked for."""
     crop_margin: int = 32
     """Pixels of the resized slice kept around the brain's bounding box."""
-    crop_multiple: int = 32
+    crop_multiple: int = NETWORK_STRIDE
     """Crop sides are rounded up to this: the network's total stride."""
     precision: str = "auto"
-    """"auto": bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16; "fp32": none."""
+    """One of `PRECISIONS`."""
     channels_last: bool = True
     """Feed the network NHWC tensors (faster convolutions on CPUs and tensor cores)."""
     batch_size: int = 0
     """Slices per forward pass; 0 picks `AUTO_BATCH_SIZE` for the device."""
+
+    def __post_init__(self) -> None:
+        for field in ("skip_empty_slices", "crop_to_brain", "channels_last"):
+            _require_bool(getattr(self, field), field)
+        _require_integer(self.crop_margin, "crop_margin", 0)
+        _require_integer(self.crop_multiple, "crop_multiple", 1)
+        _require_choice(self.precision, "precision", PRECISIONS)
+        _require_integer(self.batch_size, "batch_size", 0)
 
 
 @dataclass(frozen=True)
@@ -146,22 +268,37 @@ class RunConfig:
     description: str = ""
     """What this configuration is for, in words; travels into the checkpoint."""
 
+    def __post_init__(self) -> None:
+        _require_number(self.threshold, "threshold", 0.0, 1.0, low_open=True)
+        _require(self.threshold < 1, "threshold", f"must be below 1, not {self.threshold!r}")
+        _require(isinstance(self.description, str), "description", f"expected text, not {self.description!r}")
+
     @property
     def in_channels(self) -> int:
         return len(self.preprocessing.channels)
 
 
+SECTIONS = {"preprocessing": PreprocessingConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+"""The sections of a run config file, each a config class."""
+
+
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a (possibly partial) nested dict; missing fields keep the paper's defaults."""
-    sections = {"preprocessing": PreprocessingConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
-    unknown = set(data) - set(sections) - {"threshold", "description"}
-    if unknown:
-        raise ValueError(f"unknown config sections: {sorted(unknown)}")
-    kwargs: dict[str, Any] = {name: from_dict(cls, data.get(name, {})) for name, cls in sections.items()}
-    if "threshold" in data:
-        kwargs["threshold"] = float(data["threshold"])
-    if "description" in data:
-        kwargs["description"] = str(data["description"])
+    """A checked RunConfig from a (possibly partial) nested dict; missing fields keep the paper's defaults.
+
+    Raises ConfigError naming the first unknown or impossible field by its dotted name ("train.epochs").
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("", f"expected a JSON object of sections, not {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for name in data:
+        _require(name in fields, name, f"unknown section or field; expected {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            kwargs[name] = from_dict(cls, data.get(name, {}))
+        except ConfigError as exc:
+            raise exc.within(name) from None
+    kwargs.update({k: v for k, v in data.items() if k not in SECTIONS})
     return RunConfig(**kwargs)
 
 
@@ -187,24 +324,31 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a config dataclass from `to_dict` output; unknown keys are an error."""
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+    """Rebuild a config dataclass from `to_dict` output (lists become tuples), checked on the way.
+
+    Raises ConfigError for a key the class does not have, or a value its checks refuse.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("", f"expected a JSON object of fields, not {data!r}")
+    names = sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    for key in data:
+        _require(key in names, key, f"unknown field; expected one of {', '.join(names)}")
+    return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Read a JSON run config (resources/configs/*.json); fields left out keep the paper's defaults."""
+    """Read and check a JSON run config (resources/configs/*.json); fields left out keep the paper's defaults.
+
+    Raises InputError with one line naming the file and the field, before anything else happens.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return run_config_from_dict(data)
     except FileNotFoundError:
         raise InputError(f"{path}: no such config file") from None
-    except (json.JSONDecodeError, ValueError, TypeError) as exc:
-        raise InputError(f"{path}: not a valid run config ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON run config ({exc})") from None
+    try:
+        return run_config_from_dict(data)
+    except ConfigError as exc:
+        raise InputError(f"{path}: {exc}") from None

@@ -1,9 +1,10 @@
-"""Cases -> in-memory 2D training slices, patient-level folds, and the data fingerprint.
+"""Cases -> in-memory 2D training slices, whole validation volumes, patient-level folds, the data fingerprint.
 
 Every axial slice of every training case is used (as in the paper),
 preprocessed once by the same function inference uses and cached in memory
-as float16. Validation keeps whole volumes, so it is scored like the
-challenge scores: per case, on the original grid.
+as float16. Validation cases keep their ADC and Z_ADC volumes as read, so the
+trainer segments them exactly as `sparseg predict` segments the files, and
+scores them like the challenge: per case, on the original grid.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sparseg.augment import SliceAugmenter
-from sparseg.cases import Case
+from sparseg.cases import SYNTH_MANIFEST, Case
 from sparseg.config import EvaluationConfig, PreprocessingConfig, burden_group
 from sparseg.errors import InputError
-from sparseg.evaluation import lesion_burden
-from sparseg.io import read_image
+from sparseg.io import Volume, read_image, require_same_grid
+from sparseg.metrics import lesion_burden
 from sparseg.preprocessing import label_to_slices, to_slices
-from sparseg.synth import MANIFEST
 
 
 @dataclass
@@ -36,9 +36,6 @@ class PreparedCase:
     """(D, C, S, S) float16, the network input."""
     targets: np.ndarray
     """(D, 1, S, S) float16, the label resized like the input."""
-    label: np.ndarray
-    """(D, H, W) bool, the label on the case's grid (for scoring)."""
-    spacing_mm: tuple[float, float, float]
     burden: float
 
     @property
@@ -46,22 +43,40 @@ class PreparedCase:
         return burden_group(self.burden, EvaluationConfig.burden_edges)
 
 
-def prepare_case(case: Case, config: PreprocessingConfig) -> PreparedCase:
-    """Read and preprocess one labelled case; a bad file raises InputError naming it."""
+@dataclass
+class ValidationCase:
+    """One held-out labelled case as inference meets it: the volumes as read, and the label."""
+
+    case_id: str
+    adc: Volume
+    z: Volume
+    label: np.ndarray
+    """(D, H, W) bool, on the ADC image's grid."""
+    burden: float
+
+
+def _read_labelled(case: Case) -> tuple[Volume, Volume, np.ndarray]:
+    """ADC, Z_ADC and the label as a bool mask, all on one grid; a bad file raises InputError naming it."""
     if case.label is None:
         raise InputError(f"{case.adc}: case {case.case_id} has no label")
     adc, z, label = read_image(case.adc), read_image(case.z), read_image(case.label)
-    for other in (z, label):
-        problems = other.geometry.differences(adc.geometry)
-        if problems:
-            raise InputError(f"{other.path}: grid differs from the ADC image ({'; '.join(problems)})")
-    mask = label.array != 0
+    require_same_grid(adc, z, label)
+    return adc, z, label.array != 0
+
+
+def read_validation_case(case: Case) -> ValidationCase:
+    """Read one held-out labelled case for validation."""
+    adc, z, mask = _read_labelled(case)
+    return ValidationCase(case.case_id, adc, z, mask, lesion_burden(mask, adc.array))
+
+
+def prepare_case(case: Case, config: PreprocessingConfig) -> PreparedCase:
+    """Read and preprocess one labelled case; a bad file raises InputError naming it."""
+    adc, z, mask = _read_labelled(case)
     return PreparedCase(
         case_id=case.case_id,
         slices=to_slices(adc.array, z.array, config).astype(np.float16),
         targets=label_to_slices(mask, config)[:, None].astype(np.float16),
-        label=mask,
-        spacing_mm=adc.geometry.spacing_mm,
         burden=lesion_burden(mask, adc.array),
     )
 
@@ -96,7 +111,7 @@ def fingerprint(cases: list[Case]) -> dict[str, object]:
             if path is not None:
                 files[path.name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     digest = hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
-    synthetic = any((c.adc.parent.parent / MANIFEST).is_file() for c in cases)
+    synthetic = any((c.adc.parent.parent / SYNTH_MANIFEST).is_file() for c in cases)
     result: dict[str, object] = {"case_ids": sorted(c.case_id for c in cases), "files_sha256": files, "sha256": digest,
                                  "synthetic": synthetic}
     if synthetic:

@@ -23,7 +23,7 @@ from sparseg.cases import Case, find_cases, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
 from sparseg.io import read_image, read_mask, write_csv
-from sparseg.metrics import dice, score_case
+from sparseg.metrics import dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,8 @@ class Report:
     rows: list[CaseRow]
     summary: dict[str, dict[str, float]]
     """Group name ("all" and each burden stratum) -> n and the mean of each metric."""
-
-
-def lesion_burden(label: np.ndarray, adc: np.ndarray) -> float:
-    """Lesion voxels over brain (non-zero ADC) voxels."""
-    brain = int(np.count_nonzero(adc))
-    return float(np.count_nonzero(label)) / brain if brain else 0.0
+    config: EvaluationConfig = EvaluationConfig()
+    """How the scores were computed (the NSD tolerance)."""
 
 
 def evaluate_case(case: Case, prediction: Path, config: EvaluationConfig = EvaluationConfig()) -> CaseRow:
@@ -113,16 +109,17 @@ def evaluate(gt_root: Path | str, pred_dir: Path | str, config: EvaluationConfig
     if extra:
         log.warning("%s: %d prediction(s) without ground truth ignored: %s", pred_dir, len(extra), ", ".join(extra))
     rows = [evaluate_case(case, predictions[case.case_id], config) for case in cases]
-    return Report(rows=rows, summary=summarise(rows, config))
+    return Report(rows=rows, summary=summarise(rows, config), config=config)
 
 
 def _fmt(value: float, digits: int = 4) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
 
 
-def markdown_table(summary: dict[str, dict[str, float]], first: str = "burden") -> str:
-    """The summary as a Markdown table like the paper's Table 3; `first` heads the row-name column."""
-    lines = [f"| {first} | n | DSC | MASD (mm) | NSD (2 mm) |", "|---|---|---|---|---|"]
+def markdown_table(summary: dict[str, dict[str, float]], tolerance_mm: float, first: str = "burden") -> str:
+    """The summary as a Markdown table like the paper's Table 3; `first` heads the row-name column and
+    `tolerance_mm` is the NSD tolerance the scores were computed with."""
+    lines = [f"| {first} | n | DSC | MASD (mm) | NSD ({tolerance_mm:g} mm) |", "|---|---|---|---|---|"]
     for name, entry in summary.items():
         lines.append(
             f"| {name} | {int(entry['n'])} | {_fmt(entry['dsc'])} | {_fmt(entry['masd'])} | {_fmt(entry['nsd'])} |"
@@ -149,7 +146,7 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     write_csv(csv_path, [asdict(row) for row in report.rows])
     document = {"summary": report.summary, "cases": [asdict(r) for r in report.rows]}
     json_path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
-    md_path.write_text(markdown_table(report.summary))
+    md_path.write_text(markdown_table(report.summary, report.config.nsd_tolerance_mm))
     return [csv_path, json_path, md_path]
 
 

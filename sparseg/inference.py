@@ -1,14 +1,15 @@
-"""Predict lesion probabilities for whole volumes with a trained network.
+"""A trained network on whole volumes: ADC and Z_ADC in, lesion probabilities and the mask out.
 
 The same preprocessing as training (`sparseg.preprocessing.to_slices`), all
 slices of a case in as few forward passes as `batch_size` allows, mixed
-precision on CUDA, and the probabilities mapped back to the case's grid.
+precision on CUDA, the probabilities mapped back to the case's grid, and the
+threshold (and optional small-component removal) that makes the mask.
+`Predictor.predict` is the one path from volumes to a mask: the container
+job, batch prediction and the trainer's validation all call it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,43 +18,12 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig
+from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, RunConfig
 from sparseg.errors import InputError, SparsegError
-from sparseg.io import Volume
+from sparseg.hardware import autocast
+from sparseg.io import Volume, require_same_grid
 from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
-
-PRECISIONS = ("auto", "fp32")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 autocast pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """Mixed precision for `precision="auto"`: bf16 on CUDA GPUs that have it (fp16 on others) and
-    on CPUs with native bf16; full fp32 for "fp32" and on other CPUs."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def training_precision(device: torch.device) -> str:
-    """Mixed precision for training on CUDA; fp32 on the CPU, where training is for tests and demos."""
-    return "auto" if device.type == "cuda" else "fp32"
 
 
 @torch.inference_mode()
@@ -89,35 +59,35 @@ class Prediction:
 
 
 class Predictor:
-    """One or more checkpoints loaded once, applied to case after case.
+    """One or more networks loaded once, applied to case after case.
 
     Several checkpoints (a fold ensemble) are averaged in probability; they
     must share their preprocessing and threshold. `tta` adds the left-right
     and front-back flipped slices and averages the un-flipped results.
     `inference` holds the speed settings (slices with brain only, the optional
     crop to the brain's box, precision, batch size); probabilities outside the
-    slices and box run are 0.
+    slices and box run are 0. The networks are moved to `device`, put in
+    evaluation mode and in the memory format of the settings.
     """
 
     def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
                  min_lesion_mm3: float = 0.0, inference: InferenceConfig = InferenceConfig()) -> None:
         if not checkpoints:
             raise ValueError("no checkpoint given")
-        if inference.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {inference.precision!r}")
         first = checkpoints[0].config
         for other in checkpoints[1:]:
             if (other.config.preprocessing, other.config.threshold) != (first.preprocessing, first.threshold):
                 raise InputError("ensemble checkpoints differ in preprocessing or threshold; they cannot be averaged")
         memory_format = torch.channels_last if inference.channels_last else torch.contiguous_format
         self.models = [c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
-        self.config = first
+        self.config: RunConfig = first
         self.metadata = [c.metadata for c in checkpoints]
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
         self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device.type, AUTO_BATCH_SIZE["cpu"])
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
+        """Checkpoint files (the traced network beside each where current), with the options of `__init__`."""
         return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
 
     def window(self, adc: np.ndarray) -> BrainWindow:
@@ -151,16 +121,18 @@ class Predictor:
             total[window.slices, window.rows, window.cols] = window_total / (len(self.models) * len(flips))
         return from_slices(total, adc.shape[1:])
 
-    def predict(self, adc: Volume, z: Volume) -> Prediction:
-        """Check that ADC and Z_ADC share a grid, then segment on that grid."""
-        problems = z.geometry.differences(adc.geometry)
-        if problems:
-            raise InputError(f"{z.path}: Z_ADC grid differs from the ADC image {adc.path.name} ({'; '.join(problems)})")
-        probabilities = self.probabilities(adc.array, z.array)
+    def mask(self, probabilities: np.ndarray, voxel_volume_mm3: float) -> np.ndarray:
+        """Probabilities -> lesion mask: above the checkpoints' threshold, small components removed if asked."""
         mask = probabilities > self.config.threshold
         if self.min_lesion_mm3 > 0:
-            mask = remove_small_components(mask, self.min_lesion_mm3, adc.geometry.voxel_volume_mm3)
-        return Prediction(probabilities=probabilities, mask=mask)
+            mask = remove_small_components(mask, self.min_lesion_mm3, voxel_volume_mm3)
+        return mask
+
+    def predict(self, adc: Volume, z: Volume) -> Prediction:
+        """Check that ADC and Z_ADC share a grid, then segment on that grid."""
+        require_same_grid(adc, z)
+        probabilities = self.probabilities(adc.array, z.array)
+        return Prediction(probabilities=probabilities, mask=self.mask(probabilities, adc.geometry.voxel_volume_mm3))
 
 
 def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) -> np.ndarray:
@@ -172,11 +144,3 @@ def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) 
     keep = np.concatenate([[False], sizes >= min_mm3])
     return keep[labels]
 
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto": the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available")
-    return torch.device(name)

@@ -78,6 +78,20 @@ class Geometry:
         return problems
 
     @classmethod
+    def from_array_order(cls, shape: tuple[int, int, int], spacing_mm: tuple[float, float, float],
+                         origin_xyz_mm: tuple[float, float, float], direction: tuple[float, ...]) -> Geometry:
+        """The geometry of a (z, y, x) array of `shape` with (z, y, x) `spacing_mm`; the origin and the
+        direction matrix are physical (x, y, z) as in the file."""
+        z, y, x = shape
+        spacing_z, spacing_y, spacing_x = spacing_mm
+        return cls(
+            size_xyz=(int(x), int(y), int(z)),
+            spacing_xyz_mm=(float(spacing_x), float(spacing_y), float(spacing_z)),
+            origin_xyz_mm=tuple(float(v) for v in origin_xyz_mm),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in direction),
+        )
+
+    @classmethod
     def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Geometry:
         """The geometry of an image, or of a reader that has read the header."""
         return cls(
@@ -100,6 +114,19 @@ class Volume:
     array: np.ndarray
     geometry: Geometry
     path: Path
+
+
+def require_same_grid(reference: Volume, *others: Volume) -> None:
+    """Raise InputError, naming the file and what differs, when an image is not on the reference's grid.
+
+    Every image of a case (Z_ADC, the label) must share the ADC image's size, spacing, origin and
+    direction (`Geometry.differences`): the pipeline pairs their voxels one to one.
+    """
+    for other in others:
+        problems = other.geometry.differences(reference.geometry)
+        if problems:
+            raise InputError(f"{other.path}: grid differs from the ADC image {reference.path.name} "
+                             f"({'; '.join(problems)})")
 
 
 def _sitk_message(exc: Exception) -> str:

@@ -1,7 +1,9 @@
 """Tversky, Focal, Log-Hausdorff, their TLHF combination, and Dice-Focal (paper, section 3.3).
 
-Pure functions over tensors, wrapped by small modules. Every function takes
-the network's logits and a target of the same shape.
+Pure functions over tensors, each wrapped by a small module; `CompoundLoss`
+sums named modules with weights (TLHF, Dice-Focal), and `build_loss` makes
+the one a `LossConfig` names. Every function takes the network's logits and a
+target of the same shape.
 
 Shape: logits, target (B, 1, H, W); target in [0, 1]. Each loss returns a scalar.
 """
@@ -129,44 +131,103 @@ def focal_weight_at(epoch: int, epochs: int, config: LossConfig) -> float:
     return config.focal_weight_start + fraction * (config.focal_weight_end - config.focal_weight_start)
 
 
-class SegmentationLoss(nn.Module):
-    """TLHF (gamma_T Tversky + gamma_LH LogHausdorff + gamma_F Focal) or Dice + Focal.
+class TverskyLoss(nn.Module):
+    """`tversky_loss` as a module. Shape: logits, target (B, 1, H, W) -> scalar."""
 
-    `terms` gives each unweighted term (for logging), `combine` their weighted
-    sum; `forward` does both. The focal weight follows `set_epoch`.
+    def __init__(self, alpha: float, beta: float) -> None:
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return tversky_loss(logits, target, self.alpha, self.beta)
+
+
+class DiceLoss(TverskyLoss):
+    """`dice_loss` as a module: the Tversky loss with alpha = beta = 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__(alpha=0.5, beta=0.5)
+
+
+class FocalLoss(nn.Module):
+    """`focal_loss` as a module. Shape: logits, target (B, 1, H, W) -> scalar."""
+
+    def __init__(self, gamma: float, alpha: float | None = None) -> None:
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.gamma, self.alpha)
+
+
+class LogHausdorffLoss(nn.Module):
+    """`log_hausdorff_loss` as a module. Shape: logits, target (B, 1, H, W) -> scalar."""
+
+    def __init__(self, exponent: float = 2.0) -> None:
+        super().__init__()
+        self.exponent = exponent
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return log_hausdorff_loss(logits, target, self.exponent)
+
+
+class CompoundLoss(nn.Module):
+    """A weighted sum of named loss terms.
+
+    `terms` gives each unweighted term (training logs them), `combine` their
+    weighted sum, `forward` both. `set_epoch` lets a weight follow a schedule.
+    Shape: logits, target (B, 1, H, W) -> scalar (`terms`: name -> scalar).
     """
 
-    def __init__(self, config: LossConfig = LossConfig()) -> None:
+    def __init__(self, terms: dict[str, nn.Module], weights: dict[str, float]) -> None:
         super().__init__()
-        if config.name not in ("tlhf", "dice_focal"):
-            raise ValueError(f"unknown loss {config.name!r}: expected 'tlhf' or 'dice_focal'")
-        self.config = config
-        self.focal_weight = config.focal_weight_start if config.name == "tlhf" else 1.0
+        self.losses = nn.ModuleDict(terms)
+        self.weights = dict(weights)
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
-        if self.config.name == "tlhf":
-            self.focal_weight = focal_weight_at(epoch, epochs, self.config)
+        """Called before each training epoch (0-based) of `epochs`; the weights are fixed unless overridden."""
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        c = self.config
-        focal = focal_loss(logits, target, c.focal_gamma, c.focal_alpha)
-        if c.name == "dice_focal":
-            return {"dice": dice_loss(logits, target), "focal": focal}
-        return {
-            "tversky": tversky_loss(logits, target, c.tversky_alpha, c.tversky_beta),
-            "log_hausdorff": log_hausdorff_loss(logits, target, c.log_hausdorff_exponent),
-            "focal": focal,
-        }
+        return {name: loss(logits, target) for name, loss in self.losses.items()}
 
     def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        c = self.config
-        if c.name == "dice_focal":
-            return terms["dice"] + terms["focal"]
-        return (
-            c.tversky_weight * terms["tversky"]
-            + c.log_hausdorff_weight * terms["log_hausdorff"]
-            + self.focal_weight * terms["focal"]
-        )
+        return sum(self.weights[name] * value for name, value in terms.items())  # type: ignore[return-value]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.combine(self.terms(logits, target))
+
+
+class TLHFLoss(CompoundLoss):
+    """gamma_T Tversky + gamma_LH Log-Hausdorff + gamma_F Focal (eq. 4), gamma_F ramped over the epochs."""
+
+    def __init__(self, config: LossConfig = LossConfig()) -> None:
+        super().__init__(
+            {
+                "tversky": TverskyLoss(config.tversky_alpha, config.tversky_beta),
+                "log_hausdorff": LogHausdorffLoss(config.log_hausdorff_exponent),
+                "focal": FocalLoss(config.focal_gamma, config.focal_alpha),
+            },
+            {"tversky": config.tversky_weight, "log_hausdorff": config.log_hausdorff_weight,
+             "focal": config.focal_weight_start},
+        )
+        self.config = config
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        self.weights["focal"] = focal_weight_at(epoch, epochs, self.config)
+
+
+class DiceFocalLoss(CompoundLoss):
+    """Dice + Focal, weights 1 and 1: the baseline loss of the paper's Tables 1 and 2."""
+
+    def __init__(self, config: LossConfig = LossConfig(name="dice_focal")) -> None:
+        super().__init__({"dice": DiceLoss(), "focal": FocalLoss(config.focal_gamma, config.focal_alpha)},
+                         {"dice": 1.0, "focal": 1.0})
+
+
+LOSSES: dict[str, type[CompoundLoss]] = {"tlhf": TLHFLoss, "dice_focal": DiceFocalLoss}
+"""`LossConfig.name` -> the loss it names (the names are `config.LOSS_NAMES`)."""
+
+
+def build_loss(config: LossConfig = LossConfig()) -> CompoundLoss:
+    """The loss a run config names; the name was checked when the config was built."""
+    return LOSSES[config.name](config)

@@ -35,6 +35,7 @@ from surface_distance import lookup_tables
 
 from sparseg.config import EvaluationConfig
 
+
 @functools.lru_cache(maxsize=32)
 def _surfel_area_table(spacing_mm: tuple[float, float, float]) -> np.ndarray:
     """Area (mm^2) of the surface in each of the 256 neighbour codes, from surface-distance."""
@@ -73,6 +74,12 @@ def dice(gt: np.ndarray, pred: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.count_nonzero(gt & pred)) / total
+
+
+def lesion_burden(lesion: np.ndarray, adc: np.ndarray) -> float:
+    """Lesion voxels over brain voxels (non-zero ADC): the quantity of the burden strata; 0 without brain."""
+    brain = int(np.count_nonzero(adc))
+    return float(np.count_nonzero(lesion)) / brain if brain else 0.0
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:

@@ -56,8 +56,8 @@ def plot_overlay(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, sp
         for array, colour in ((mask, "red"), (label, "lime")):
             if array is not None and array[k].any():
                 ax.contour(array[k].astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
-        ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted" + (f", {int(label[k].sum())} true" if label is not None else ""),
-                     fontsize=9)
+        true = f", {int(label[k].sum())} true" if label is not None else ""
+        ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted{true}", fontsize=9)
         ax.axis("off")
     legend = "red: predicted" + (", green: true" if label is not None else "")
     fig.suptitle(f"{title} ({legend})", fontsize=10)

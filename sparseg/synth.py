@@ -40,6 +40,7 @@ from scipy import ndimage
 from sparseg import cases as layout
 from sparseg.config import burden_group
 from sparseg.io import Geometry, write_csv, write_image
+from sparseg.metrics import lesion_burden
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ class SynthCase:
 
     @property
     def burden(self) -> float:
-        brain = np.count_nonzero(self.adc)
-        return float(np.count_nonzero(self.label)) / brain if brain else 0.0
+        return lesion_burden(self.label, self.adc)
 
 
 def case_id(index: int) -> str:
@@ -114,7 +114,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: t
     coarse_shape = [max(2, math.ceil(n / f)) for n, f in zip(shape, factor)]
     coarse = rng.standard_normal(coarse_shape).astype(np.float32)
     coarse = ndimage.gaussian_filter(coarse, [s / f for s, f in zip(sigma_vox, factor)], mode="wrap")
-    field = ndimage.zoom(coarse, [n / c for n, c in zip(shape, coarse_shape)], order=1, grid_mode=True, mode="grid-wrap")
+    zoom = [n / c for n, c in zip(shape, coarse_shape)]
+    field = ndimage.zoom(coarse, zoom, order=1, grid_mode=True, mode="grid-wrap")
     field = field[: shape[0], : shape[1], : shape[2]]
     std = float(field.std())
     return (field - field.mean()) / (std if std > 0 else 1.0)
@@ -289,19 +290,10 @@ def _random_geometry(
         rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
         rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
         direction = rz @ rx
-    size_xyz = (shape[2], shape[1], shape[0])
-    spacing_xyz = (spacing_zyx[2], spacing_zyx[1], spacing_zyx[0])
-    extent = np.array(size_xyz) * np.array(spacing_xyz)
+    centred = Geometry.from_array_order(shape, spacing_zyx, (0.0, 0.0, 0.0), tuple(direction.ravel()))
+    extent = np.array(centred.size_xyz) * np.array(centred.spacing_xyz_mm)
     origin = -direction @ (extent / 2.0) + rng.normal(0.0, 5.0, 3)
-    return (
-        Geometry(
-            size_xyz=tuple(int(v) for v in size_xyz),  # type: ignore[arg-type]
-            spacing_xyz_mm=tuple(float(v) for v in spacing_xyz),  # type: ignore[arg-type]
-            origin_xyz_mm=tuple(float(v) for v in origin),  # type: ignore[arg-type]
-            direction=tuple(float(v) for v in direction.ravel()),
-        ),
-        kind,
-    )
+    return dataclasses.replace(centred, origin_xyz_mm=tuple(float(v) for v in origin)), kind
 
 
 def _as_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -310,20 +302,17 @@ def _as_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(dtype)
 
 
-MANIFEST = "synth_manifest.csv"
-
-
 def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig = SynthConfig()) -> list[Path]:
     """Write `n_cases` cases in the release layout under `out`, plus a manifest CSV."""
     out = Path(out)
     rows = []
     for index in range(n_cases):
         case = generate_case(seed, index, config)
-        write_image(_as_dtype(case.adc, case.adc_dtype), case.geometry, out / layout.ADC_DIR / layout.adc_name(case.case_id))
-        write_image(_as_dtype(case.z, case.z_dtype), case.geometry, out / layout.Z_DIR / layout.z_name(case.case_id))
-        write_image(case.label.astype(case.label_dtype), case.geometry, out / layout.LABEL_DIR / layout.label_name(case.case_id))
+        _write_inputs(case, out / layout.ADC_DIR, out / layout.Z_DIR)
+        label = out / layout.LABEL_DIR / layout.label_name(case.case_id)
+        write_image(case.label.astype(case.label_dtype), case.geometry, label)
         rows.append(_manifest_row(case))
-    write_csv(out / MANIFEST, rows)
+    write_csv(out / layout.SYNTH_MANIFEST, rows)
     return [out / layout.ADC_DIR, out / layout.Z_DIR, out / layout.LABEL_DIR]
 
 
@@ -331,9 +320,14 @@ def write_input_case(out: Path | str, seed: int, index: int = 0, config: SynthCo
     """Write one case in the container's /input layout (no label: the container never sees one)."""
     out = Path(out)
     case = generate_case(seed, index, config)
-    write_image(_as_dtype(case.adc, case.adc_dtype), case.geometry, out / layout.INPUT_ADC_DIR / layout.adc_name(case.case_id))
-    write_image(_as_dtype(case.z, case.z_dtype), case.geometry, out / layout.INPUT_Z_DIR / layout.z_name(case.case_id))
+    _write_inputs(case, out / layout.INPUT_ADC_DIR, out / layout.INPUT_Z_DIR)
     return case
+
+
+def _write_inputs(case: SynthCase, adc_dir: Path, z_dir: Path) -> None:
+    """The case's ADC and Z_ADC files, named as in the release, in their pixel types."""
+    write_image(_as_dtype(case.adc, case.adc_dtype), case.geometry, adc_dir / layout.adc_name(case.case_id))
+    write_image(_as_dtype(case.z, case.z_dtype), case.geometry, z_dir / layout.z_name(case.case_id))
 
 
 def _manifest_row(case: SynthCase) -> dict:

@@ -3,17 +3,22 @@
 Single process, or PyTorch DDP under torchrun (NCCL on GPUs, gloo on CPUs):
 
     sparseg train --data BONBID2023_Train --config resources/configs/paper.json --out runs/paper-fold0
-    torchrun --nproc_per_node 4 -m sparseg.train --data ... --config ... --out ...
+    torchrun --nproc_per_node 4 -m sparseg train --data ... --config ... --out ...
 
-Each epoch: the focal weight of TLHF follows its ramp, every training slice is
-seen once (sharded over processes), then rank 0 scores the held-out fold on
-whole volumes with the challenge's metrics. The checkpoint with the best
-validation DSC is kept (`best.safetensors`); `last_state.pt` holds what
-`--resume` needs; `history.csv` and the PNG plots log every epoch.
+`Trainer.set_up` checks the config, builds the network, reads every case and
+splits them into folds; `Trainer.run` then goes epoch by epoch. Each epoch the
+focal weight of TLHF follows its ramp, every training slice is seen once
+(sharded over processes, one `Optimisation.step` per batch), then rank 0
+segments the held-out fold with `sparseg.inference.Predictor`, the path
+`sparseg predict` and the container take, and scores the masks with the
+challenge's metrics. The checkpoint with the best validation DSC is kept
+(`best.safetensors`); `last_state.pt` holds what `--resume` needs;
+`history.csv` and the PNG plots log every epoch.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -33,16 +39,25 @@ from tqdm import tqdm
 from sparseg.augment import SliceAugmenter
 from sparseg.cases import Case, find_cases
 from sparseg.config import RunConfig, to_dict
-from sparseg.data import EpochSampler, PreparedCase, SliceDataset, fingerprint, prepare_case, stratified_folds
+from sparseg.data import (
+    EpochSampler,
+    PreparedCase,
+    SliceDataset,
+    ValidationCase,
+    fingerprint,
+    prepare_case,
+    read_validation_case,
+    stratified_folds,
+)
 from sparseg.environment import code_version
 from sparseg.errors import InputError
-from sparseg.evaluation import score_row, summarise
-from sparseg.inference import autocast, predict_slices, resolve_device, training_precision
+from sparseg.evaluation import CaseRow, score_row, summarise
+from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
+from sparseg.inference import Predictor
 from sparseg.io import atomic_path, write_csv
-from sparseg.losses import SegmentationLoss
-from sparseg.model import build_model, make_optimizer, save_checkpoint
+from sparseg.losses import CompoundLoss, build_loss
+from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
 from sparseg.plots import plot_history
-from sparseg.preprocessing import from_slices
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,7 @@ STATE = "last_state.pt"
 HISTORY = "history.csv"
 SKIPPED = "skipped_cases.csv"
 SPLIT = "split.json"
+CONFIG = "config.json"
 
 
 @dataclass
@@ -114,71 +130,114 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def validate(model: torch.nn.Module, cases: list[PreparedCase], config: RunConfig, device: torch.device) -> dict:
-    """Whole-volume scores of the held-out cases, and the mean predicted lesion fraction."""
-    rows, fractions = [], []
+@dataclass
+class Optimisation:
+    """The network and what updates it, one batch at a time (`step`); also what bench/training.py times."""
+
+    model: nn.Module
+    """The bare network: checkpoints and validation use it."""
+    network: nn.Module
+    """What a step runs: `model`, or its DDP wrapper once `distribute` was called."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    loss: CompoundLoss
+    device: torch.device
+
+    @classmethod
+    def build(cls, config: RunConfig, device: torch.device) -> Optimisation:
+        """The seeded network (channels-last on CUDA), Adam, the plateau scheduler and the run's loss."""
+        torch.manual_seed(config.train.seed)
+        model = build_model(config.model, config.in_channels).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        optimizer = make_optimizer(model, config.train.learning_rate, device)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.train.plateau_factor, patience=config.train.plateau_patience
+        )
+        return cls(model, model, optimizer, scheduler, gradient_scaler(device), build_loss(config.loss), device)
+
+    def distribute(self) -> None:
+        """Wrap the network for DDP (after any resumed weights are loaded).
+
+        static_graph: the graph is the same every step, and some encoders hold parameters the
+        segmentation head never uses (classifier remnants); DDP then skips them efficiently.
+        """
+        self.network = DistributedDataParallel(self.model, static_graph=True)
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch. Returns the weighted loss ("loss") and each unweighted term, detached.
+
+        Shape: images (B, C, S, S), targets (B, 1, S, S).
+        """
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, training_precision(self.device)):
+            logits = self.network(images)
+        terms = self.loss.terms(logits.float(), targets)
+        loss = self.loss.combine(terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {name: value.detach() for name, value in {"loss": loss, **terms}.items()}
+
+    def state_dict(self, state: TrainingState) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": state.epoch,
+            "best_dsc": state.best_dsc,
+            "best_epoch": state.best_epoch,
+            "stale_epochs": state.stale_epochs,
+            "history": json.dumps(state.history),
+        }
+
+    def load_state(self, path: Path) -> TrainingState:
+        """Restore the weights, optimiser and scheduler saved in `path`; return the rest of the run's state."""
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise InputError(f"{path}: training state cannot be read ({type(exc).__name__})") from None
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        return TrainingState(
+            epoch=int(payload["epoch"]),
+            best_dsc=float(payload["best_dsc"]),
+            best_epoch=int(payload["best_epoch"]),
+            stale_epochs=int(payload["stale_epochs"]),
+            history=json.loads(payload["history"]),
+        )
+
+
+@dataclass
+class Validation:
+    """The held-out fold segmented by the inference path, and scored."""
+
+    rows: list[CaseRow]
+    summary: dict[str, dict[str, float]]
+    masks: dict[str, np.ndarray]
+    """Case id -> the (D, H, W) bool mask `sparseg predict` would write for it with these weights."""
+
+    @property
+    def predicted_fraction(self) -> float:
+        """Mean fraction of voxels marked as lesion (near 0 while the true fraction is not: loss collapse)."""
+        return float(np.mean([mask.mean() for mask in self.masks.values()]))
+
+
+def validate(predictor: Predictor, cases: list[ValidationCase]) -> Validation:
+    """Segment each case with `predictor` (what `sparseg predict` does with the files) and score it."""
+    rows, masks = [], {}
     for case in cases:
-        probabilities = predict_slices(model, case.slices, device, config.train.batch_size, training_precision(device))
-        mask = from_slices(probabilities, case.label.shape[1:]) > config.threshold
-        fractions.append(float(mask.mean()))
-        rows.append(score_row(case.case_id, case.label, mask, case.spacing_mm, case.burden))
-    summary = summarise(rows)
-    return {"summary": summary, "predicted_fraction": float(np.mean(fractions)),
-            "true_fraction": float(np.mean([c.label.mean() for c in cases]))}
-
-
-def _save_state(path: Path, model, optimizer, scheduler, state: TrainingState) -> None:
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": state.epoch,
-        "best_dsc": state.best_dsc,
-        "best_epoch": state.best_epoch,
-        "stale_epochs": state.stale_epochs,
-        "history": json.dumps(state.history),
-    }
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
-
-
-def _load_state(path: Path, model, optimizer, scheduler) -> TrainingState:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise InputError(f"{path}: training state cannot be read ({type(exc).__name__})") from None
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    return TrainingState(
-        epoch=int(payload["epoch"]),
-        best_dsc=float(payload["best_dsc"]),
-        best_epoch=int(payload["best_epoch"]),
-        stale_epochs=int(payload["stale_epochs"]),
-        history=json.loads(payload["history"]),
-    )
-
-
-def train(
-    data: Path | str,
-    config: RunConfig,
-    out: Path | str,
-    fold: int = 0,
-    resume: bool = False,
-    device_name: str = "auto",
-    progress: bool = True,
-    skip_bad: bool = False,
-) -> dict:
-    """Train one fold; returns the best validation summary. See the module docstring.
-
-    Every case is read before training starts; unreadable ones are all named in
-    one error, or with `skip_bad` left out and listed in the run's skipped_cases.csv.
-    """
-    dist_info = Distributed.start()
-    try:
-        return _train(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info, skip_bad)
-    finally:
-        dist_info.stop()
+        mask = predictor.predict(case.adc, case.z).mask
+        masks[case.case_id] = mask
+        rows.append(score_row(case.case_id, case.label, mask, case.adc.geometry.spacing_mm, case.burden))
+    return Validation(rows=rows, summary=summarise(rows), masks=masks)
 
 
 def _prepare_all(cases: list[Case], config: RunConfig, out: Path, skip_bad: bool,
@@ -204,143 +263,180 @@ def _prepare_all(cases: list[Case], config: RunConfig, out: Path, skip_bad: bool
     return usable, prepared
 
 
-def _train(data: Path, config: RunConfig, out: Path, fold: int, resume: bool, device_name: str,
-           progress: bool, dist_info: Distributed, skip_bad: bool = False) -> dict:
-    tc = config.train
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume and (out / STATE).exists():
-        raise InputError(f"{out}: holds a training run already; pass --resume to continue it or choose another --out")
+class Trainer:
+    """One fold's training run in its folder; see the module docstring."""
 
-    cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
-    folds = stratified_folds(prepared, tc.folds, tc.seed)
-    if not 0 <= fold < tc.folds:
-        raise InputError(f"--fold {fold}: expected 0 to {tc.folds - 1}")
-    val_ids = set(folds[fold])
-    train_cases = [c for c in prepared if c.case_id not in val_ids]
-    val_cases = [c for c in prepared if c.case_id in val_ids]
-    if dist_info.main:
-        (out / SPLIT).write_text(json.dumps({"fold": fold, "folds": folds, "seed": tc.seed}, indent=2) + "\n")
-        (out / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    data_fingerprint = fingerprint(cases)
-    code = code_version()  # the code that trains, not whatever is checked out when a checkpoint is saved
+    def __init__(self, config: RunConfig, out: Path, fold: int, dist_info: Distributed,
+                 optimisation: Optimisation, train_cases: list[PreparedCase], validation_cases: list[ValidationCase],
+                 provenance: dict, state: TrainingState, progress: bool = True) -> None:
+        self.config, self.out, self.fold, self.dist = config, out, fold, dist_info
+        self.optimisation, self.validation_cases, self.provenance = optimisation, validation_cases, provenance
+        self.state, self.progress = state, progress
+        tc = config.train
+        augmenter = SliceAugmenter(config.preprocessing.channels) if tc.augment else None
+        dataset = SliceDataset(train_cases, augmenter)
+        self.sampler = EpochSampler(len(dataset), tc.seed, dist_info.rank, dist_info.world, tc.slices_per_epoch)
+        self.loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=self.sampler, num_workers=tc.workers,
+                                 drop_last=len(self.sampler) > tc.batch_size,
+                                 pin_memory=optimisation.device.type == "cuda", persistent_workers=False)
+        # Validation runs a copy of the network, so inference's memory format and mode never touch training.
+        self._inference_network = copy.deepcopy(optimisation.model) if dist_info.main else None
 
-    torch.manual_seed(tc.seed)
-    model = build_model(config.model, config.in_channels).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    optimizer = make_optimizer(model, tc.learning_rate, device)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=tc.plateau_factor, patience=tc.plateau_patience
-    )
-    state = TrainingState()
-    if resume and (out / STATE).exists():
-        state = _load_state(out / STATE, model, optimizer, scheduler)
+    @classmethod
+    def set_up(cls, data: Path, config: RunConfig, out: Path, fold: int = 0, resume: bool = False,
+               device_name: str = "auto", progress: bool = True, dist_info: Distributed | None = None,
+               skip_bad: bool = False) -> Trainer:
+        """Check the arguments, build the network, read every case and split them, before any file is written;
+        then write the split and the config, and restore the run's state with `resume`."""
+        dist_info = dist_info or Distributed()
+        if not 0 <= fold < config.train.folds:
+            raise InputError(f"--fold {fold}: expected 0 to {config.train.folds - 1}")
+        if not resume and (out / STATE).exists():
+            raise InputError(f"{out}: holds a training run already; pass --resume to continue it "
+                             "or choose another --out")
+        device = resolve_device(device_name)
+        if device.type == "cuda":
+            device = torch.device("cuda", dist_info.local_rank)
+        optimisation = Optimisation.build(config, device)
+        out.mkdir(parents=True, exist_ok=True)
+        cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
+        folds = stratified_folds(prepared, config.train.folds, config.train.seed)
+        held_out = set(folds[fold])
         if dist_info.main:
-            log.info("resuming %s after epoch %d", out, state.epoch)
-    # static_graph: the graph is the same every step, and some encoders hold parameters the
-    # segmentation head never uses (classifier remnants); DDP then skips them efficiently.
-    wrapped = DistributedDataParallel(model, static_graph=True) if dist_info.world > 1 else model
+            (out / SPLIT).write_text(json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed}, indent=2)
+                                     + "\n")
+            (out / CONFIG).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+        validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
+        # The code that trains, not whatever is checked out when a checkpoint is saved.
+        provenance = {"code_version": code_version(), "data": fingerprint(cases)}
+        state = TrainingState()
+        if resume and (out / STATE).exists():
+            state = optimisation.load_state(out / STATE)
+            if dist_info.main:
+                log.info("resuming %s after epoch %d", out, state.epoch)
+        if dist_info.world > 1:
+            optimisation.distribute()
+        return cls(config, out, fold, dist_info, optimisation,
+                   [c for c in prepared if c.case_id not in held_out], validation_cases, provenance, state, progress)
 
-    augmenter = SliceAugmenter(config.preprocessing.channels) if tc.augment else None
-    dataset = SliceDataset(train_cases, augmenter)
-    sampler = EpochSampler(len(dataset), tc.seed, dist_info.rank, dist_info.world, tc.slices_per_epoch)
-    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
-                        drop_last=len(sampler) > tc.batch_size, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
-    loss_fn = SegmentationLoss(config.loss)
-    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-    for epoch in range(state.epoch, tc.epochs):
-        started = time.perf_counter()
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this process's share of the training slices; the mean loss terms over all processes."""
+        tc = self.config.train
         torch.manual_seed(tc.seed * 1_000_003 + epoch)  # augmentation draws depend on the epoch alone
-        sampler.set_epoch(epoch)
-        loss_fn.set_epoch(epoch, tc.epochs)
+        self.sampler.set_epoch(epoch)
+        self.optimisation.loss.set_epoch(epoch, tc.epochs)
         if tc.record_samples:
-            (out / f"samples_rank{dist_info.rank}_epoch{epoch}.json").write_text(json.dumps(sampler.indices()))
-        wrapped.train()
+            samples = self.out / f"samples_rank{self.dist.rank}_epoch{epoch}.json"
+            samples.write_text(json.dumps(self.sampler.indices()))
+        self.optimisation.network.train()
         sums: dict[str, float] = {}
         steps = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=not (progress and dist_info.main and sys.stderr.isatty()))
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
+                   disable=not (self.progress and self.dist.main and sys.stderr.isatty()))
         for images, targets in bar:
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, training_precision(device)):
-                logits = wrapped(images)
-            terms = loss_fn.terms(logits.float(), targets)
-            loss = loss_fn.combine(terms)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            values = self.optimisation.step(images, targets)
             steps += 1
-            for name, value in {"loss": loss, **terms}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        means = dist_info.mean({k: v / max(steps, 1) for k, v in sums.items()})
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            bar.set_postfix(loss=f"{float(values['loss']):.4f}")
+        return self.dist.mean({k: v / max(steps, 1) for k, v in sums.items()})
 
+    def predictor(self) -> Predictor:
+        """The inference path (`sparseg predict`'s defaults) over the weights as they are now."""
+        assert self._inference_network is not None, "validation runs on rank 0 only"
+        self._inference_network.load_state_dict(self.optimisation.model.state_dict())
+        return Predictor([Checkpoint(self._inference_network, self.config, {})], self.optimisation.device)
+
+    def validate(self) -> Validation:
+        """Segment and score the held-out fold (rank 0)."""
+        return validate(self.predictor(), self.validation_cases)
+
+    def finish_epoch(self, epoch: int, means: dict[str, float], validation: Validation | None,
+                     seconds: float) -> None:
+        """Log the epoch, step the scheduler, keep the checkpoint if it is the best so far, save the state."""
         val_dsc = math.nan
-        if dist_info.main:
-            result = validate(model, val_cases, config, device)
-            overall = result["summary"]["all"]
-            val_dsc = overall["dsc"]
-            row = {
-                "epoch": epoch + 1,
-                "lr": optimizer.param_groups[0]["lr"],
-                "focal_weight": loss_fn.focal_weight,
-                **{f"train_{k}": v for k, v in means.items()},
-                "val_dsc": overall["dsc"],
-                "val_masd": overall["masd"],
-                "val_nsd": overall["nsd"],
-                "val_predicted_fraction": result["predicted_fraction"],
-                "val_true_fraction": result["true_fraction"],
-                "seconds": time.perf_counter() - started,
-            }
-            state.history.append(row)
-            write_csv(out / HISTORY, state.history)
-            log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%.0f s)", epoch + 1, means.get("loss", 0),
-                     overall["dsc"], overall["masd"], overall["nsd"], row["seconds"])
-        val_dsc = dist_info.broadcast(val_dsc)
-        scheduler.step(val_dsc)
-        state.epoch = epoch + 1
-        if val_dsc > state.best_dsc:
-            state.best_dsc, state.best_epoch, state.stale_epochs = val_dsc, epoch + 1, 0
-            if dist_info.main:
-                save_checkpoint(out / BEST, model, config, {
-                    "code_version": code,
-                    **({"notice": data_fingerprint["notice"]} if data_fingerprint["synthetic"] else {}),
-                    "data": data_fingerprint,
-                    "fold": fold,
-                    "epoch": epoch + 1,
-                    "validation": result["summary"],
-                })
+        if validation is not None:
+            val_dsc = validation.summary["all"]["dsc"]
+            self._log(epoch, means, validation, seconds)
+        val_dsc = self.dist.broadcast(val_dsc)
+        self.optimisation.scheduler.step(val_dsc)
+        self.state.epoch = epoch + 1
+        if val_dsc > self.state.best_dsc:
+            self.state.best_dsc, self.state.best_epoch, self.state.stale_epochs = val_dsc, epoch + 1, 0
+            if validation is not None:
+                self._save_best(epoch, validation)
         else:
-            state.stale_epochs += 1
-        if dist_info.main:
-            _save_state(out / STATE, model, optimizer, scheduler, state)
-            plot_history(state.history, out)
-        dist_info.barrier()
-        if state.stale_epochs >= tc.early_stopping_patience:
-            if dist_info.main:
-                log.info("early stop: no better validation DSC for %d epochs", state.stale_epochs)
-            break
-    return {"best_dsc": state.best_dsc, "best_epoch": state.best_epoch, "epochs": state.epoch,
-            "checkpoint": str(out / BEST), "rank": dist_info.rank}
+            self.state.stale_epochs += 1
+        if self.dist.main:
+            with atomic_path(self.out / STATE) as temporary:
+                torch.save(self.optimisation.state_dict(self.state), temporary)
+            plot_history(self.state.history, self.out)
+        self.dist.barrier()
+
+    def _log(self, epoch: int, means: dict[str, float], validation: Validation, seconds: float) -> None:
+        overall = validation.summary["all"]
+        self.state.history.append({
+            "epoch": epoch + 1,
+            "lr": self.optimisation.optimizer.param_groups[0]["lr"],
+            "focal_weight": self.optimisation.loss.weights["focal"],
+            **{f"train_{k}": v for k, v in means.items()},
+            "val_dsc": overall["dsc"],
+            "val_masd": overall["masd"],
+            "val_nsd": overall["nsd"],
+            "val_predicted_fraction": validation.predicted_fraction,
+            "val_true_fraction": float(np.mean([c.label.mean() for c in self.validation_cases])),
+            "seconds": seconds,
+        })
+        write_csv(self.out / HISTORY, self.state.history)
+        log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%.0f s)", epoch + 1, means.get("loss", 0),
+                 overall["dsc"], overall["masd"], overall["nsd"], seconds)
+
+    def _save_best(self, epoch: int, validation: Validation) -> None:
+        data = self.provenance["data"]
+        save_checkpoint(self.out / BEST, self.optimisation.model, self.config, {
+            "code_version": self.provenance["code_version"],
+            **({"notice": data["notice"]} if data["synthetic"] else {}),
+            "data": data,
+            "fold": self.fold,
+            "epoch": epoch + 1,
+            "validation": validation.summary,
+        })
+
+    def run(self) -> dict:
+        """Train from the state's epoch to the planned epochs or an early stop; the result of `train`."""
+        tc = self.config.train
+        for epoch in range(self.state.epoch, tc.epochs):
+            started = time.perf_counter()
+            means = self.train_epoch(epoch)
+            validation = self.validate() if self.dist.main else None
+            self.finish_epoch(epoch, means, validation, time.perf_counter() - started)
+            if self.state.stale_epochs >= tc.early_stopping_patience:
+                if self.dist.main:
+                    log.info("early stop: no better validation DSC for %d epochs", self.state.stale_epochs)
+                break
+        return {"best_dsc": self.state.best_dsc, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
+                "checkpoint": str(self.out / BEST), "rank": self.dist.rank}
 
 
-def main() -> int:
-    """`python -m sparseg.train ...` (for torchrun): the same arguments as `sparseg train`."""
-    from sparseg.cli import main as cli_main
+def train(
+    data: Path | str,
+    config: RunConfig,
+    out: Path | str,
+    fold: int = 0,
+    resume: bool = False,
+    device_name: str = "auto",
+    progress: bool = True,
+    skip_bad: bool = False,
+) -> dict:
+    """Train one fold; returns the best validation DSC, its epoch, the epochs run and the checkpoint path.
 
-    return cli_main(["train", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    Every case is read before training starts; unreadable ones are all named in
+    one error, or with `skip_bad` left out and listed in the run's skipped_cases.csv.
+    """
+    dist_info = Distributed.start()
+    try:
+        trainer = Trainer.set_up(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info,
+                                 skip_bad)
+        return trainer.run()
+    finally:
+        dist_info.stop()

@@ -17,7 +17,8 @@ def _sample() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_intensity_transforms_leave_prior_and_label_alone() -> None:
     image, label = _sample()
-    augment = SliceAugmenter(("adc", "z", "prior"), tio.Compose([tio.RandomGamma(log_gamma=(0.3, 0.3)), tio.RandomBlur(std=(1, 1))]))
+    intensity = tio.Compose([tio.RandomGamma(log_gamma=(0.3, 0.3)), tio.RandomBlur(std=(1, 1))])
+    augment = SliceAugmenter(("adc", "z", "prior"), intensity)
     out, out_label = augment(image, label)
     assert not torch.allclose(out[:2], image[:2])
     assert torch.equal(out[2], image[2]) and torch.equal(out_label, label)
@@ -38,3 +39,11 @@ def test_default_augmentation_keeps_binary_maps_binary() -> None:
         assert out.shape == image.shape and out_label.shape == label.shape
         assert set(out[2].unique().tolist()) <= {0.0, 1.0}
         assert set(out_label.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_anisotropy_degrades_adc_and_z_only() -> None:
+    image, label = _sample()
+    anisotropy = tio.RandomAnisotropy(axes=(0, 1), downsampling=(3.0, 3.0), p=1.0)
+    out, out_label = SliceAugmenter(("adc", "z", "prior"), anisotropy)(image, label)
+    assert not torch.allclose(out[0], image[0]) and not torch.allclose(out[1], image[1])
+    assert torch.equal(out[2], image[2]) and torch.equal(out_label, label)

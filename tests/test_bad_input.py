@@ -17,11 +17,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import tamper_traced
 from sparseg.cases import INPUT_ADC_DIR, INPUT_Z_DIR, OUTPUT_MASK
 from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
 from sparseg.synth import SynthConfig, write_input_case
+
+from conftest import tamper_traced
 
 
 def _adc(root: Path) -> Path:
@@ -87,7 +88,8 @@ def _shifted(root: Path, **changes) -> None:
 
 # name -> (what the input is, how to break a valid case, fragment naming the file, fragment naming the problem)
 REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
-    "missing-folder": ("input folder does not exist", lambda r: __import__("shutil").rmtree(r), "input", "no such folder"),
+    "missing-folder": ("input folder does not exist", lambda r: __import__("shutil").rmtree(r), "input",
+                       "no such folder"),
     "empty-folder": ("ADC folder is empty", lambda r: _adc(r).unlink(), str(INPUT_ADC_DIR), "no image"),
     "two-files": ("two .mha in the ADC folder", _two_files, str(INPUT_ADC_DIR), "2 image files"),
     "zero-byte": ("ADC file of 0 bytes", lambda r: _adc(r).write_bytes(b""), "ADC_ss.mha", "empty file"),
@@ -232,8 +234,9 @@ def readme_table() -> str:
     import shutil
     import tempfile
 
-    from conftest import TINY_RUN
     from sparseg.model import build_model, save_checkpoint
+
+    from conftest import TINY_RUN
 
     warnings: list[str] = []
     handler = logging.Handler(logging.WARNING)

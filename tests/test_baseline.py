@@ -28,3 +28,21 @@ def test_baseline_reads_the_container_layout(tmp_path: Path) -> None:
     case = write_input_case(tmp_path / "input", seed=1, config=SynthConfig.tiny())
     [path] = run_baseline(tmp_path / "input", tmp_path / "out")
     assert path.name == prediction_name(case.case_id)
+
+
+def test_z_off_the_adc_grid_is_refused_not_only_another_shape(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from sparseg.errors import InputError
+    from sparseg.io import write_image
+
+    write_input_case(tmp_path / "input", seed=1, config=SynthConfig.tiny())
+    z_path = next((tmp_path / "input").rglob("Zmap_*.mha"))
+    z = read_image(z_path)
+    shifted = replace(z.geometry, spacing_xyz_mm=tuple(v * 1.5 for v in z.geometry.spacing_xyz_mm))
+    write_image(z.array, shifted, z_path)
+    with pytest.raises(InputError, match=f"{z_path.name}: grid differs from the ADC image .*spacing"):
+        run_baseline(tmp_path / "input", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,8 @@ def test_synth_baseline_evaluate_end_to_end(tmp_path: Path, capsys: pytest.Captu
 
 def test_user_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sparseg", "evaluate", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "sparseg", "evaluate", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path),
+         "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
     )
@@ -42,7 +43,8 @@ def test_user_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sparseg", "--debug", "baseline", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)],
+        [sys.executable, "-m", "sparseg", "--debug", "baseline", "--data", str(tmp_path / "nope"),
+         "--out", str(tmp_path)],
         capture_output=True,
         text=True,
     )
@@ -67,6 +69,7 @@ def test_compare_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
 def test_synth_fixed_shape(tmp_path: Path) -> None:
     from sparseg.io import read_geometry
 
-    assert main(["synth", "--out", str(tmp_path), "--layout", "input", "--cases", "1", "--size", "96", "--depth", "7"]) == 0
+    command = ["synth", "--out", str(tmp_path), "--layout", "input", "--cases", "1", "--size", "96", "--depth", "7"]
+    assert main(command) == 0
     assert read_geometry(next(tmp_path.rglob("*ADC_ss.mha"))).size_xyz == (96, 96, 7)
     assert main(["synth", "--out", str(tmp_path / "bad"), "--size", "0"]) == 2

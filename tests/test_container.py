@@ -24,7 +24,8 @@ def test_dockerfile_copies_only_what_the_repository_has() -> None:
         if match:
             sources += match.group(1).split()
     assert "process.py" in sources and "model_weights" in sources
-    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
     for source in sources:
         source = source.rstrip("/")
         assert source == "build/wheelhouse" or (ROOT / source).exists(), f"{source} is not in the repository"
@@ -51,7 +52,8 @@ def _build_sh_in(tmp_path: Path, weights: list[Path]) -> subprocess.CompletedPro
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "docker"
-    fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n[ "$1 $2" = "image inspect" ] && echo 1000000000\nexit 0\n')
+    fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n'
+                    '[ "$1 $2" = "image inspect" ] && echo 1000000000\nexit 0\n')
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     return subprocess.run(["bash", str(tmp_path / "build.sh")], capture_output=True, text=True, env=env)

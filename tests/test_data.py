@@ -22,7 +22,7 @@ def prepared(tiny_dataset: Path) -> list:
 
 def test_prepared_case_shapes(prepared: list) -> None:
     case = prepared[0]
-    depth = case.label.shape[0]
+    depth = case.targets.shape[0]
     assert case.slices.shape == (depth, 3, 64, 64) and case.slices.dtype == np.float16
     assert case.targets.shape == (depth, 1, 64, 64)
     assert 0 <= case.burden < 1
@@ -30,7 +30,7 @@ def test_prepared_case_shapes(prepared: list) -> None:
 
 def test_dataset_serves_every_slice(prepared: list) -> None:
     dataset = SliceDataset(prepared)
-    assert len(dataset) == sum(c.label.shape[0] for c in prepared)
+    assert len(dataset) == sum(c.targets.shape[0] for c in prepared)
     image, target = dataset[3]
     assert image.shape == (3, 64, 64) and target.shape == (1, 64, 64)
 

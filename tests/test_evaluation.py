@@ -80,8 +80,9 @@ def test_summary_means_skip_undefined_masd_and_stratify() -> None:
     assert summary["all"]["masd"] == pytest.approx(1.5)
     assert summary["<1%"]["masd"] == pytest.approx(2.0) and summary["<1%"]["nsd"] == pytest.approx(0.3)
     assert summary["1%-5%"]["n"] == 0 and math.isnan(summary["1%-5%"]["dsc"])
-    table = markdown_table(summary)
+    table = markdown_table(summary, tolerance_mm=2.0)
     assert "| >5% | 1 | 0.9000 | 1.0000 | 0.9000 |" in table and "| 1%-5% | 0 | n/a" in table
+    assert "NSD (2 mm)" in table and "NSD (1.5 mm)" in markdown_table(summary, tolerance_mm=1.5)
 
 
 def test_report_files(tmp_path: Path) -> None:

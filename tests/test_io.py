@@ -160,3 +160,22 @@ def test_metaimage_headers_that_would_crash_itk_are_refused_first(tmp_path: Path
         header += f"{field} = {value}\n"
     path.write_bytes(header.encode() + data[end:])
     _expect_input_error(path, "not a readable image")
+
+
+def test_geometry_from_array_order_is_the_one_axis_flip() -> None:
+    geometry = Geometry.from_array_order((5, 6, 7), (4.5, 0.9, 0.8), OBLIQUE.origin_xyz_mm, OBLIQUE.direction)
+    assert geometry == OBLIQUE
+    assert geometry.shape == (5, 6, 7) and geometry.spacing_mm == (4.5, 0.9, 0.8)
+
+
+def test_images_off_the_reference_grid_are_named_with_what_differs() -> None:
+    from dataclasses import replace
+
+    from sparseg.io import Volume, require_same_grid
+
+    adc = Volume(np.zeros(OBLIQUE.shape, np.float32), OBLIQUE, Path("adc.mha"))
+    same = Volume(adc.array, OBLIQUE, Path("z.mha"))
+    require_same_grid(adc, same)
+    moved = Volume(adc.array, replace(OBLIQUE, origin_xyz_mm=(0.0, 0.0, 0.0)), Path("label.mha"))
+    with pytest.raises(InputError, match=r"^label.mha: grid differs from the ADC image adc.mha \(origin"):
+        require_same_grid(adc, same, moved)

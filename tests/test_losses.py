@@ -8,9 +8,13 @@ import torch
 from monai.losses import FocalLoss, LogHausdorffDTLoss, TverskyLoss
 from scipy import ndimage
 
-from sparseg.config import LossConfig
+from sparseg.config import LOSS_NAMES, LossConfig
+from sparseg.errors import ConfigError
 from sparseg.losses import (
-    SegmentationLoss,
+    LOSSES,
+    DiceFocalLoss,
+    TLHFLoss,
+    build_loss,
     dice_loss,
     distance_field,
     focal_loss,
@@ -41,7 +45,8 @@ def test_tversky_by_hand() -> None:
 
 
 def test_tversky_is_zero_for_an_empty_batch_without_false_positives() -> None:
-    assert float(tversky_loss(torch.full((2, 1, 4, 4), -30.0), torch.zeros(2, 1, 4, 4), 0.3, 0.7)) == pytest.approx(0, abs=1e-5)
+    loss = tversky_loss(torch.full((2, 1, 4, 4), -30.0), torch.zeros(2, 1, 4, 4), 0.3, 0.7)
+    assert float(loss) == pytest.approx(0, abs=1e-5)
 
 
 def test_focal_by_hand() -> None:
@@ -100,10 +105,12 @@ def _random_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_equal_to_monai(seed: int) -> None:
     logits, target = _random_batch(seed)
     monai_tversky = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
-    assert float(tversky_loss(logits, target, 0.3, 0.7)) == pytest.approx(float(monai_tversky(logits, target)), abs=1e-5)
+    expected = float(monai_tversky(logits, target))
+    assert float(tversky_loss(logits, target, 0.3, 0.7)) == pytest.approx(expected, abs=1e-5)
     for alpha in (None, 0.25):
         monai_focal = FocalLoss(gamma=3.0, alpha=alpha, use_softmax=False)
-        assert float(focal_loss(logits, target, 3.0, alpha)) == pytest.approx(float(monai_focal(logits, target)), rel=1e-4)
+        expected = float(monai_focal(logits, target))
+        assert float(focal_loss(logits, target, 3.0, alpha)) == pytest.approx(expected, rel=1e-4)
     monai_lh = LogHausdorffDTLoss(sigmoid=True, alpha=2.0)
     assert float(log_hausdorff_loss(logits, target, 2.0)) == pytest.approx(float(monai_lh(logits, target)), rel=1e-4)
 
@@ -115,24 +122,38 @@ def test_focal_weight_ramps_linearly_from_2_to_4() -> None:
     assert focal_weight_at(33, 67, config) == pytest.approx(3.0)
 
 
-def test_tlhf_is_the_weighted_sum() -> None:
+def test_tlhf_is_the_weighted_sum_of_its_terms() -> None:
     logits, target = _random_batch(4)
-    loss = SegmentationLoss(LossConfig())
+    loss = build_loss(LossConfig())
+    assert isinstance(loss, TLHFLoss)
     loss.set_epoch(50, 101)
     terms = loss.terms(logits, target)
+    assert float(terms["tversky"]) == pytest.approx(float(tversky_loss(logits, target, 0.3, 0.7)), rel=1e-6)
+    assert float(terms["log_hausdorff"]) == pytest.approx(float(log_hausdorff_loss(logits, target, 2.0)), rel=1e-6)
+    assert float(terms["focal"]) == pytest.approx(float(focal_loss(logits, target, 3.0)), rel=1e-6)
     expected = 1.5 * terms["tversky"] + 2.0 * terms["log_hausdorff"] + 3.0 * terms["focal"]
     assert float(loss(logits, target)) == pytest.approx(float(expected), rel=1e-6)
-    dice_focal = SegmentationLoss(LossConfig(name="dice_focal"))
-    assert set(dice_focal.terms(logits, target)) == {"dice", "focal"}
+
+
+def test_dice_focal_is_dice_plus_focal_whatever_the_epoch() -> None:
+    logits, target = _random_batch(4)
+    loss = build_loss(LossConfig(name="dice_focal"))
+    assert isinstance(loss, DiceFocalLoss)
+    loss.set_epoch(90, 100)
+    terms = loss.terms(logits, target)
+    assert set(terms) == {"dice", "focal"}
+    assert float(terms["dice"]) == pytest.approx(float(dice_loss(logits, target)), rel=1e-6)
+    assert float(loss(logits, target)) == pytest.approx(float(terms["dice"] + terms["focal"]), rel=1e-6)
 
 
 def test_gradients_flow_through_every_term() -> None:
     logits, target = _random_batch(5)
     logits.requires_grad_(True)
-    SegmentationLoss()(logits, target).backward()
+    build_loss()(logits, target).backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
-def test_unknown_loss_is_rejected() -> None:
-    with pytest.raises(ValueError):
-        SegmentationLoss(LossConfig(name="dice"))
+def test_the_factory_makes_every_loss_a_config_may_name() -> None:
+    assert set(LOSSES) == set(LOSS_NAMES)
+    with pytest.raises(ConfigError, match="^name: unknown value 'dice'"):
+        LossConfig(name="dice")

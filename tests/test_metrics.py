@@ -127,7 +127,8 @@ def test_equal_to_the_oracle_on_random_pairs() -> None:
                 assert math.isnan(value)
             else:
                 assert value == pytest.approx(reference, abs=1e-6)
-        key = "both_empty" if not (gt.any() or pred.any()) else "one_empty" if not (gt.any() and pred.any()) else "scored"
+        empty = (not gt.any()) + (not pred.any())
+        key = ("scored", "one_empty", "both_empty")[empty]
         kinds[key] += 1
     assert kinds["scored"] >= 200 and kinds["one_empty"] > 0 and kinds["both_empty"] > 0, kinds
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tamper_traced
 from sparseg.config import LossConfig, ModelConfig, PreprocessingConfig, RunConfig
 from sparseg.errors import InputError
-from sparseg.losses import SegmentationLoss
+from sparseg.losses import build_loss
 from sparseg.model import (
     TRACED_STAMP,
     build_model,
@@ -23,9 +22,10 @@ from sparseg.model import (
     read_metadata,
     save_checkpoint,
     trace_checkpoint,
-    traced_path,
     traced_stamp,
 )
+
+from conftest import tamper_traced
 
 TINY_MODEL = ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16))
 TINY_RUN = RunConfig(preprocessing=PreprocessingConfig(slice_size=(64, 64)), model=TINY_MODEL)
@@ -64,7 +64,7 @@ def test_paper_configuration_learns_one_batch(paper_model: nn.Module) -> None:
     targets[:, :, 20:30, 25:40] = 1
     model = paper_model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = SegmentationLoss(LossConfig())
+    loss_fn = build_loss(LossConfig())
     losses = []
     for _ in range(6):
         logits = model(images)
@@ -171,7 +171,7 @@ def test_tampered_traced_network_is_refused(tmp_path: Path) -> None:
 def test_traced_inference_imports_no_model_library(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     trace_checkpoint(path)
-    script = ("import sys, torch; from sparseg.prediction import load_predictor; "
+    script = ("import sys, torch; from sparseg.jobs import load_predictor; "
               f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
               "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
               "'torchvision') if m in sys.modules))")

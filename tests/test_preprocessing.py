@@ -11,8 +11,8 @@ from sparseg.preprocessing import brain_window, from_slices, label_to_slices, ne
 def test_channels_follow_the_paper() -> None:
     adc = np.array([-50.0, 0.0, 1700.0, 3400.0, 5000.0], np.float32).reshape(1, 1, 5)
     z = np.array([-12.0, -10.0, -2.0, -1.99, 10.0], np.float32).reshape(1, 1, 5) - np.array([0, 0, 1e-3, 0, 0])
-    config = PreprocessingConfig(slice_size=(1, 5))
-    x = to_slices(adc, z.astype(np.float32), config)
+    config = PreprocessingConfig(slice_size=(32, 160))  # each of the 5 pixels becomes a 32x32 block
+    x = to_slices(adc, z.astype(np.float32), config)[..., ::32, ::32]
     assert x.shape == (1, 3, 1, 5) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, 0, 0], [0.0, 0.0, 0.5, 1.0, 1.0])  # ADC: negatives -> 0, [0, 3400] -> [0, 1]
     np.testing.assert_allclose(x[0, 1, 0], [0.0, 0.0, 0.39995, 0.4005, 1.0], atol=1e-5)  # Z: [-10, 10] -> [0, 1]

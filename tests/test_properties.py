@@ -104,7 +104,8 @@ def test_fuzzed_files_give_a_mask_or_a_clean_error(tmp_path: Path, tiny_checkpoi
     rng = np.random.default_rng(2024)
     array = (rng.random((6, 24, 20)) * 2000).astype(np.float32)
     geometry = Geometry((20, 24, 6), (0.9, 0.9, 4.0), (1.0, 2.0, 3.0), tuple(np.eye(3).ravel()))
-    originals = [write_image(array, geometry, tmp_path / f"valid{c}.mha", compress=c).read_bytes() for c in (False, True)]
+    originals = [write_image(array, geometry, tmp_path / f"valid{c}.mha", compress=c).read_bytes()
+                 for c in (False, True)]
     predictor = Predictor.load([tiny_checkpoint], torch.device("cpu"))
     outcomes = {"mask": 0, "clean error": 0}
 

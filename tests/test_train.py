@@ -9,14 +9,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from sparseg.cases import find_cases
 from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig, run_config_from_dict, to_dict
 from sparseg.errors import InputError
 from sparseg.model import load_checkpoint, read_metadata
-from sparseg.cases import find_cases
-from sparseg.train import BEST, HISTORY, SKIPPED, STATE, train
+from sparseg.train import BEST, CONFIG, HISTORY, SKIPPED, SPLIT, STATE, train
 
 TINY = RunConfig(
     preprocessing=PreprocessingConfig(slice_size=(64, 64)),
@@ -33,7 +34,7 @@ def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, 
     result = train(tiny_dataset, TINY, tmp_path / "run", fold=1, progress=False)
     run = tmp_path / "run"
     assert result["epochs"] == 2
-    for name in (BEST, STATE, HISTORY, "split.json", "config.json", "losses.png", "validation.png", "lesion_fraction.png"):
+    for name in (BEST, STATE, HISTORY, SPLIT, CONFIG, "losses.png", "validation.png", "lesion_fraction.png"):
         assert (run / name).is_file(), name
     with open(run / HISTORY) as handle:
         rows = list(csv.DictReader(handle))
@@ -68,7 +69,7 @@ def test_two_gloo_processes_see_disjoint_slices(tiny_dataset: Path, tmp_path: Pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "sparseg.train", "--data", str(tiny_dataset), "--config", str(config_path), "--out", str(run),
+         "-m", "sparseg", "train", "--data", str(tiny_dataset), "--config", str(config_path), "--out", str(run),
          "--device", "cpu"],
         check=True, env=env, capture_output=True, timeout=600,
     )
@@ -114,3 +115,57 @@ def test_training_killed_mid_epoch_resumes_to_the_planned_epochs(tiny_dataset: P
     with open(run / HISTORY) as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2", "3"]
     assert load_checkpoint(run / BEST).config.train.epochs == 3
+
+
+def test_validation_masks_are_what_predict_writes(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The trainer's validation segments through the inference path: its masks for the held-out cases equal
+    `sparseg predict`'s with the saved weights, and the scores it records are those of `sparseg evaluate`."""
+    from sparseg.cases import prediction_name
+    from sparseg.cli import main
+    from sparseg.evaluation import evaluate, summarise
+    from sparseg.io import read_mask
+    from sparseg.train import Trainer
+
+    one_epoch = replace(TINY, train=replace(TINY.train, epochs=1))
+    trainer = Trainer.set_up(tiny_dataset, one_epoch, tmp_path / "run", fold=1, progress=False)
+    means = trainer.train_epoch(0)
+    assert set(means) == {"loss", "tversky", "log_hausdorff", "focal"} and all(v > 0 for v in means.values())
+    validation = trainer.validate()
+    trainer.finish_epoch(0, means, validation, seconds=1.0)
+    held_out = json.loads((tmp_path / "run" / "split.json").read_text())["folds"][1]
+    assert sorted(validation.masks) == held_out
+    assert any(mask.any() for mask in validation.masks.values())
+
+    predicted = tmp_path / "predicted"
+    assert main(["predict", "--data", str(tiny_dataset), "--out", str(predicted), "--weights",
+                 str(tmp_path / "run" / BEST), "--device", "cpu"]) == 0
+    for case_id, mask in validation.masks.items():
+        np.testing.assert_array_equal(read_mask(predicted / prediction_name(case_id))[0], mask)
+    rows = [row for row in evaluate(tiny_dataset, predicted).rows if row.case_id in held_out]
+    recorded, scored = read_metadata(tmp_path / "run" / BEST)["validation"], summarise(rows)
+    assert recorded.keys() == scored.keys()
+    for group in scored:
+        assert recorded[group] == pytest.approx(scored[group], nan_ok=True)
+
+
+def test_one_step_updates_the_weights_and_reports_each_term() -> None:
+    from sparseg.train import Optimisation
+
+    optimisation = Optimisation.build(TINY, torch.device("cpu"))
+    before = {k: v.clone() for k, v in optimisation.model.state_dict().items()}
+    images = torch.rand(4, TINY.in_channels, *TINY.preprocessing.slice_size)
+    targets = (torch.rand(4, 1, *TINY.preprocessing.slice_size) > 0.9).float()
+    values = optimisation.step(images, targets)
+    assert set(values) == {"loss", "tversky", "log_hausdorff", "focal"}
+    expected = 1.5 * values["tversky"] + 2.0 * values["log_hausdorff"] + 2.0 * values["focal"]
+    assert float(values["loss"]) == pytest.approx(float(expected), rel=1e-6)
+    after = optimisation.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+
+
+def test_set_up_checks_the_fold_before_reading_or_writing(tiny_dataset: Path, tmp_path: Path) -> None:
+    from sparseg.train import Trainer
+
+    with pytest.raises(InputError, match="--fold 3: expected 0 to 2"):
+        Trainer.set_up(tiny_dataset, TINY, tmp_path / "run", fold=3)
+    assert not (tmp_path / "run").exists()

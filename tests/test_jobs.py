@@ -12,7 +12,7 @@ from sparseg.cases import OUTPUT_MASK, find_cases
 from sparseg.cli import main
 from sparseg.errors import InputError
 from sparseg.io import read_geometry, read_image
-from sparseg.prediction import default_weights, load_predictor, predict_batch, run_container_job
+from sparseg.jobs import default_weights, load_predictor, predict_batch, run_container_job
 from sparseg.synth import SynthConfig, generate_case, write_input_case
 
 
@@ -55,7 +55,8 @@ def test_predict_command_exit_codes(tiny_checkpoint: Path, tiny_dataset: Path, t
     assert main(args) == 0
     data = shutil.copytree(tiny_dataset, tmp_path / "data")
     find_cases(data)[0].adc.write_bytes(b"")
-    assert main(["predict", "--data", str(data), "--out", str(tmp_path / "bad"), "--weights", str(tiny_checkpoint)]) == 1
+    bad = ["predict", "--data", str(data), "--out", str(tmp_path / "bad"), "--weights", str(tiny_checkpoint)]
+    assert main(bad) == 1
 
 
 def test_uploaded_model_wins_over_baked_weights(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
-"""Segment cases with trained checkpoints: one container job, or a batch of cases.
+"""Segmentation jobs, files in and files out: one container job, or a batch of cases.
 
 The container job (`process.py`) reads the single case of a grand-challenge
 /input folder and writes /output/images/hie-lesion-segmentation/overlay.mha,
 a uint8 {0, 1} mask with the ADC image's size, spacing, origin and direction.
 Batch mode (`sparseg predict`) takes any number of cases in either layout,
 loads the model once, and writes `<case_id>_lesion.mha` per case and a
-summary CSV.
+summary CSV (the names are in `sparseg.cases`). Both hand the volumes to
+`sparseg.inference.Predictor`, which does the segmenting.
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sparseg.cases import OUTPUT_MASK, Case, find_any_cases, find_input_case, prediction_name
+from sparseg.cases import (
+    BATCH_SUMMARY,
+    OUTPUT_MASK,
+    Case,
+    find_any_cases,
+    find_input_case,
+    overlay_name,
+    prediction_name,
+    probabilities_name,
+)
 from sparseg.config import burden_group
-from sparseg.errors import InputError, SparsegError
 from sparseg.environment import peak_rss_mib
-from sparseg.evaluation import lesion_burden
-from sparseg.inference import Predictor, resolve_device
+from sparseg.errors import InputError, SparsegError
+from sparseg.hardware import resolve_device
+from sparseg.inference import Predictor
 from sparseg.io import PARTIAL_PREFIX, Volume, read_image, read_mask, write_csv, write_image, write_mask
+from sparseg.metrics import lesion_burden
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +134,8 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
     summaries = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty()):
         mask = out / prediction_name(case.case_id)
-        probabilities = out / f"{case.case_id}_probabilities.mha" if save_probabilities else None
-        overlay = out / f"{case.case_id}_overlay.png" if overlays else None
+        probabilities = out / probabilities_name(case.case_id) if save_probabilities else None
+        overlay = out / overlay_name(case.case_id) if overlays else None
         try:
             if not overwrite and all(p is None or p.is_file() for p in (mask, probabilities, overlay)):
                 summaries.append(_summary_of_existing(case, mask))
@@ -133,7 +144,7 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
-    write_csv(out / "summary.csv", [asdict(s) for s in summaries])
+    write_csv(out / BATCH_SUMMARY, [asdict(s) for s in summaries])
     return summaries
 
 
