@@ -35,7 +35,9 @@ expected: setup
 		$(PY) process.py --input $$input --output $$(dirname $$input)/expected --weights $(DEMO_WEIGHTS) --device cpu || exit 1; \
 	done
 
+# The linter (settings in pyproject.toml), then the test suite.
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: setup
