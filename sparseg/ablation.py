@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparseg.config import EvaluationConfig, load_run_config
+from sparseg.errors import ConfigError
 from sparseg.evaluation import METRICS, markdown_table
 from sparseg.io import write_csv
 from sparseg.model import read_metadata
@@ -15,10 +16,14 @@ def run_ablation(data: Path | str, configs: list[Path], out: Path | str, fold: i
                  device_name: str = "auto") -> str:
     """One run per config under `out/<config name>`; writes ablation.csv and ablation.md; returns the table."""
     out = Path(out)
-    runs = {Path(path).stem: (load_run_config(path), out / Path(path).stem) for path in configs}  # all checked first
+    runs = {Path(path).stem: (Path(path), load_run_config(path)) for path in configs}  # all checked first
     summaries = {}
-    for name, (config, run) in runs.items():
-        train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name)
+    for name, (path, config) in runs.items():
+        run = out / name
+        try:
+            train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name)
+        except ConfigError as exc:  # what only building the network finds (the encoder's name)
+            raise ConfigError(f"{path}: {exc.field}", exc.problem) from None
         summaries[name] = read_metadata(run / BEST)["validation"]["all"]
     text = markdown_table(summaries, EvaluationConfig().nsd_tolerance_mm, first="config")
     (out / "ablation.md").write_text(text)

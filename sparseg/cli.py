@@ -15,7 +15,7 @@ from pathlib import Path
 from sparseg import __version__
 from sparseg.cases import BATCH_SUMMARY, SYNTH_MANIFEST, overlay_name, prediction_name, probabilities_name
 from sparseg.config import AUTO_BATCH_SIZE, DEVICES, PRECISIONS, EvaluationConfig, PreprocessingConfig
-from sparseg.errors import SparsegError
+from sparseg.errors import ConfigError, SparsegError
 
 THRESHOLD_RULE = f"Z_ADC < {PreprocessingConfig().z_threshold:g}"
 """The threshold baseline's rule, in words."""
@@ -64,8 +64,11 @@ def _train(args: argparse.Namespace) -> int:
     from sparseg.train import train
 
     config = load_run_config(args.config)
-    result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device,
-                   skip_bad=args.skip_bad)
+    try:
+        result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device,
+                       skip_bad=args.skip_bad)
+    except ConfigError as exc:  # what only building the network finds (the encoder's name)
+        raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result["rank"] == 0:
         print(f"best validation DSC {result['best_dsc']:.4f} at epoch {result['best_epoch']} "
               f"of {result['epochs']}; checkpoint {result['checkpoint']}")

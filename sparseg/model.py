@@ -34,7 +34,7 @@ from torch import nn
 
 from sparseg.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from sparseg.environment import code_version, library_versions
-from sparseg.errors import InputError, SparsegError
+from sparseg.errors import ConfigError, InputError, SparsegError
 from sparseg.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -46,21 +46,28 @@ TRACED_STAMP = "sparseg.json"
 
 
 def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
-    """The segmentation network, one output channel (lesion logit). No pretrained weights are fetched."""
+    """The segmentation network, one output channel (lesion logit). No pretrained weights are fetched.
+
+    The config's names were checked when it was built, except the encoder's, which only
+    segmentation-models-pytorch knows: an unknown one raises ConfigError("model.encoder").
+    """
     import segmentation_models_pytorch as smp  # here, not at the top: a traced network needs none of it
 
     try:
-        architecture = getattr(smp, config.architecture)
-    except AttributeError:
-        raise ValueError(f"unknown architecture {config.architecture!r}") from None
-    model = architecture(
-        encoder_name=config.encoder,
-        encoder_weights=None,
-        in_channels=in_channels,
-        classes=1,
-        decoder_attention_type=config.attention,
-        decoder_channels=list(config.decoder_channels),
-    )
+        model = getattr(smp, config.architecture)(
+            encoder_name=config.encoder,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=1,
+            decoder_attention_type=config.attention,
+            decoder_channels=list(config.decoder_channels),
+        )
+    except (KeyError, RuntimeError) as exc:
+        # smp: KeyError("Wrong encoder name ..."); timm, for "tu-" encoders: RuntimeError("Unknown model ...").
+        if not str(exc).strip("'\"").startswith(("Wrong encoder name", "Unknown model")):
+            raise
+        raise ConfigError("model.encoder", f"unknown encoder {config.encoder!r} (see segmentation-models-pytorch's "
+                          "list of encoders)") from None
     if config.init == "xavier_uniform":
         xavier_init(model)
     return model

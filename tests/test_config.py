@@ -133,3 +133,15 @@ def test_evaluate_refuses_a_negative_tolerance(tmp_path: Path, capsys: pytest.Ca
                  "--tolerance-mm", "-1"])
     assert code == 2 and "nsd_tolerance_mm: must be above 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_encoder_is_named_with_the_file_before_any_data_is_read(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"model": {"encoder": "inceptionv5"}}))
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tmp_path / "no-such-data"), "--config", str(config), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"sparseg: error: {config}: model.encoder: unknown encoder 'inceptionv5'")
+    assert not out.exists()

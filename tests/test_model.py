@@ -177,3 +177,11 @@ def test_traced_inference_imports_no_model_library(tmp_path: Path) -> None:
               "'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["RecursiveScriptModule", "[]"]
+
+
+@pytest.mark.parametrize("encoder", ["inceptionv5", "tu-no_such_net"])
+def test_an_unknown_encoder_is_a_config_error(encoder: str) -> None:
+    from sparseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^model.encoder: unknown encoder '{encoder}'"):
+        build_model(ModelConfig(encoder=encoder), in_channels=3)
