@@ -159,7 +159,10 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced
     """
     path = Path(path)
     metadata = read_metadata(path)
-    config = run_config_from_dict(metadata["config"])
+    try:
+        config = run_config_from_dict(metadata.get("config", {}))
+    except ConfigError as exc:
+        raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
     model = load_traced(path, metadata) if traced else None
     if model is None:
         try:

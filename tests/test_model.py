@@ -185,3 +185,18 @@ def test_an_unknown_encoder_is_a_config_error(encoder: str) -> None:
 
     with pytest.raises(ConfigError, match=f"^model.encoder: unknown encoder '{encoder}'"):
         build_model(ModelConfig(encoder=encoder), in_channels=3)
+
+
+def test_a_checkpoint_with_an_impossible_config_is_named(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = json.loads(header["__metadata__"]["sparseg"])
+    metadata["config"]["threshold"] = 1.5
+    header["__metadata__"]["sparseg"] = json.dumps(metadata)
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + size :])
+    expected = r"model.safetensors: the checkpoint's run config: threshold: must be at most 1"
+    with pytest.raises(InputError, match=expected):
+        load_checkpoint(path)
