@@ -90,13 +90,23 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith("."))
 
 
-def index_by_case_id(folder: Path) -> dict[str, Path]:
-    """Map case id -> image file in `folder`; files without an id or sharing one are an error."""
+def index_by_case_id(folder: Path, masks_only: bool = False) -> dict[str, Path]:
+    """Map case id -> image file in `folder`; files without an id or sharing one are an error.
+
+    `masks_only` (a folder of predictions): a `sparseg predict` probability file is not a mask, so it is
+    left out, as are files of another name where the case's `prediction_name` file is there.
+    """
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     found: dict[str, list[Path]] = defaultdict(list)
     nameless = []
-    for path in _image_files(folder):
+    files = _image_files(folder)
+    if masks_only:
+        named = {path.name for path in files}
+        files = [path for path in files if (case_id := case_id_of(path)) is None
+                 or (path.name != probabilities_name(case_id)
+                     and (path.name == prediction_name(case_id) or prediction_name(case_id) not in named))]
+    for path in files:
         case_id = case_id_of(path)
         if case_id is None:
             nameless.append(path.name)

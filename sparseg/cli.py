@@ -55,6 +55,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm))
     paths = write_report(report, args.out)
     print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
+    print("DSC, MASD and NSD as the BONBID-HIE leaderboard computes them (its spacing order, as in the paper); "
+          "'physical': MASD and NSD with the spacing in the voxels' own order")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -101,8 +103,39 @@ def _trace(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from sparseg.ablation import run_ablation
 
-    table = run_ablation(args.data, args.configs, args.out, fold=args.fold, device_name=args.device)
+    table = run_ablation(args.data, args.configs, args.out, folds=args.folds, device_name=args.device)
     print(table, end="")
+    print("scored on the out-of-fold masks of " + (f"fold(s) {' '.join(map(str, args.folds))}" if args.folds
+                                                    else "every fold"))
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from sparseg.config import load_run_config
+    from sparseg.crossval import OUT_OF_FOLD, SCORES, SWEEP, run_cv
+    from sparseg.evaluation import markdown_table
+
+    config = load_run_config(args.config)
+    if args.folds is not None:
+        config = replace(config, train=replace(config.train, folds=args.folds))
+    try:
+        result = run_cv(args.data, config, args.out, only=args.only, device_name=args.device)
+    except ConfigError as exc:  # what only building the network finds (the encoder's name)
+        raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
+    if result.report is None:
+        print(f"fold(s) {', '.join(map(str, result.waiting))} of {args.out} not finished yet; run the same "
+              "command again once they are (or on the machine that trains them) to score the out-of-fold masks")
+        return 0
+    print(f"out-of-fold masks of {len(result.report.rows)} cases ({len(result.folds)} folds) in "
+          f"{args.out / OUT_OF_FOLD}; scores in {args.out / SCORES}")
+    print(markdown_table(result.report.summary, result.report.config.nsd_tolerance_mm), end="")
+    print(f"\nout-of-fold DSC by sigmoid threshold (the checkpoints use {config.threshold:g}; {args.out / SWEEP}):")
+    print("| threshold | DSC |\n|---|---|")
+    for row in result.sweep or []:
+        best = " (best)" if row["threshold"] == result.best_threshold else ""
+        print(f"| {row['threshold']:.2f}{best} | {row['dsc']:.4f} |")
     return 0
 
 
@@ -140,6 +173,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package(args: argparse.Namespace) -> int:
+    from sparseg.submission import package_model
+
+    manifest = package_model(args.weights, args.out, trace=not args.no_trace)
+    files = ", ".join(c["file"] for c in manifest["checkpoints"])
+    print(f"wrote {args.out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
+          + (f", traced with torch {manifest['torch']}" if manifest["traced"] else ""))
+    if manifest["synthetic"]:
+        print("note: trained on synthetic data: for tests only, not for real scans")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from sparseg.evaluation import compare_masks
 
@@ -151,7 +196,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, nargs="+",
-                   help="checkpoint(s); several are averaged (default: /opt/ml/model/, else model_weights/)")
+                   help="checkpoint file(s) or folder(s) holding them; several are averaged (default: those under "
+                        "/opt/ml/model/, else model_weights/)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: the GPU if there is one")
     p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
     p.add_argument("--min-lesion-mm3", type=float, default=0.0,
@@ -232,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(p)
     p.set_defaults(handler=_process)
 
+    p = sub.add_parser("package", help="the grand-challenge model tarball of trained checkpoints (the image reads "
+                       "it from /opt/ml/model/)")
+    p.add_argument("--weights", type=Path, nargs="+", required=True,
+                   help="checkpoints to average, e.g. runs/cv/fold*/best.safetensors")
+    p.add_argument("--out", type=Path, required=True, help="the tarball to write, e.g. model.tar.gz")
+    p.add_argument("--no-trace", action="store_true",
+                   help="leave out the traced networks (made with this torch; an image with the same torch starts "
+                        "faster with them, others rebuild the networks)")
+    p.set_defaults(handler=_package)
+
     p = sub.add_parser("compare", help="check a mask file against a reference mask (grid and voxels); exit 1 if not")
     p.add_argument("mask", type=Path)
     p.add_argument("reference", type=Path)
@@ -249,11 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.set_defaults(handler=_trace)
 
-    p = sub.add_parser("ablate", help="train and score several configs on one fold; write the comparison table")
+    p = sub.add_parser("cv", help="cross-validate: train every fold, segment each fold's held-out cases with its "
+                       "network, score all of those out-of-fold masks once (resumable; folds shareable)")
+    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for fold<k>/ runs, out_of_fold/ masks, out_of_fold_scores/ and threshold_sweep.csv")
+    p.add_argument("--folds", type=int, help="number of folds (default: the config's train.folds)")
+    p.add_argument("--only", type=int, nargs="+", metavar="K",
+                   help="train only these folds (several machines or GPUs, one shared --out); the out-of-fold "
+                        "scores come once every fold is finished")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=_cv)
+
+    p = sub.add_parser("ablate", help="cross-validate several configs on the same folds; compare their "
+                       "out-of-fold scores in one table")
     p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
     p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
-    p.add_argument("--out", type=Path, required=True, help="folder for one run per config and ablation.md")
-    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="folder for one cross-validation per config and "
+                   "ablation.md")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K",
+                   help="train and score only these folds (default: every fold of each config)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=_ablate)
     return parser

@@ -1,12 +1,25 @@
-"""Folders of masks -> per-case scores, means, and the burden-stratified table.
+"""Folders of masks -> per-case scores, means, and the burden-stratified table, as the leaderboard computes them.
 
 Ground truth comes in the release layout (3LABEL/ plus 1ADC_ss/, whose
 non-zero voxels are the brain volume for the lesion burden); predictions are
 any image files named with the case id (`<case_id>_lesion.mha` as written by
 `sparseg baseline` and `sparseg predict`). Scores are those of
-`sparseg.metrics.score_case` on the ground truth's voxel spacing, in (z, y, x)
-order. (The organisers' script passes the spacing as (z, x, y); with the
-in-plane isotropic spacing of this dataset the numbers are the same.)
+`sparseg.metrics.score_case` (the challenge's empty-mask rules, DeepMind's
+surface distances), computed twice:
+
+* `masd`, `nsd`: as the organisers' evaluation container computes them
+  (bonbidhie_eval/evaluation.py of the challenge's repository). It passes
+  SimpleITK's spacing, (x, y, z), together with the (z, y, x) arrays: the slice
+  axis is measured with the x spacing and the x axis with the slice spacing.
+  The leaderboard and the paper's tables were computed this way, so these are
+  the numbers to compare with them, and the default table.
+* `masd_physical`, `nsd_physical`: with the spacing in the arrays' own order,
+  the physically correct surface distances.
+
+DSC does not depend on the spacing. The organisers also score the prediction
+voxel for voxel on the label's grid, whatever geometry its header says (they
+overwrite it); a prediction whose geometry differs is scored the same way here,
+with a warning, and the difference is kept in `scores.csv`.
 """
 
 from __future__ import annotations
@@ -22,12 +35,18 @@ import numpy as np
 from sparseg.cases import Case, find_cases, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
-from sparseg.io import read_image, read_mask, write_csv
+from sparseg.io import Geometry, read_image, read_mask, write_csv
 from sparseg.metrics import dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
 
-METRICS = ("dsc", "masd", "nsd")
+METRICS = ("dsc", "masd", "nsd", "masd_physical", "nsd_physical")
+"""Every score of a row: DSC, then MASD and NSD as the leaderboard computes them, then physically."""
+
+
+def leaderboard_spacing(geometry: Geometry) -> tuple[float, float, float]:
+    """The spacing the organisers' evaluation pairs with (z, y, x) arrays: SimpleITK's (x, y, z), as it comes."""
+    return geometry.spacing_xyz_mm
 
 
 @dataclass(frozen=True)
@@ -35,11 +54,18 @@ class CaseRow:
     case_id: str
     dsc: float
     masd: float
+    """Mean average surface distance (mm) with the organisers' spacing order (the leaderboard's)."""
     nsd: float
+    """Normalised surface Dice with the organisers' spacing order (the leaderboard's)."""
+    masd_physical: float
+    """Mean average surface distance (mm) with the spacing in (z, y, x), as the voxels lie."""
+    nsd_physical: float
     gt_voxels: int
     pred_voxels: int
     burden: float
     burden_group: str
+    grid_warning: str = ""
+    """What differs between the prediction's header geometry and the label's, if anything."""
 
 
 @dataclass(frozen=True)
@@ -58,27 +84,33 @@ def evaluate_case(case: Case, prediction: Path, config: EvaluationConfig = Evalu
     pred, pred_geometry = read_mask(prediction)
     if pred.shape != gt.shape:
         raise InputError(f"{prediction}: grid {pred.shape} (z, y, x) differs from the label's {gt.shape}")
-    differences = pred_geometry.differences(gt_geometry)
+    differences = "; ".join(pred_geometry.differences(gt_geometry))
     if differences:
-        log.warning("%s: geometry differs from the label (%s); scored on the label's spacing",
-                    prediction, "; ".join(differences))
+        log.warning("%s: its geometry differs from the label's (%s): scored voxel for voxel on the label's grid, "
+                    "as the organisers' evaluation does without a word (it overwrites the prediction's geometry); "
+                    "a viewer will show this mask elsewhere", prediction, differences)
     burden = lesion_burden(gt, read_image(case.adc).array)
-    return score_row(case.case_id, gt, pred, gt_geometry.spacing_mm, burden, config)
+    return score_row(case.case_id, gt, pred, gt_geometry, burden, config, grid_warning=differences)
 
 
-def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, spacing_mm: tuple[float, float, float],
-              burden: float, config: EvaluationConfig = EvaluationConfig()) -> CaseRow:
-    """The table row of one case: challenge scores, voxel counts and burden group."""
-    score = score_case(gt, pred, spacing_mm, config.nsd_tolerance_mm)
+def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry, burden: float,
+              config: EvaluationConfig = EvaluationConfig(), grid_warning: str = "") -> CaseRow:
+    """The table row of one case on the label's `geometry`: the scores in both spacing orders, voxel counts
+    and burden group."""
+    leaderboard = score_case(gt, pred, leaderboard_spacing(geometry), config.nsd_tolerance_mm)
+    physical = score_case(gt, pred, geometry.spacing_mm, config.nsd_tolerance_mm)
     return CaseRow(
         case_id=case_id,
-        dsc=score.dsc,
-        masd=score.masd,
-        nsd=score.nsd,
+        dsc=leaderboard.dsc,
+        masd=leaderboard.masd,
+        nsd=leaderboard.nsd,
+        masd_physical=physical.masd,
+        nsd_physical=physical.nsd,
         gt_voxels=int(np.count_nonzero(gt)),
         pred_voxels=int(np.count_nonzero(pred)),
         burden=burden,
         burden_group=burden_group(burden, config.burden_edges),
+        grid_warning=grid_warning,
     )
 
 
@@ -98,15 +130,16 @@ def summarise(rows: list[CaseRow], config: EvaluationConfig = EvaluationConfig()
     return summary
 
 
-def evaluate(gt_root: Path | str, pred_dir: Path | str, config: EvaluationConfig = EvaluationConfig()) -> Report:
-    """Score every labelled case of `gt_root` against its prediction in `pred_dir`."""
-    cases = find_cases(gt_root, require_labels=True)
-    predictions = index_by_case_id(Path(pred_dir))
+def evaluate(gt_root: Path | str, pred_dir: Path | str, config: EvaluationConfig = EvaluationConfig(),
+             case_ids: set[str] | None = None) -> Report:
+    """Score every labelled case of `gt_root` (or those of `case_ids`) against its prediction in `pred_dir`."""
+    cases = [c for c in find_cases(gt_root, require_labels=True) if case_ids is None or c.case_id in case_ids]
+    predictions = index_by_case_id(Path(pred_dir), masks_only=True)
     missing = [c.case_id for c in cases if c.case_id not in predictions]
     if missing:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing)}")
     extra = sorted(set(predictions) - {c.case_id for c in cases})
-    if extra:
+    if extra and case_ids is None:
         log.warning("%s: %d prediction(s) without ground truth ignored: %s", pred_dir, len(extra), ", ".join(extra))
     rows = [evaluate_case(case, predictions[case.case_id], config) for case in cases]
     return Report(rows=rows, summary=summarise(rows, config), config=config)
@@ -118,12 +151,15 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 def markdown_table(summary: dict[str, dict[str, float]], tolerance_mm: float, first: str = "burden") -> str:
     """The summary as a Markdown table like the paper's Table 3; `first` heads the row-name column and
-    `tolerance_mm` is the NSD tolerance the scores were computed with."""
-    lines = [f"| {first} | n | DSC | MASD (mm) | NSD ({tolerance_mm:g} mm) |", "|---|---|---|---|---|"]
+    `tolerance_mm` is the NSD tolerance the scores were computed with.
+
+    DSC, MASD and NSD first as the leaderboard computes them (comparable with the leaderboard and the
+    paper), then MASD and NSD with the physical spacing order (module docstring)."""
+    nsd = f"NSD ({tolerance_mm:g} mm)"
+    lines = [f"| {first} | n | DSC | MASD (mm) | {nsd} | MASD (mm), physical | {nsd}, physical |",
+             "|---|---|---|---|---|---|---|"]
     for name, entry in summary.items():
-        lines.append(
-            f"| {name} | {int(entry['n'])} | {_fmt(entry['dsc'])} | {_fmt(entry['masd'])} | {_fmt(entry['nsd'])} |"
-        )
+        lines.append(f"| {name} | {int(entry['n'])} | " + " | ".join(_fmt(entry[m]) for m in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,13 +174,22 @@ def _nan_to_none(value):
     return value
 
 
+SCORING = {
+    "dsc": "Dice; does not depend on the spacing",
+    "masd, nsd": "as the leaderboard: the organisers pass SimpleITK's (x, y, z) spacing with (z, y, x) arrays",
+    "masd_physical, nsd_physical": "with the spacing in the arrays' (z, y, x) order, as the voxels lie",
+}
+"""What the columns of scores.csv and the keys of summary.json mean, written into summary.json."""
+
+
 def write_report(report: Report, out: Path | str) -> list[Path]:
     """scores.csv (per case), summary.json, summary.md in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path, md_path = out / "scores.csv", out / "summary.json", out / "summary.md"
     write_csv(csv_path, [asdict(row) for row in report.rows])
-    document = {"summary": report.summary, "cases": [asdict(r) for r in report.rows]}
+    document = {"summary": report.summary, "scoring": SCORING, "nsd_tolerance_mm": report.config.nsd_tolerance_mm,
+                "cases": [asdict(r) for r in report.rows]}
     json_path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
     md_path.write_text(markdown_table(report.summary, report.config.nsd_tolerance_mm))
     return [csv_path, json_path, md_path]

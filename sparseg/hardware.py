@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from sparseg.config import DEVICES, PRECISIONS
+from sparseg.environment import cpu_model
 from sparseg.errors import InputError
 
 
@@ -33,8 +34,8 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """Mixed precision for one of `PRECISIONS`.
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast type for one of `PRECISIONS`, or None for full fp32.
 
     "auto": bf16 on CUDA GPUs that have it (fp16 on others), none on the CPU, so a CPU's masks are
     fp32's; "bf16": bf16 on the CPU too; "fp32": none anywhere.
@@ -42,13 +43,25 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return None
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Mixed precision as `autocast_dtype` decides; no autocast for full fp32."""
+    dtype = autocast_dtype(device, precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def describe(device: torch.device, precision: str = "auto") -> str:
+    """One line for a job's log: the device by name and the precision it computes in."""
+    name = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU {cpu_model()}"
+    dtype = autocast_dtype(device, precision)
+    return f"{name}, {'fp32' if dtype is None else str(dtype).removeprefix('torch.') + ' autocast'}"
 
 
 def training_precision(device: torch.device) -> str:

@@ -74,13 +74,12 @@ class Predictor:
                  min_lesion_mm3: float = 0.0, inference: InferenceConfig = InferenceConfig()) -> None:
         if not checkpoints:
             raise ValueError("no checkpoint given")
+        require_ensemble(checkpoints)
         first = checkpoints[0].config
-        for other in checkpoints[1:]:
-            if (other.config.preprocessing, other.config.threshold) != (first.preprocessing, first.threshold):
-                raise InputError("ensemble checkpoints differ in preprocessing or threshold; they cannot be averaged")
         memory_format = torch.channels_last if inference.channels_last else torch.contiguous_format
         self.models = [c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
         self.config: RunConfig = first
+        self.checkpoints = checkpoints
         self.metadata = [c.metadata for c in checkpoints]
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
         self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device.type, AUTO_BATCH_SIZE["cpu"])
@@ -133,6 +132,15 @@ class Predictor:
         require_same_grid(adc, z)
         probabilities = self.probabilities(adc.array, z.array)
         return Prediction(probabilities=probabilities, mask=self.mask(probabilities, adc.geometry.voxel_volume_mm3))
+
+
+def require_ensemble(checkpoints: list[Checkpoint]) -> None:
+    """Checkpoints averaged together must share their preprocessing and threshold; else InputError naming them."""
+    first = checkpoints[0]
+    for other in checkpoints[1:]:
+        if (other.config.preprocessing, other.config.threshold) != (first.config.preprocessing, first.config.threshold):
+            raise InputError(f"{other.path or 'a checkpoint'}: its preprocessing or threshold differs from "
+                             f"{first.path or 'the first checkpoint'}'s; checkpoints that are averaged must share them")
 
 
 def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) -> np.ndarray:

@@ -33,7 +33,7 @@ from sparseg.cases import (
 from sparseg.config import burden_group
 from sparseg.environment import peak_rss_mib
 from sparseg.errors import InputError, SparsegError
-from sparseg.hardware import resolve_device
+from sparseg.hardware import describe, resolve_device
 from sparseg.inference import Predictor
 from sparseg.io import PARTIAL_PREFIX, Volume, read_image, read_mask, write_csv, write_image, write_mask
 from sparseg.metrics import lesion_burden
@@ -46,13 +46,35 @@ UPLOADED_WEIGHTS = Path("/opt/ml/model")
 """Where grand-challenge unpacks a model tarball uploaded with the algorithm."""
 
 
+def checkpoints_in(folder: Path) -> list[Path]:
+    """Every checkpoint under `folder`, in subfolders too (a model tarball may unpack into one), sorted."""
+    return sorted(p for p in folder.rglob("*.safetensors") if p.is_file() and not p.name.startswith("."))
+
+
 def default_weights(search: tuple[Path, ...] = (UPLOADED_WEIGHTS, PACKAGE_WEIGHTS)) -> list[Path]:
-    """The checkpoints of the first folder in `search` that holds any (an uploaded model wins)."""
+    """The checkpoints of the first folder in `search` that holds any: an uploaded model wins, and the
+    baked-in weights are then never averaged into it."""
     for folder in search:
-        found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        found = checkpoints_in(folder) if folder.is_dir() else []
         if found:
             return found
     raise InputError(f"no checkpoint (*.safetensors) in {' or '.join(str(f) for f in search)}; pass --weights")
+
+
+def resolve_weights(paths: list[Path] | None) -> list[Path]:
+    """`--weights`: checkpoint files, or folders searched for them (an unpacked model tarball); else the default."""
+    if not paths:
+        return default_weights()
+    found = []
+    for path in paths:
+        if path.is_dir():
+            inside = checkpoints_in(path)
+            if not inside:
+                raise InputError(f"{path}: no checkpoint (*.safetensors) in this folder")
+            found += inside
+        else:
+            found.append(path)
+    return found
 
 
 ADC_IN_MM2_PER_S_BELOW = 0.01
@@ -158,6 +180,14 @@ def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -
 
 
 def load_predictor(weights: list[Path] | None, device: str = "auto", **options) -> Predictor:
-    predictor = Predictor.load(weights or default_weights(), resolve_device(device), **options)
+    """The Predictor of `--weights` (files or folders; default: an uploaded model, else the baked weights).
+
+    Logs the device and precision, and each checkpoint used, so a job that fell back to other weights
+    than intended says so.
+    """
+    predictor = Predictor.load(resolve_weights(weights), resolve_device(device), **options)
+    log.info("device: %s", describe(predictor.device, predictor.inference.precision))
+    for checkpoint in predictor.checkpoints:
+        log.info("checkpoint: %s", checkpoint.describe())
     warn_if_synthetic(predictor)
     return predictor

@@ -106,6 +106,16 @@ class Checkpoint:
     model: nn.Module
     config: RunConfig
     metadata: dict[str, Any]
+    path: Path | None = None
+    """The file it was loaded from (None for a network still in training)."""
+    traced: bool = False
+    """Whether `model` is the traced network beside the file rather than one rebuilt from the config."""
+
+    def describe(self) -> str:
+        """One line for a job's log: which file, which weights, what data, how it was loaded."""
+        data = "SYNTHETIC data" if self.metadata.get("data", {}).get("synthetic") else "real data"
+        return (f"{self.path} (weights sha256 {str(self.metadata.get('weights_sha256'))[:12]}, trained on {data}, "
+                f"network {'traced' if self.traced else 'rebuilt from its config'})")
 
 
 def save_checkpoint(
@@ -174,7 +184,8 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced
         model = build_model(config.model, config.in_channels)
         model.load_state_dict(state)
     model.to(device).eval()
-    return Checkpoint(model=model, config=config, metadata=metadata)
+    return Checkpoint(model=model, config=config, metadata=metadata, path=path, traced=isinstance(
+        model, torch.jit.ScriptModule))
 
 
 def traced_path(checkpoint: Path | str) -> Path:

@@ -67,6 +67,7 @@ HISTORY = "history.csv"
 SKIPPED = "skipped_cases.csv"
 SPLIT = "split.json"
 CONFIG = "config.json"
+FINISHED = "finished.json"
 
 
 @dataclass
@@ -236,7 +237,7 @@ def validate(predictor: Predictor, cases: list[ValidationCase]) -> Validation:
     for case in cases:
         mask = predictor.predict(case.adc, case.z).mask
         masks[case.case_id] = mask
-        rows.append(score_row(case.case_id, case.label, mask, case.adc.geometry.spacing_mm, case.burden))
+        rows.append(score_row(case.case_id, case.label, mask, case.adc.geometry, case.burden))
     return Validation(rows=rows, summary=summarise(rows), masks=masks)
 
 
@@ -383,6 +384,8 @@ class Trainer:
             "val_dsc": overall["dsc"],
             "val_masd": overall["masd"],
             "val_nsd": overall["nsd"],
+            "val_masd_physical": overall["masd_physical"],
+            "val_nsd_physical": overall["nsd_physical"],
             "val_predicted_fraction": validation.predicted_fraction,
             "val_true_fraction": float(np.mean([c.label.mean() for c in self.validation_cases])),
             "seconds": seconds,
@@ -402,20 +405,29 @@ class Trainer:
             "validation": validation.summary,
         })
 
-    def run(self) -> dict:
-        """Train from the state's epoch to the planned epochs or an early stop; the result of `train`."""
+    def finished(self) -> bool:
+        """All planned epochs run, or stopped early: a resumed finished run trains no further."""
         tc = self.config.train
-        for epoch in range(self.state.epoch, tc.epochs):
-            started = time.perf_counter()
+        return self.state.epoch >= tc.epochs or self.state.stale_epochs >= tc.early_stopping_patience
+
+    def run(self) -> dict:
+        """Train from the state's epoch to the planned epochs or an early stop; the result of `train`.
+
+        At the end, rank 0 writes `finished.json` (this result), which `sparseg cv` reads to know a fold is done.
+        """
+        while not self.finished():
+            epoch, started = self.state.epoch, time.perf_counter()
             means = self.train_epoch(epoch)
             validation = self.validate() if self.dist.main else None
             self.finish_epoch(epoch, means, validation, time.perf_counter() - started)
-            if self.state.stale_epochs >= tc.early_stopping_patience:
-                if self.dist.main:
-                    log.info("early stop: no better validation DSC for %d epochs", self.state.stale_epochs)
-                break
-        return {"best_dsc": self.state.best_dsc, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
-                "checkpoint": str(self.out / BEST), "rank": self.dist.rank}
+            if self.state.stale_epochs >= self.config.train.early_stopping_patience and self.dist.main:
+                log.info("early stop: no better validation DSC for %d epochs", self.state.stale_epochs)
+        result = {"best_dsc": self.state.best_dsc, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
+                  "checkpoint": str(self.out / BEST), "rank": self.dist.rank}
+        if self.dist.main:
+            with atomic_path(self.out / FINISHED) as temporary:
+                temporary.write_text(json.dumps(result, indent=2) + "\n")
+        return result
 
 
 def train(

@@ -23,9 +23,12 @@ def test_ablation_trains_each_config_and_tabulates(tiny_dataset: Path, tmp_path:
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(to_dict(config)))
         configs.append(path)
-    table = run_ablation(tiny_dataset, configs, tmp_path / "runs", device_name="cpu")
+    table = run_ablation(tiny_dataset, configs, tmp_path / "runs", folds=[0], device_name="cpu")
     lines = table.splitlines()
     assert lines[0].startswith("| config |") and len(lines) == 4
     assert lines[2].startswith("| dice-focal | 2 |") and lines[3].startswith("| two-channels | 2 |")
     assert (tmp_path / "runs" / "ablation.md").read_text() == table
-    assert (tmp_path / "runs" / "two-channels" / "best.safetensors").is_file()
+    assert (tmp_path / "runs" / "two-channels" / "fold0" / "best.safetensors").is_file()
+    assert not (tmp_path / "runs" / "two-channels" / "fold1").exists()
+    out_of_fold = sorted((tmp_path / "runs" / "dice-focal" / "out_of_fold").glob("*_lesion.mha"))
+    assert len(out_of_fold) == 2  # fold 0's held-out cases, scored on the masks its network wrote

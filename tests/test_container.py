@@ -23,12 +23,13 @@ def test_dockerfile_copies_only_what_the_repository_has() -> None:
         match = re.match(r"COPY\s+(?!--from)(?:--\S+\s+)*(.+)\s+\S+$", line.strip())
         if match:
             sources += match.group(1).split()
-    assert "process.py" in sources and "model_weights" in sources
+    assert "process.py" in sources and "build/model_weights" in sources
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
     for source in sources:
         source = source.rstrip("/")
-        assert source == "build/wheelhouse" or (ROOT / source).exists(), f"{source} is not in the repository"
+        made_by_build_sh = source in ("build/wheelhouse", "build/model_weights")
+        assert made_by_build_sh or (ROOT / source).exists(), f"{source} is not in the repository"
         assert source in allowed, f"{source} is excluded from the build context by .dockerignore"
 
 
@@ -43,8 +44,9 @@ def test_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
 
-def _build_sh_in(tmp_path: Path, weights: list[Path]) -> subprocess.CompletedProcess:
-    """Run a copy of build.sh with the given checkpoints and a stand-in `docker` that records its calls."""
+def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str) -> subprocess.CompletedProcess:
+    """Run a copy of build.sh with the given checkpoints in model_weights/, the given arguments and a stand-in
+    `docker` that records its calls."""
     shutil.copy(ROOT / "build.sh", tmp_path / "build.sh")
     (tmp_path / "model_weights").mkdir()
     for weight in weights:
@@ -56,7 +58,7 @@ def _build_sh_in(tmp_path: Path, weights: list[Path]) -> subprocess.CompletedPro
                     '[ "$1 $2" = "image inspect" ] && echo 1000000000\nexit 0\n')
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", str(tmp_path / "build.sh")], capture_output=True, text=True, env=env)
+    return subprocess.run(["bash", str(tmp_path / "build.sh"), *arguments], capture_output=True, text=True, env=env)
 
 
 def test_build_without_a_checkpoint_fails_before_docker(tmp_path: Path) -> None:
@@ -71,3 +73,21 @@ def test_build_with_the_synthetic_demo_weights_warns(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "trained on synthetic data" in result.stderr and "not for real scans" in result.stderr
     assert "build --force-rm --build-arg BASE_IMAGE=sparseg-base:bookworm" in (tmp_path / "bin" / "calls").read_text()
+
+
+def test_build_bakes_the_checkpoints_named_with_weights_under_distinct_names(tmp_path: Path) -> None:
+    demo = ROOT / "model_weights" / "sparseg-demo.safetensors"
+    folds = []
+    for fold in range(2):
+        (tmp_path / "cv" / f"fold{fold}").mkdir(parents=True)
+        folds.append(tmp_path / "cv" / f"fold{fold}" / "best.safetensors")
+        shutil.copy(demo, folds[-1])
+    result = _build_sh_in(tmp_path, [demo], "--weights", *map(str, folds), "--tag", "t")
+    assert result.returncode == 0, result.stderr
+    assert f"baking in {folds[0]} as model_weights/fold0-best.safetensors" in result.stdout
+    assert f"baking in {folds[1]} as model_weights/fold1-best.safetensors" in result.stdout
+    assert "sparseg-demo" not in result.stdout  # the baked-in demo weights are left out
+    assert "--tag t" in (tmp_path / "bin" / "calls").read_text()
+    (tmp_path / "again").mkdir()
+    missing = _build_sh_in(tmp_path / "again", [], "--weights", str(tmp_path / "none.safetensors"))
+    assert missing.returncode == 1 and "none.safetensors: no such checkpoint" in missing.stderr

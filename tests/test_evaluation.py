@@ -31,20 +31,86 @@ def test_perfect_predictions_score_perfectly(tiny_dataset: Path, tmp_path: Path)
     assert report.summary["all"]["dsc"] == 1.0
 
 
-def test_rows_equal_direct_scores(tiny_dataset: Path, tmp_path: Path) -> None:
-    pred = tmp_path / "pred"
-    for case in find_cases(tiny_dataset):
-        z = read_image(case.z).array
-        write_mask(z < -1.0, read_geometry(case.adc), pred / prediction_name(case.case_id))
-    report = evaluate(tiny_dataset, pred)
-    for case, row in zip(find_cases(tiny_dataset), report.rows):
+def _organisers_scores(label: Path, prediction: Path) -> tuple[float, float, float]:
+    """DSC, MASD, NSD computed the way the organisers' evaluation container does, independently of sparseg:
+    SimpleITK reads and casts to uint8, the prediction takes the label's geometry, Dice from SimpleITK's label
+    overlap filter, surface-distance with `GetSpacing()` (x, y, z) beside the (z, y, x) arrays."""
+    import SimpleITK as sitk
+    from surface_distance import metrics as oracle
+
+    gt, pred = (sitk.Cast(sitk.ReadImage(str(p)), sitk.sitkUInt8) for p in (label, prediction))
+    gt_array, pred_array = sitk.GetArrayFromImage(gt).astype(bool), sitk.GetArrayFromImage(pred).astype(bool)
+    pred.CopyInformation(gt)
+    if not gt_array.any() or not pred_array.any():
+        return (1.0, 0.0, 1.0) if not (gt_array.any() or pred_array.any()) else (0.0, math.nan, 0.0)
+    overlap = sitk.LabelOverlapMeasuresImageFilter()
+    overlap.Execute(gt, pred)
+    distances = oracle.compute_surface_distances(gt_array, pred_array, gt.GetSpacing())
+    return (overlap.GetDiceCoefficient(), float(np.mean(oracle.compute_average_surface_distance(distances))),
+            float(oracle.compute_surface_dice_at_tolerance(distances, 2.0)))
+
+
+def _dilated_z_predictions(dataset: Path, out: Path) -> Path:
+    """Z_ADC < -1 as predictions: near the labels, not on them, some empty where the label is not."""
+    for case in find_cases(dataset):
+        write_mask(read_image(case.z).array < -1.0, read_geometry(case.adc), out / prediction_name(case.case_id))
+    return out
+
+
+def test_scores_are_the_organisers_and_physical_ones(tmp_path: Path) -> None:
+    from sparseg.synth import SynthConfig, generate_case, write_dataset
+
+    config = SynthConfig.tiny()
+    assert {generate_case(20, i, config).orientation for i in range(8)} >= {"oblique", "identity"}
+    data = tmp_path / "data"
+    write_dataset(data, n_cases=8, seed=20, config=config)  # anisotropic: 2-3 mm pixels, 4-6 mm slices
+    pred = _dilated_z_predictions(data, tmp_path / "pred")
+    report = evaluate(data, pred)
+    scored = 0
+    for case, row in zip(find_cases(data), report.rows):
+        organisers = _organisers_scores(case.label, pred / prediction_name(case.case_id))
+        for ours, theirs in zip((row.dsc, row.masd, row.nsd), organisers):
+            assert ours == pytest.approx(theirs, abs=1e-6, nan_ok=True)
         gt, geometry = read_mask(case.label)
-        expected = score_case(gt, read_image(case.z).array < -1.0, geometry.spacing_mm)
-        assert row.case_id == case.case_id
-        assert row.dsc == expected.dsc and row.nsd == expected.nsd
-        assert row.masd == expected.masd or (math.isnan(row.masd) and math.isnan(expected.masd))
+        physical = score_case(gt, read_image(case.z).array < -1.0, geometry.spacing_mm)
+        assert (row.masd_physical, row.nsd_physical) == pytest.approx((physical.masd, physical.nsd), nan_ok=True)
+        scored += not math.isnan(row.masd)
         adc = read_image(case.adc).array
         assert row.burden == pytest.approx(np.count_nonzero(gt) / np.count_nonzero(adc))
+    assert scored >= 4
+
+
+def test_the_two_spacing_orders_differ_on_anisotropic_voxels(tmp_path: Path) -> None:
+    """1 mm pixels, 5 mm slices, a prediction one slice off: the organisers' order measures that slice as 1 mm."""
+    from sparseg.io import Geometry
+
+    geometry = Geometry.from_array_order((12, 40, 40), (5.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    gt = np.zeros(geometry.shape, bool)
+    gt[4:7, 10:25, 12:30] = True
+    pred = np.roll(gt, 1, axis=0)
+    data = tmp_path / "data"
+    write_mask(gt, geometry, data / "3LABEL" / "MGHNICU_001-VISIT_01_lesion.mha")
+    write_mask(np.ones_like(gt), geometry, data / "1ADC_ss" / "MGHNICU_001-VISIT_01-ADC_ss.mha")
+    write_mask(np.ones_like(gt), geometry, data / "2Z_ADC" / "Zmap_MGHNICU_001-VISIT_01-ADC_smooth2mm_clipped10.mha")
+    write_mask(pred, geometry, tmp_path / "pred" / prediction_name("MGHNICU_001-VISIT_01"))
+    [row] = evaluate(data, tmp_path / "pred").rows
+    assert row.masd_physical > 1.1 * row.masd
+    organisers = _organisers_scores(data / "3LABEL" / "MGHNICU_001-VISIT_01_lesion.mha",
+                                    tmp_path / "pred" / prediction_name("MGHNICU_001-VISIT_01"))
+    assert (row.dsc, row.masd, row.nsd) == pytest.approx(organisers, abs=1e-6)
+
+
+def test_a_prediction_with_another_geometry_is_scored_on_the_labels_grid_with_a_warning(
+        tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pred = _predict_labels(tiny_dataset, tmp_path / "pred")
+    case = find_cases(tiny_dataset)[0]
+    label, geometry = read_mask(case.label)
+    moved = replace(geometry, origin_xyz_mm=tuple(v + 20.0 for v in geometry.origin_xyz_mm))
+    write_mask(label, moved, pred / prediction_name(case.case_id))
+    report = evaluate(tiny_dataset, pred)
+    assert report.rows[0].dsc == 1.0 and "origin" in report.rows[0].grid_warning
+    assert all(row.grid_warning == "" for row in report.rows[1:])
+    assert "organisers' evaluation does without a word" in caplog.text
 
 
 def test_missing_prediction_is_named(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -65,7 +131,7 @@ def test_prediction_on_another_grid_is_rejected(tiny_dataset: Path, tmp_path: Pa
 
 
 def _row(case_id: str, dsc: float, masd: float, nsd: float, burden: float, group: str) -> CaseRow:
-    return CaseRow(case_id, dsc, masd, nsd, 1, 1, burden, group)
+    return CaseRow(case_id, dsc, masd, nsd, masd + 1.0, nsd / 2, 1, 1, burden, group)
 
 
 def test_summary_means_skip_undefined_masd_and_stratify() -> None:
@@ -80,8 +146,9 @@ def test_summary_means_skip_undefined_masd_and_stratify() -> None:
     assert summary["all"]["masd"] == pytest.approx(1.5)
     assert summary["<1%"]["masd"] == pytest.approx(2.0) and summary["<1%"]["nsd"] == pytest.approx(0.3)
     assert summary["1%-5%"]["n"] == 0 and math.isnan(summary["1%-5%"]["dsc"])
+    assert summary["all"]["masd_physical"] == pytest.approx(2.5)
     table = markdown_table(summary, tolerance_mm=2.0)
-    assert "| >5% | 1 | 0.9000 | 1.0000 | 0.9000 |" in table and "| 1%-5% | 0 | n/a" in table
+    assert "| >5% | 1 | 0.9000 | 1.0000 | 0.9000 | 2.0000 | 0.4500 |" in table and "| 1%-5% | 0 | n/a" in table
     assert "NSD (2 mm)" in table and "NSD (1.5 mm)" in markdown_table(summary, tolerance_mm=1.5)
 
 

@@ -1,0 +1,166 @@
+"""Cross-validation in one command, scored on out-of-fold masks.
+
+Every fold is trained in its own folder (`fold<k>/`, resumable); then each
+fold's network segments the cases it was not trained on, through
+`sparseg.jobs.predict_case`, the container's own path, into `out_of_fold/`;
+then all of those masks are scored once (`out_of_fold_scores/`: both spacing
+orders, burden strata). That is nnU-Net's way of reporting cross-validation,
+and unlike the best epoch's validation score it is not the score the epoch was
+picked on. The out-of-fold probabilities also give the DSC for a range of
+sigmoid thresholds (`threshold_sweep.csv`); the checkpoints keep their own.
+
+Several machines or GPUs can share one `--out`: each takes folds with `only`,
+and whichever finds every fold finished writes the out-of-fold masks and
+scores. A rerun skips finished folds, resumes unfinished ones and keeps the
+out-of-fold masks whose network has not changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparseg.cases import Case, find_cases, prediction_name, probabilities_name
+from sparseg.config import InferenceConfig, RunConfig, to_dict
+from sparseg.errors import InputError
+from sparseg.evaluation import Report, evaluate, write_report
+from sparseg.io import atomic_path, read_image, read_mask, write_csv
+from sparseg.jobs import load_predictor, predict_case
+from sparseg.metrics import dice
+from sparseg.model import read_metadata
+from sparseg.train import BEST, CONFIG, FINISHED, SPLIT, STATE, train
+
+log = logging.getLogger(__name__)
+
+OUT_OF_FOLD = "out_of_fold"
+"""Folder of the out-of-fold masks and probabilities, named like `sparseg predict`'s."""
+SCORES = "out_of_fold_scores"
+"""Folder of `sparseg evaluate`'s report on the out-of-fold masks."""
+SWEEP = "threshold_sweep.csv"
+SWEEP_THRESHOLDS = tuple(round(0.20 + 0.05 * step, 2) for step in range(9))
+"""Sigmoid thresholds whose out-of-fold DSC is reported: 0.20 to 0.60."""
+
+
+def fold_dir(out: Path, fold: int) -> Path:
+    return out / f"fold{fold}"
+
+
+@dataclass
+class CrossValidation:
+    """What a `run_cv` call did and found."""
+
+    folds: list[int]
+    """The folds scored (all of them, or those asked for with `partial`)."""
+    waiting: list[int]
+    """Folds of `folds` not finished yet (another machine may be training them); nothing is scored until none."""
+    report: Report | None = None
+    sweep: list[dict] | None = None
+    """Per threshold, the mean out-of-fold DSC."""
+
+    @property
+    def best_threshold(self) -> float | None:
+        return max(self.sweep, key=lambda row: row["dsc"])["threshold"] if self.sweep else None
+
+
+def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int] | None = None,
+           device_name: str = "auto", partial: bool = False) -> CrossValidation:
+    """Train the folds in `only` (all by default), then score the out-of-fold masks.
+
+    Without `partial`, scoring waits until every fold of the config is finished (a cluster shares the folds);
+    with it, only the folds in `only` are scored (an ablation on some folds).
+    """
+    data, out = Path(data), Path(out)
+    folds = list(range(config.train.folds))
+    chosen = sorted(set(only)) if only else folds
+    for fold in chosen:
+        if fold not in folds:
+            raise InputError(f"fold {fold}: expected 0 to {config.train.folds - 1} ({config.train.folds} folds)")
+    for fold in folds:
+        _require_same_config(fold_dir(out, fold), config)
+    for fold in chosen:
+        run = fold_dir(out, fold)
+        if (run / FINISHED).is_file():
+            log.info("fold %d: finished earlier (%s)", fold, run)
+            continue
+        log.info("fold %d: training in %s", fold, run)
+        train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name)
+    scored = chosen if partial else folds
+    waiting = [fold for fold in scored if not (fold_dir(out, fold) / FINISHED).is_file()]
+    if waiting:
+        log.info("fold(s) %s not finished yet: the out-of-fold masks wait for them", ", ".join(map(str, waiting)))
+        return CrossValidation(scored, waiting)
+    cases = {case.case_id: case for case in find_cases(data, require_labels=True)}
+    held_out = _held_out(out, scored)
+    for fold in scored:
+        _segment_fold(fold_dir(out, fold) / BEST, [cases[i] for i in held_out[fold]], out / OUT_OF_FOLD,
+                      device_name, out / OUT_OF_FOLD / f".fold{fold}.json")
+    ids = {case_id for fold in scored for case_id in held_out[fold]}
+    report = evaluate(data, out / OUT_OF_FOLD, case_ids=ids)
+    write_report(report, out / SCORES)
+    sweep = threshold_sweep([cases[i] for i in sorted(ids)], out / OUT_OF_FOLD)
+    write_csv(out / SWEEP, sweep)
+    return CrossValidation(scored, [], report, sweep)
+
+
+def _require_same_config(run: Path, config: RunConfig) -> None:
+    """A fold folder made with another config is refused, naming the fields that differ."""
+    path = run / CONFIG
+    if not path.is_file():
+        return
+    theirs, ours = _flatten(json.loads(path.read_text())), _flatten(json.loads(json.dumps(to_dict(config))))
+    differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
+    if differing:
+        raise InputError(f"{path}: this fold was trained with another config ({', '.join(differing)} differ); "
+                         "use another --out or the config it was made with")
+
+
+def _flatten(document: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _held_out(out: Path, folds: list[int]) -> dict[int, list[str]]:
+    """Each fold's held-out case ids, from the folds' split.json, which must all describe one split."""
+    splits = {fold: json.loads((fold_dir(out, fold) / SPLIT).read_text()) for fold in folds}
+    first = splits[folds[0]]["folds"]
+    for fold, split in splits.items():
+        if split["folds"] != first:
+            raise InputError(f"{fold_dir(out, fold) / SPLIT}: its split differs from fold {folds[0]}'s "
+                             "(trained on other data?); the out-of-fold masks need one split")
+    return {fold: first[fold] for fold in folds}
+
+
+def _segment_fold(checkpoint: Path, cases: list[Case], out: Path, device_name: str, stamp: Path) -> None:
+    """The out-of-fold masks and probabilities of one fold's held-out cases, unless those of these weights and
+    settings are there already."""
+    made_by = {"checkpoint": str(checkpoint), "weights_sha256": read_metadata(checkpoint)["weights_sha256"],
+               "inference": asdict(InferenceConfig())}
+    done = all((out / prediction_name(c.case_id)).is_file() and (out / probabilities_name(c.case_id)).is_file()
+               for c in cases)
+    if done and stamp.is_file() and json.loads(stamp.read_text()) == made_by:
+        log.info("%s: out-of-fold masks made earlier with these weights", checkpoint)
+        return
+    predictor = load_predictor([checkpoint], device_name)
+    for case in cases:
+        predict_case(case, predictor, out / prediction_name(case.case_id), out / probabilities_name(case.case_id))
+    with atomic_path(stamp) as temporary:
+        temporary.write_text(json.dumps(made_by, indent=2) + "\n")
+
+
+def threshold_sweep(cases: list[Case], folder: Path, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> list[dict]:
+    """Mean DSC over `cases` of their probabilities in `folder` thresholded at each value (challenge Dice rules)."""
+    scores = np.zeros((len(cases), len(thresholds)))
+    for row, case in enumerate(cases):
+        probabilities = read_image(folder / probabilities_name(case.case_id)).array
+        label = read_mask(case.label)[0]
+        scores[row] = [dice(label, probabilities > threshold) for threshold in thresholds]
+    return [{"threshold": t, "dsc": float(mean)} for t, mean in zip(thresholds, scores.mean(axis=0))]

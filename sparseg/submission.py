@@ -1,0 +1,89 @@
+"""From trained checkpoints to what grand-challenge runs: the model tarball uploaded with the algorithm.
+
+grand-challenge unpacks a model tarball into /opt/ml/model/ of the algorithm's
+container; the image averages every checkpoint it finds there, in subfolders
+too, and ignores its baked-in weights (`sparseg.jobs.default_weights`). The
+tarball holds each checkpoint under a name of its own (fold folders all call
+theirs `best.safetensors`), its JSON copy, optionally its network traced with
+this torch (used by an image with the same torch, which then starts faster;
+any other rebuilds the network), and `sparseg-model.json`, which says what is
+inside. Checkpoints that cannot be averaged (other preprocessing or
+threshold), or that mix synthetic-data training with real, are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sparseg import __version__
+from sparseg.errors import InputError
+from sparseg.inference import require_ensemble
+from sparseg.io import atomic_path
+from sparseg.model import Checkpoint, load_checkpoint, trace_checkpoint, traced_path
+
+MANIFEST = "sparseg-model.json"
+FORMAT = "sparseg-model/1"
+
+
+def member_names(paths: list[Path]) -> list[str]:
+    """A distinct file name per checkpoint: `<folder>-<name>` (fold0-best.safetensors), numbered if still equal."""
+    names = [f"{path.resolve().parent.name}-{path.name}" for path in paths]
+    if len(set(names)) < len(names):
+        names = [f"{index}-{name}" for index, name in enumerate(names)]
+    return names
+
+
+def _require_one_kind_of_data(checkpoints: list[Checkpoint]) -> None:
+    synthetic = {c.path: bool(c.metadata.get("data", {}).get("synthetic")) for c in checkpoints}
+    if len(set(synthetic.values())) > 1:
+        made_up = ", ".join(str(path) for path, flag in synthetic.items() if flag)
+        raise InputError(f"{made_up}: trained on synthetic data, unlike the other checkpoints; "
+                         "a model mixes one kind of data only")
+
+
+def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
+    """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest."""
+    if not weights:
+        raise InputError("no checkpoint given (--weights)")
+    checkpoints = [load_checkpoint(path) for path in weights]  # each verified against its sha256
+    require_ensemble(checkpoints)
+    _require_one_kind_of_data(checkpoints)
+    names = member_names(weights)
+    manifest = {
+        "format": FORMAT,
+        "sparseg": __version__,
+        "torch": torch.__version__,
+        "traced": trace,
+        "synthetic": bool(checkpoints[0].metadata.get("data", {}).get("synthetic")),
+        "threshold": checkpoints[0].config.threshold,
+        "checkpoints": [{
+            "file": name,
+            "source": str(path),
+            "weights_sha256": checkpoint.metadata["weights_sha256"],
+            "fold": checkpoint.metadata.get("fold"),
+            "validation_dsc": checkpoint.metadata.get("validation", {}).get("all", {}).get("dsc"),
+        } for name, path, checkpoint in zip(names, weights, checkpoints)],
+    }
+    with tempfile.TemporaryDirectory() as staging:
+        staging = Path(staging)
+        for name, path in zip(names, weights):
+            shutil.copyfile(path, staging / name)
+            if path.with_suffix(".json").is_file():
+                shutil.copyfile(path.with_suffix(".json"), (staging / name).with_suffix(".json"))
+            if trace:
+                trace_checkpoint(staging / name)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as temporary, tarfile.open(temporary, "w:gz") as archive:
+            for name in names:
+                for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name):
+                    if (staging / member).is_file():
+                        archive.add(staging / member, arcname=member)
+            archive.add(staging / MANIFEST, arcname=MANIFEST)
+    return manifest

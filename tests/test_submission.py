@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparseg.cases import OUTPUT_MASK, find_cases, prediction_name
+from sparseg.cli import main
+from sparseg.errors import InputError
+from sparseg.io import read_mask
+from sparseg.jobs import default_weights
+from sparseg.model import build_model, read_metadata, save_checkpoint
+from sparseg.submission import MANIFEST, member_names, package_model
+from sparseg.synth import SynthConfig, write_input_case
+
+from conftest import TINY_RUN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checkpoint(path: Path, synthetic: bool = False, threshold: float = 0.5) -> Path:
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    return save_checkpoint(path, model.eval(), replace(TINY_RUN, threshold=threshold),
+                           {"data": {"synthetic": synthetic}})
+
+
+def test_fold_checkpoints_get_distinct_names(tmp_path: Path) -> None:
+    paths = [tmp_path / "fold0" / "best.safetensors", tmp_path / "fold1" / "best.safetensors"]
+    assert member_names(paths) == ["fold0-best.safetensors", "fold1-best.safetensors"]
+    assert member_names([paths[0], paths[0]]) == ["0-fold0-best.safetensors", "1-fold0-best.safetensors"]
+
+
+def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> None:
+    paths = [_checkpoint(tmp_path / f"fold{k}" / "best.safetensors") for k in range(2)]
+    manifest = package_model(paths, tmp_path / "model.tar.gz")
+    with tarfile.open(tmp_path / "model.tar.gz") as archive:
+        names = sorted(archive.getnames())
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors", "fold0-best.torchscript",
+                            "fold1-best.json", "fold1-best.safetensors", "fold1-best.torchscript"])
+    assert json.loads((tmp_path / "unpacked" / MANIFEST).read_text()) == manifest
+    for entry, path in zip(manifest["checkpoints"], paths):
+        assert read_metadata(tmp_path / "unpacked" / entry["file"])["weights_sha256"] == entry["weights_sha256"]
+        assert entry["weights_sha256"] == read_metadata(path)["weights_sha256"]
+
+
+def test_checkpoints_that_cannot_be_averaged_or_mix_data_are_refused(tmp_path: Path) -> None:
+    real = _checkpoint(tmp_path / "real" / "best.safetensors")
+    other_threshold = _checkpoint(tmp_path / "other" / "best.safetensors", threshold=0.35)
+    synthetic = _checkpoint(tmp_path / "synthetic" / "best.safetensors", synthetic=True)
+    with pytest.raises(InputError, match="other/best.safetensors: its preprocessing or threshold differs"):
+        package_model([real, other_threshold], tmp_path / "a.tar.gz")
+    with pytest.raises(InputError, match="synthetic/best.safetensors: trained on synthetic data, unlike the other"):
+        package_model([real, synthetic], tmp_path / "b.tar.gz")
+    assert not list(tmp_path.glob("*.tar.gz"))
+
+
+def test_an_uploaded_model_in_a_subfolder_is_found_and_wins(tmp_path: Path) -> None:
+    uploaded, baked = tmp_path / "opt-ml-model", tmp_path / "model_weights"
+    _checkpoint(baked / "demo.safetensors")
+    nested = _checkpoint(uploaded / "model" / "fold0-best.safetensors")
+    assert default_weights((uploaded, baked)) == [nested]
+
+
+def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
+    """synth -> cv -> out-of-fold table -> package -> the container's entry point with the tarball as its model
+    folder -> the same mask as `sparseg predict` with the same checkpoints."""
+    data, cv, model = tmp_path / "release", tmp_path / "cv", tmp_path / "model.tar.gz"
+    assert main(["synth", "--out", str(data), "--cases", "4", "--seed", "3", "--size", "64", "--depth", "8"]) == 0
+    assert main(["cv", "--data", str(data), "--config", str(ROOT / "resources/configs/smoke.json"),
+                 "--out", str(cv), "--device", "cpu"]) == 0
+    scores = json.loads((cv / "out_of_fold_scores" / "summary.json").read_text())
+    assert scores["summary"]["all"]["n"] == 4
+    folds = sorted(cv.glob("fold*/best.safetensors"))
+    assert len(folds) == 2
+    assert main(["package", "--weights", *map(str, folds), "--out", str(model)]) == 0
+    unpacked = tmp_path / "opt-ml-model"
+    with tarfile.open(model) as archive:
+        archive.extractall(unpacked, filter="data")
+
+    case = write_input_case(tmp_path / "input", seed=4, config=SynthConfig().with_shape(64, 8))
+    job = subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(tmp_path / "input"),
+                          "--output", str(tmp_path / "output"), "--weights", str(unpacked), "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr
+    for member in ("fold0-best.safetensors", "fold1-best.safetensors"):
+        assert f"checkpoint: {unpacked / member} (weights sha256" in job.stderr and "network traced" in job.stderr
+    assert "device: CPU" in job.stderr
+
+    assert main(["predict", "--data", str(tmp_path / "input"), "--out", str(tmp_path / "predicted"),
+                 "--weights", *map(str, folds), "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(read_mask(tmp_path / "output" / OUTPUT_MASK)[0],
+                                  read_mask(tmp_path / "predicted" / prediction_name(case.case_id))[0])
+    assert len(find_cases(data)) == 4
