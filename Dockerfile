@@ -27,7 +27,8 @@ COPY --from=environment /opt/venv /opt/venv
 COPY process.py /opt/app/process.py
 COPY sparseg /opt/app/sparseg
 COPY resources /opt/app/resources
-COPY model_weights /opt/app/model_weights
+# The checkpoints build.sh staged: model_weights/*.safetensors, or those named with --weights.
+COPY build/model_weights /opt/app/model_weights
 # The baked checkpoints' networks traced to TorchScript beside them: the job then starts without importing
 # segmentation-models-pytorch, timm and torchvision (see "Performance" in README.md).
 RUN /opt/venv/bin/python -m compileall -q /opt/app/sparseg /opt/app/process.py > /dev/null \

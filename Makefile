@@ -29,10 +29,16 @@ demo-weights: setup
 	cp runs/demo/best.safetensors $(DEMO_WEIGHTS)
 	cp runs/demo/best.json model_weights/sparseg-demo.json
 
-# Regenerate the sample cases' expected outputs after the demo weights change.
+# The sample cases' expected outputs with the weights that will ship (files or folders; default the demo
+# weights), into test/<case>/expected, or into $(EXPECTED)/<case> when EXPECTED is given (for test.sh --expected):
+#   make expected WEIGHTS=runs/cv EXPECTED=runs/expected
+WEIGHTS ?= $(DEMO_WEIGHTS)
+EXPECTED ?=
 expected: setup
 	for input in $(SAMPLES); do \
-		$(PY) process.py --input $$input --output $$(dirname $$input)/expected --weights $(DEMO_WEIGHTS) --device cpu || exit 1; \
+		case_dir=$$(dirname $$input); \
+		out=$${case_dir}/expected; [ -z "$(EXPECTED)" ] || out=$(EXPECTED)/$$(basename $$case_dir); \
+		$(PY) process.py --input $$input --output $$out --weights $(WEIGHTS) --device cpu || exit 1; \
 	done
 
 # The linter (settings in pyproject.toml), then the test suite.

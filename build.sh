@@ -1,37 +1,56 @@
 #!/usr/bin/env bash
 # Build the algorithm image.
 #
-#   ./build.sh [--tag TAG] [--wheelhouse DIR] [--base IMAGE]
+#   ./build.sh [--tag TAG] [--wheelhouse DIR] [--base IMAGE] [--weights CKPT ...]
 #
 # --wheelhouse DIR  install Python packages from DIR only (offline; make it with docker/wheelhouse.sh)
 # --base IMAGE      base image (default sparseg-base:bookworm, made by docker/base-image.sh if missing)
-# The image bakes in the checkpoint(s) in model_weights/; the build stops if there are none.
+# --weights CKPT .. the checkpoint(s) to bake in, e.g. runs/cv/fold*/best.safetensors (each named after
+#                   its folder: fold0-best.safetensors); default: model_weights/*.safetensors
+# The build stops if there is no checkpoint; the image averages every checkpoint it bakes in.
 set -euo pipefail
 cd "$(dirname "$0")"
 tag=${SPARSEG_IMAGE:-sparseg:latest}
 base=sparseg-base:bookworm
 wheelhouse=""
+weights=()
 while [ $# -gt 0 ]; do
     case $1 in
         --tag) tag=$2; shift 2 ;;
         --wheelhouse) wheelhouse=$2; shift 2 ;;
         --base) base=$2; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$1"); shift; done ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "build.sh: error: unknown argument $1 (see ./build.sh --help)" >&2; exit 2 ;;
     esac
 done
 
 shopt -s nullglob
-checkpoints=(model_weights/*.safetensors)
-if [ ${#checkpoints[@]} -eq 0 ]; then
-    echo "build.sh: error: no checkpoint (*.safetensors) in model_weights/: train one (README, 'Submit to BONBID-HIE') and copy it there" >&2
+named=1
+if [ ${#weights[@]} -eq 0 ]; then
+    named=0
+    weights=(model_weights/*.safetensors)
+fi
+if [ ${#weights[@]} -eq 0 ]; then
+    echo "build.sh: error: no checkpoint (*.safetensors) in model_weights/: train one (README, 'Submit to BONBID-HIE') and pass it with --weights" >&2
     exit 1
 fi
-for checkpoint in "${checkpoints[@]}"; do
+# Stage the checkpoints (and their .json) under distinct names: fold folders all call theirs best.safetensors.
+rm -rf build/model_weights
+mkdir -p build/model_weights
+for index in "${!weights[@]}"; do
+    checkpoint=${weights[$index]}
+    [ -f "$checkpoint" ] || { echo "build.sh: error: $checkpoint: no such checkpoint" >&2; exit 1; }
     # The metadata header sits at the start of a safetensors file; a synthetic-data run is flagged there.
     if head -c 1048576 "$checkpoint" | grep -ac 'synthetic\\": true' > /dev/null; then
         echo "build.sh: WARNING: $checkpoint was trained on synthetic data: for demos and tests only, not for real scans" >&2
     fi
+    name=$(basename "$checkpoint")
+    [ $named -eq 0 ] || name="$(basename "$(cd "$(dirname "$checkpoint")" && pwd)")-$name"
+    [ ! -e "build/model_weights/$name" ] || name="$index-$name"
+    cp "$checkpoint" "build/model_weights/$name"
+    [ ! -f "${checkpoint%.safetensors}.json" ] || cp "${checkpoint%.safetensors}.json" "build/model_weights/${name%.safetensors}.json"
+    echo "baking in $checkpoint as model_weights/$name"
 done
 
 rm -rf build/wheelhouse
@@ -52,6 +71,6 @@ fi
 
 started=$(date +%s)
 docker build --force-rm --build-arg BASE_IMAGE="$base" --tag "$tag" .
-rm -rf build/wheelhouse
+rm -rf build/wheelhouse build/model_weights
 size=$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1 / 1e9}')
 echo "built $tag in $(( $(date +%s) - started )) s; image size $size"

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The container check CI runs after the Python tests: start a Docker engine, make the base image
 # (debootstrap) and an offline wheelhouse, build the image from that wheelhouse, run ./test.sh on the
-# sample cases with the organisers' flags, check the hardening, and remove everything it made.
+# sample cases with the organisers' flags, walk the participant's path (synthetic release -> sparseg cv
+# -> sparseg package -> the image with the tarball at /opt/ml/model, and an image baked with
+# build.sh --weights), check the hardening, and remove everything it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=sparseg:ci
+baked=sparseg:ci-baked
 wheelhouse=build/ci-wheelhouse
+path=build/ci-path
 started=$(date +%s)
 engine_pid=$(docker/engine.sh)
 
 cleanup() {
-    docker rmi -f "$tag" sparseg-base:bookworm > /dev/null 2>&1 || true
+    docker rmi -f "$tag" "$baked" sparseg-base:bookworm > /dev/null 2>&1 || true
     docker container prune -f > /dev/null 2>&1 || true
     docker image prune -f > /dev/null 2>&1 || true
     docker builder prune -af > /dev/null 2>&1 || true
-    rm -rf "$wheelhouse" build/wheelhouse
+    rm -rf "$wheelhouse" "$path" build/wheelhouse build/model_weights
     if [ -n "$engine_pid" ]; then kill "$engine_pid" 2> /dev/null || true; fi
 }
 trap cleanup EXIT
@@ -24,6 +28,16 @@ step "wheelhouse"
 docker/wheelhouse.sh "$wheelhouse"
 step "build (offline, from the wheelhouse) and the sample cases"
 ./test.sh --tag "$tag" --wheelhouse "$wheelhouse"
+step "participant's path: synthetic release, cross-validation, model tarball (resources/configs/smoke.json)"
+.venv/bin/sparseg synth --out "$path/release" --cases 4 --seed 3 --size 64 --depth 8
+.venv/bin/sparseg cv --data "$path/release" --config resources/configs/smoke.json --out "$path/cv" --device cpu
+folds=("$path"/cv/fold*/best.safetensors)
+.venv/bin/sparseg package --weights "${folds[@]}" --out "$path/model.tar.gz"
+make expected WEIGHTS="$path/cv" EXPECTED="$path/expected"  # what the Python entry point writes with them
+step "the image with the model tarball at /opt/ml/model"
+./test.sh --no-build --tag "$tag" --model "$path/model.tar.gz" --expected "$path/expected"
+step "an image baked with build.sh --weights"
+./test.sh --tag "$baked" --wheelhouse "$wheelhouse" --weights "${folds[@]}" --expected "$path/expected"
 step "hardening"
 docker/hardening.sh "$tag"
 step "done"
