@@ -50,6 +50,7 @@ for index in "${!weights[@]}"; do
     [ ! -e "build/model_weights/$name" ] || name="$index-$name"
     cp "$checkpoint" "build/model_weights/$name"
     [ ! -f "${checkpoint%.safetensors}.json" ] || cp "${checkpoint%.safetensors}.json" "build/model_weights/${name%.safetensors}.json"
+    chmod a+r build/model_weights/*  # the image's unprivileged user reads them
     echo "baking in $checkpoint as model_weights/$name"
 done
 

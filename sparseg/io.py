@@ -240,15 +240,26 @@ PARTIAL_PREFIX = ".partial-"
 """Files being written start with this; an interrupted program can leave them, never a half-written output."""
 
 
+def _default_file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed to `path` on success, removed on failure.
 
-    Readers therefore see either no file or a complete one, never a half-written one.
+    Readers therefore see either no file or a complete one, never a half-written one. The file gets the
+    mode of any new file (some writers, safetensors' among them, make theirs readable by the owner only,
+    which a container's unprivileged user then cannot read).
     """
     temporary = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}"
     try:
         yield temporary
+        if temporary.is_file():
+            os.chmod(temporary, _default_file_mode())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -47,6 +47,12 @@ def _require_one_kind_of_data(checkpoints: list[Checkpoint]) -> None:
                          "a model mixes one kind of data only")
 
 
+def _readable_by_anyone(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Members unpack readable by the container's unprivileged user, owned by nobody in particular."""
+    member.mode, member.uid, member.gid, member.uname, member.gname = 0o644, 0, 0, "", ""
+    return member
+
+
 def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
     """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest."""
     if not weights:
@@ -84,6 +90,6 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
             for name in names:
                 for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name):
                     if (staging / member).is_file():
-                        archive.add(staging / member, arcname=member)
-            archive.add(staging / MANIFEST, arcname=MANIFEST)
+                        archive.add(staging / member, arcname=member, filter=_readable_by_anyone)
+            archive.add(staging / MANIFEST, arcname=MANIFEST, filter=_readable_by_anyone)
     return manifest

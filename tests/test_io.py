@@ -179,3 +179,16 @@ def test_images_off_the_reference_grid_are_named_with_what_differs() -> None:
     moved = Volume(adc.array, replace(OBLIQUE, origin_xyz_mm=(0.0, 0.0, 0.0)), Path("label.mha"))
     with pytest.raises(InputError, match=r"^label.mha: grid differs from the ADC image adc.mha \(origin"):
         require_same_grid(adc, same, moved)
+
+
+def test_outputs_are_readable_like_any_new_file_whoever_wrote_them(tmp_path: Path) -> None:
+    import os
+
+    from sparseg.io import atomic_path
+
+    with atomic_path(tmp_path / "private.bin") as temporary:
+        temporary.write_bytes(b"x")
+        os.chmod(temporary, 0o600)  # as safetensors' writer leaves its files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "private.bin").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -43,6 +43,7 @@ def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> No
     manifest = package_model(paths, tmp_path / "model.tar.gz")
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
         names = sorted(archive.getnames())
+        assert {member.mode for member in archive.getmembers()} == {0o644}  # the container's user reads them
         archive.extractall(tmp_path / "unpacked", filter="data")
     assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors", "fold0-best.torchscript",
                             "fold1-best.json", "fold1-best.safetensors", "fold1-best.torchscript"])
