@@ -31,7 +31,7 @@ demo-weights: setup
 
 # The sample cases' expected outputs with the weights that will ship (files or folders; default the demo
 # weights), into test/<case>/expected, or into $(EXPECTED)/<case> when EXPECTED is given (for test.sh --expected):
-#   make expected WEIGHTS=runs/cv EXPECTED=runs/expected
+#   make expected WEIGHTS="runs/cv/fold*/final.safetensors" EXPECTED=runs/expected
 WEIGHTS ?= $(DEMO_WEIGHTS)
 EXPECTED ?=
 expected: setup

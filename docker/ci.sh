@@ -31,9 +31,9 @@ step "build (offline, from the wheelhouse) and the sample cases"
 step "participant's path: synthetic release, cross-validation, model tarball (resources/configs/smoke.json)"
 .venv/bin/sparseg synth --out "$path/release" --cases 4 --seed 3 --size 64 --depth 8
 .venv/bin/sparseg cv --data "$path/release" --config resources/configs/smoke.json --out "$path/cv" --device cpu
-folds=("$path"/cv/fold*/best.safetensors)
+folds=("$path"/cv/fold*/final.safetensors)
 .venv/bin/sparseg package --weights "${folds[@]}" --out "$path/model.tar.gz"
-make expected WEIGHTS="$path/cv" EXPECTED="$path/expected"  # what the Python entry point writes with them
+make expected WEIGHTS="${folds[*]}" EXPECTED="$path/expected"  # what the Python entry point writes with them
 step "the image with the model tarball at /opt/ml/model"
 ./test.sh --no-build --tag "$tag" --model "$path/model.tar.gz" --expected "$path/expected"
 step "an image baked with build.sh --weights"

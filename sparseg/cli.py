@@ -121,15 +121,16 @@ def _cv(args: argparse.Namespace) -> int:
     if args.folds is not None:
         config = replace(config, train=replace(config.train, folds=args.folds))
     try:
-        result = run_cv(args.data, config, args.out, only=args.only, device_name=args.device)
+        result = run_cv(args.data, config, args.out, only=args.only, device_name=args.device,
+                        checkpoint=args.checkpoint)
     except ConfigError as exc:  # what only building the network finds (the encoder's name)
         raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result.report is None:
         print(f"fold(s) {', '.join(map(str, result.waiting))} of {args.out} not finished yet; run the same "
               "command again once they are (or on the machine that trains them) to score the out-of-fold masks")
         return 0
-    print(f"out-of-fold masks of {len(result.report.rows)} cases ({len(result.folds)} folds) in "
-          f"{args.out / OUT_OF_FOLD}; scores in {args.out / SCORES}")
+    print(f"out-of-fold masks of {len(result.report.rows)} cases ({len(result.folds)} folds, each fold's "
+          f"{result.checkpoint}) in {args.out / OUT_OF_FOLD}; scores in {args.out / SCORES}")
     print(markdown_table(result.report.summary, result.report.config.nsd_tolerance_mm), end="")
     print(f"\nout-of-fold DSC by sigmoid threshold (the checkpoints use {config.threshold:g}; {args.out / SWEEP}):")
     print("| threshold | DSC |\n|---|---|")
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", type=int, nargs="+", metavar="K",
                    help="train only these folds (several machines or GPUs, one shared --out); the out-of-fold "
                         "scores come once every fold is finished")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                   help="which network of each fold segments its held-out cases: the last epoch's (default, as "
+                        "nnU-Net) or the best epoch's, which was picked on those very cases (optimistic)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=_cv)
 

@@ -4,9 +4,12 @@ Every fold is trained in its own folder (`fold<k>/`, resumable); then each
 fold's network segments the cases it was not trained on, through
 `sparseg.jobs.predict_case`, the container's own path, into `out_of_fold/`;
 then all of those masks are scored once (`out_of_fold_scores/`: both spacing
-orders, burden strata). That is nnU-Net's way of reporting cross-validation,
-and unlike the best epoch's validation score it is not the score the epoch was
-picked on. The out-of-fold probabilities also give the DSC for a range of
+orders, burden strata). That is nnU-Net's way of reporting cross-validation.
+By default the network of each fold's last epoch (`final.safetensors`) is
+scored, as nnU-Net does: the best epoch (`best.safetensors`) was picked on
+the very cases it would be scored on, so its score is optimistic (the
+learning-rate schedule and early stopping still look at them, as in the
+paper). The out-of-fold probabilities also give the DSC for a range of
 sigmoid thresholds (`threshold_sweep.csv`); the checkpoints keep their own.
 
 Several machines or GPUs can share one `--out`: each takes folds with `only`,
@@ -32,7 +35,7 @@ from sparseg.io import atomic_path, read_image, read_mask, write_csv
 from sparseg.jobs import load_predictor, predict_case
 from sparseg.metrics import dice
 from sparseg.model import read_metadata
-from sparseg.train import BEST, CONFIG, FINISHED, SPLIT, STATE, train
+from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, train
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ SCORES = "out_of_fold_scores"
 SWEEP = "threshold_sweep.csv"
 SWEEP_THRESHOLDS = tuple(round(0.20 + 0.05 * step, 2) for step in range(9))
 """Sigmoid thresholds whose out-of-fold DSC is reported: 0.20 to 0.60."""
+CHECKPOINTS = {"final": FINAL, "best": BEST}
+"""Which checkpoint of each fold is scored: the last epoch's (default) or the best epoch's (optimistic)."""
 
 
 def fold_dir(out: Path, fold: int) -> Path:
@@ -55,6 +60,8 @@ class CrossValidation:
 
     folds: list[int]
     """The folds scored (all of them, or those asked for with `partial`)."""
+    checkpoint: str
+    """The file name of each fold's scored checkpoint."""
     waiting: list[int]
     """Folds of `folds` not finished yet (another machine may be training them); nothing is scored until none."""
     report: Report | None = None
@@ -67,12 +74,16 @@ class CrossValidation:
 
 
 def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int] | None = None,
-           device_name: str = "auto", partial: bool = False) -> CrossValidation:
-    """Train the folds in `only` (all by default), then score the out-of-fold masks.
+           device_name: str = "auto", partial: bool = False, checkpoint: str = "final") -> CrossValidation:
+    """Train the folds in `only` (all by default), then score the out-of-fold masks of each fold's
+    `checkpoint` ("final" or "best", `CHECKPOINTS`).
 
     Without `partial`, scoring waits until every fold of the config is finished (a cluster shares the folds);
     with it, only the folds in `only` are scored (an ablation on some folds).
     """
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINTS)}")
+    scored_file = CHECKPOINTS[checkpoint]
     data, out = Path(data), Path(out)
     folds = list(range(config.train.folds))
     chosen = sorted(set(only)) if only else folds
@@ -92,18 +103,22 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     waiting = [fold for fold in scored if not (fold_dir(out, fold) / FINISHED).is_file()]
     if waiting:
         log.info("fold(s) %s not finished yet: the out-of-fold masks wait for them", ", ".join(map(str, waiting)))
-        return CrossValidation(scored, waiting)
+        return CrossValidation(scored, scored_file, waiting)
+    for fold in scored:
+        if not (fold_dir(out, fold) / scored_file).is_file():
+            raise InputError(f"{fold_dir(out, fold)}: no {scored_file} (a run from before final checkpoints were "
+                             "kept?); train the fold again, or score the best epochs")
     cases = {case.case_id: case for case in find_cases(data, require_labels=True)}
     held_out = _held_out(out, scored)
     for fold in scored:
-        _segment_fold(fold_dir(out, fold) / BEST, [cases[i] for i in held_out[fold]], out / OUT_OF_FOLD,
+        _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], out / OUT_OF_FOLD,
                       device_name, out / OUT_OF_FOLD / f".fold{fold}.json")
     ids = {case_id for fold in scored for case_id in held_out[fold]}
     report = evaluate(data, out / OUT_OF_FOLD, case_ids=ids)
     write_report(report, out / SCORES)
     sweep = threshold_sweep([cases[i] for i in sorted(ids)], out / OUT_OF_FOLD)
     write_csv(out / SWEEP, sweep)
-    return CrossValidation(scored, [], report, sweep)
+    return CrossValidation(scored, scored_file, [], report, sweep)
 
 
 def _require_same_config(run: Path, config: RunConfig) -> None:

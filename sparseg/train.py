@@ -12,7 +12,8 @@ focal weight of TLHF follows its ramp, every training slice is seen once
 segments the held-out fold with `sparseg.inference.Predictor`, the path
 `sparseg predict` and the container take, and scores the masks with the
 challenge's metrics. The checkpoint with the best validation DSC is kept
-(`best.safetensors`); `last_state.pt` holds what `--resume` needs;
+(`best.safetensors`), and the last epoch's when the run ends
+(`final.safetensors`); `last_state.pt` holds what `--resume` needs;
 `history.csv` and the PNG plots log every epoch.
 """
 
@@ -62,6 +63,9 @@ from sparseg.plots import plot_history
 log = logging.getLogger(__name__)
 
 BEST = "best.safetensors"
+"""The weights of the epoch with the best validation DSC: chosen on the held-out fold, so its score is optimistic."""
+FINAL = "final.safetensors"
+"""The weights of the last epoch run (planned or early-stopped): what `sparseg cv` scores by default."""
 STATE = "last_state.pt"
 HISTORY = "history.csv"
 SKIPPED = "skipped_cases.csv"
@@ -365,9 +369,11 @@ class Trainer:
         if val_dsc > self.state.best_dsc:
             self.state.best_dsc, self.state.best_epoch, self.state.stale_epochs = val_dsc, epoch + 1, 0
             if validation is not None:
-                self._save_best(epoch, validation)
+                self._save_checkpoint(BEST, epoch, validation)
         else:
             self.state.stale_epochs += 1
+        if validation is not None and self.finished():
+            self._save_checkpoint(FINAL, epoch, validation)
         if self.dist.main:
             with atomic_path(self.out / STATE) as temporary:
                 torch.save(self.optimisation.state_dict(self.state), temporary)
@@ -394,9 +400,9 @@ class Trainer:
         log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%.0f s)", epoch + 1, means.get("loss", 0),
                  overall["dsc"], overall["masd"], overall["nsd"], seconds)
 
-    def _save_best(self, epoch: int, validation: Validation) -> None:
+    def _save_checkpoint(self, name: str, epoch: int, validation: Validation) -> None:
         data = self.provenance["data"]
-        save_checkpoint(self.out / BEST, self.optimisation.model, self.config, {
+        save_checkpoint(self.out / name, self.optimisation.model, self.config, {
             "code_version": self.provenance["code_version"],
             **({"notice": data["notice"]} if data["synthetic"] else {}),
             "data": data,

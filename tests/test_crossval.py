@@ -15,7 +15,7 @@ from sparseg.errors import InputError
 from sparseg.evaluation import evaluate
 from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
-from sparseg.train import BEST, FINISHED, SPLIT
+from sparseg.train import BEST, FINAL, FINISHED, SPLIT
 
 TWO_FOLDS = RunConfig(
     preprocessing=PreprocessingConfig(slice_size=(64, 64)),
@@ -32,12 +32,12 @@ def cross_validated(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_every_case_is_segmented_by_the_fold_that_did_not_train_on_it(tiny_dataset: Path, cross_validated) -> None:
     out, result = cross_validated
-    assert result.folds == [0, 1] and result.waiting == []
+    assert result.folds == [0, 1] and result.waiting == [] and result.checkpoint == FINAL
     split = json.loads((fold_dir(out, 0) / SPLIT).read_text())["folds"]
     cases = {c.case_id: c for c in find_cases(tiny_dataset)}
     assert sorted(split[0] + split[1]) == sorted(cases)
     for fold, held_out in enumerate(split):
-        predictor = Predictor.load([fold_dir(out, fold) / BEST], __import__("torch").device("cpu"))
+        predictor = Predictor.load([fold_dir(out, fold) / FINAL], __import__("torch").device("cpu"))
         for case_id in held_out:
             adc, z = read_image(cases[case_id].adc), read_image(cases[case_id].z)
             expected = predictor.predict(adc, z)
@@ -68,7 +68,7 @@ def test_the_threshold_sweep_is_the_dsc_of_the_thresholded_probabilities(tiny_da
 
 def test_a_rerun_trains_nothing_and_keeps_the_masks(tiny_dataset: Path, cross_validated) -> None:
     out, _ = cross_validated
-    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob(f"fold*/{BEST}"), *(out / OUT_OF_FOLD).glob("*.mha")]}
+    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob(f"fold*/{FINAL}"), *(out / OUT_OF_FOLD).glob("*.mha")]}
     again = run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.report.summary == json.loads((out / SCORES / "summary.json").read_text())["summary"]
@@ -90,3 +90,13 @@ def test_a_fold_trained_with_another_config_is_refused(tiny_dataset: Path, cross
         run_cv(tiny_dataset, other, out, device_name="cpu")
     with pytest.raises(InputError, match="fold 5: expected 0 to 1"):
         run_cv(tiny_dataset, TWO_FOLDS, tmp_path, only=[5], device_name="cpu")
+
+
+def test_the_best_epochs_can_be_scored_instead(tiny_dataset: Path, cross_validated) -> None:
+    out, final = cross_validated
+    best = run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu", checkpoint="best")
+    assert best.checkpoint == BEST and len(best.report.rows) == 6
+    # One epoch per fold: the best epoch is the last, so the two networks and their scores are the same.
+    assert best.report.summary == final.report.summary
+    with pytest.raises(InputError, match="checkpoint 'last'"):
+        run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu", checkpoint="last")

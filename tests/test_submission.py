@@ -80,7 +80,7 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
                  "--out", str(cv), "--device", "cpu"]) == 0
     scores = json.loads((cv / "out_of_fold_scores" / "summary.json").read_text())
     assert scores["summary"]["all"]["n"] == 4
-    folds = sorted(cv.glob("fold*/best.safetensors"))
+    folds = sorted(cv.glob("fold*/final.safetensors"))
     assert len(folds) == 2
     assert main(["package", "--weights", *map(str, folds), "--out", str(model)]) == 0
     unpacked = tmp_path / "opt-ml-model"
@@ -92,7 +92,7 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
                           "--output", str(tmp_path / "output"), "--weights", str(unpacked), "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr
-    for member in ("fold0-best.safetensors", "fold1-best.safetensors"):
+    for member in ("fold0-final.safetensors", "fold1-final.safetensors"):
         assert f"checkpoint: {unpacked / member} (weights sha256" in job.stderr and "network traced" in job.stderr
     assert "device: CPU" in job.stderr
 

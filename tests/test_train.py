@@ -17,7 +17,7 @@ from sparseg.cases import find_cases
 from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig, run_config_from_dict, to_dict
 from sparseg.errors import InputError
 from sparseg.model import load_checkpoint, read_metadata
-from sparseg.train import BEST, CONFIG, HISTORY, SKIPPED, SPLIT, STATE, train
+from sparseg.train import BEST, CONFIG, FINAL, HISTORY, SKIPPED, SPLIT, STATE, train
 
 TINY = RunConfig(
     preprocessing=PreprocessingConfig(slice_size=(64, 64)),
@@ -34,7 +34,7 @@ def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, 
     result = train(tiny_dataset, TINY, tmp_path / "run", fold=1, progress=False)
     run = tmp_path / "run"
     assert result["epochs"] == 2
-    for name in (BEST, STATE, HISTORY, SPLIT, CONFIG, "losses.png", "validation.png", "lesion_fraction.png"):
+    for name in (BEST, FINAL, STATE, HISTORY, SPLIT, CONFIG, "losses.png", "validation.png", "lesion_fraction.png"):
         assert (run / name).is_file(), name
     with open(run / HISTORY) as handle:
         rows = list(csv.DictReader(handle))
@@ -115,6 +115,7 @@ def test_training_killed_mid_epoch_resumes_to_the_planned_epochs(tiny_dataset: P
     with open(run / HISTORY) as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2", "3"]
     assert load_checkpoint(run / BEST).config.train.epochs == 3
+    assert read_metadata(run / FINAL)["epoch"] == 3
 
 
 def test_validation_masks_are_what_predict_writes(tiny_dataset: Path, tmp_path: Path) -> None:
