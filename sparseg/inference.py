@@ -80,7 +80,6 @@ class Predictor:
         self.models = [c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
         self.config: RunConfig = first
         self.checkpoints = checkpoints
-        self.metadata = [c.metadata for c in checkpoints]
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
         self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device.type, AUTO_BATCH_SIZE["cpu"])
 

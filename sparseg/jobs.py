@@ -92,9 +92,9 @@ def warn_if_unusual(adc: Volume) -> None:
 
 
 def warn_if_synthetic(predictor: Predictor) -> None:
-    for metadata in predictor.metadata:
-        if metadata.get("data", {}).get("synthetic"):
-            log.warning("checkpoint %s", metadata.get("notice", "was trained on synthetic data"))
+    for checkpoint in predictor.checkpoints:
+        if checkpoint.metadata.get("data", {}).get("synthetic"):
+            log.warning("checkpoint %s", checkpoint.metadata.get("notice", "was trained on synthetic data"))
 
 
 @dataclass
