@@ -5,8 +5,8 @@
 #
 # --wheelhouse DIR  install Python packages from DIR only (offline; make it with docker/wheelhouse.sh)
 # --base IMAGE      base image (default sparseg-base:bookworm, made by docker/base-image.sh if missing)
-# --weights CKPT .. the checkpoint(s) to bake in, e.g. runs/cv/fold*/best.safetensors (each named after
-#                   its folder: fold0-best.safetensors); default: model_weights/*.safetensors
+# --weights CKPT .. the checkpoint(s) to bake in, e.g. runs/cv/fold*/final.safetensors (each named after
+#                   its folder: fold0-final.safetensors); default: model_weights/*.safetensors
 # The build stops if there is no checkpoint; the image averages every checkpoint it bakes in.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,11 +16,12 @@ wheelhouse=""
 weights=()
 while [ $# -gt 0 ]; do
     case $1 in
-        --tag) tag=$2; shift 2 ;;
-        --wheelhouse) wheelhouse=$2; shift 2 ;;
-        --base) base=$2; shift 2 ;;
+        --tag|--wheelhouse|--base)
+            [ $# -ge 2 ] || { echo "build.sh: error: $1 needs a value (see ./build.sh --help)" >&2; exit 2; }
+            case $1 in --tag) tag=$2 ;; --wheelhouse) wheelhouse=$2 ;; --base) base=$2 ;; esac
+            shift 2 ;;
         --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$1"); shift; done ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "build.sh: error: unknown argument $1 (see ./build.sh --help)" >&2; exit 2 ;;
     esac
 done
@@ -35,7 +36,7 @@ if [ ${#weights[@]} -eq 0 ]; then
     echo "build.sh: error: no checkpoint (*.safetensors) in model_weights/: train one (README, 'Submit to BONBID-HIE') and pass it with --weights" >&2
     exit 1
 fi
-# Stage the checkpoints (and their .json) under distinct names: fold folders all call theirs best.safetensors.
+# Stage the checkpoints (and their .json) under distinct names: fold folders all call theirs final.safetensors.
 rm -rf build/model_weights
 mkdir -p build/model_weights
 for index in "${!weights[@]}"; do

@@ -26,11 +26,15 @@ while [ $# -gt 0 ]; do
         --min-dice) min_dice=$2; shift 2 ;;
         --model) model=$2; shift 2 ;;
         --expected) expected=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) build_args+=("$1"); shift ;;
     esac
 done
 [ -z "$model" ] || [ -f "$model" ] || { echo "test.sh: error: $model: no such model tarball" >&2; exit 2; }
+if [ -n "$model" ] && ! tar -tzf "$model" 2> /dev/null | grep -q '\.safetensors$'; then
+    echo "test.sh: error: $model: not a gzipped tarball holding a checkpoint (*.safetensors); make one with sparseg package" >&2
+    exit 2
+fi
 [ -z "$expected" ] || [ -d "$expected" ] || { echo "test.sh: error: $expected: no such folder" >&2; exit 2; }
 [ $build -eq 0 ] || ./build.sh "${build_args[@]}"
 
@@ -75,6 +79,10 @@ for case_dir in test/*/; do
     peak=$(job_peak_mib "$(cat "$log")")
     size=$(docker run --rm --network none -v "$PWD/$case_dir/input":/input:ro --entrypoint python3 "$tag" -c \
         "import glob; from sparseg.io import read_geometry; print('x'.join(map(str, read_geometry(glob.glob('/input/images/z-score-adc/*.mha')[0]).size_xyz)))")
+    if [ "$status" = ok ] && [ -n "$model" ] && ! grep -q 'checkpoint: /opt/ml/model/' "$log"; then
+        status="the job did not use the model at /opt/ml/model"
+        sed 's/^/    /' "$log" >&2
+    fi
     if [ "$status" = ok ]; then
         reference=$PWD/$case_dir/expected
         [ -z "$expected" ] || reference=$(cd "$expected" && pwd)/$case_id

@@ -114,7 +114,7 @@ def _cv(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from sparseg.config import load_run_config
-    from sparseg.crossval import OUT_OF_FOLD, SCORES, SWEEP, run_cv
+    from sparseg.crossval import outputs, run_cv
     from sparseg.evaluation import markdown_table
 
     config = load_run_config(args.config)
@@ -126,13 +126,14 @@ def _cv(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # what only building the network finds (the encoder's name)
         raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result.report is None:
-        print(f"fold(s) {', '.join(map(str, result.waiting))} of {args.out} not finished yet; run the same "
-              "command again once they are (or on the machine that trains them) to score the out-of-fold masks")
+        print("run the same command again once they are (or on the machine that trains them) to score the "
+              "out-of-fold masks")
         return 0
+    masks, scores, sweep = outputs(args.out, args.checkpoint)
     print(f"out-of-fold masks of {len(result.report.rows)} cases ({len(result.folds)} folds, each fold's "
-          f"{result.checkpoint}) in {args.out / OUT_OF_FOLD}; scores in {args.out / SCORES}")
+          f"{result.checkpoint}) in {masks}; scores in {scores}")
     print(markdown_table(result.report.summary, result.report.config.nsd_tolerance_mm), end="")
-    print(f"\nout-of-fold DSC by sigmoid threshold (the checkpoints use {config.threshold:g}; {args.out / SWEEP}):")
+    print(f"\nout-of-fold DSC by sigmoid threshold (the checkpoints use {config.threshold:g}; {sweep}):")
     print("| threshold | DSC |\n|---|---|")
     for row in result.sweep or []:
         best = " (best)" if row["threshold"] == result.best_threshold else ""
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("package", help="the grand-challenge model tarball of trained checkpoints (the image reads "
                        "it from /opt/ml/model/)")
     p.add_argument("--weights", type=Path, nargs="+", required=True,
-                   help="checkpoints to average, e.g. runs/cv/fold*/best.safetensors")
+                   help="checkpoints to average, e.g. runs/cv/fold*/final.safetensors")
     p.add_argument("--out", type=Path, required=True, help="the tarball to write, e.g. model.tar.gz")
     p.add_argument("--no-trace", action="store_true",
                    help="leave out the traced networks (made with this torch; an image with the same torch starts "

@@ -54,6 +54,13 @@ def fold_dir(out: Path, fold: int) -> Path:
     return out / f"fold{fold}"
 
 
+def outputs(out: Path, checkpoint: str = "final") -> tuple[Path, Path, Path]:
+    """The out-of-fold masks folder, scores folder and threshold-sweep file of the checkpoint scored;
+    the best epochs' get a "-best" suffix, so neither overwrites the other."""
+    suffix = "" if checkpoint == "final" else f"-{checkpoint}"
+    return out / f"{OUT_OF_FOLD}{suffix}", out / f"{SCORES}{suffix}", out / SWEEP.replace(".csv", f"{suffix}.csv")
+
+
 @dataclass
 class CrossValidation:
     """What a `run_cv` call did and found."""
@@ -85,6 +92,7 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
         raise InputError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINTS)}")
     scored_file = CHECKPOINTS[checkpoint]
     data, out = Path(data), Path(out)
+    cases = {case.case_id: case for case in find_cases(data, require_labels=True)}  # the data first
     folds = list(range(config.train.folds))
     chosen = sorted(set(only)) if only else folds
     for fold in chosen:
@@ -108,16 +116,16 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
         if not (fold_dir(out, fold) / scored_file).is_file():
             raise InputError(f"{fold_dir(out, fold)}: no {scored_file} (a run from before final checkpoints were "
                              "kept?); train the fold again, or score the best epochs")
-    cases = {case.case_id: case for case in find_cases(data, require_labels=True)}
     held_out = _held_out(out, scored)
+    masks, scores, sweep_csv = outputs(out, checkpoint)
     for fold in scored:
-        _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], out / OUT_OF_FOLD,
-                      device_name, out / OUT_OF_FOLD / f".fold{fold}.json")
+        _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], masks,
+                      device_name, masks / f".fold{fold}.json")
     ids = {case_id for fold in scored for case_id in held_out[fold]}
-    report = evaluate(data, out / OUT_OF_FOLD, case_ids=ids)
-    write_report(report, out / SCORES)
-    sweep = threshold_sweep([cases[i] for i in sorted(ids)], out / OUT_OF_FOLD)
-    write_csv(out / SWEEP, sweep)
+    report = evaluate(data, masks, case_ids=ids)
+    write_report(report, scores)
+    sweep = threshold_sweep([cases[i] for i in sorted(ids)], masks)
+    write_csv(sweep_csv, sweep)
     return CrossValidation(scored, scored_file, [], report, sweep)
 
 
@@ -129,7 +137,8 @@ def _require_same_config(run: Path, config: RunConfig) -> None:
     theirs, ours = _flatten(json.loads(path.read_text())), _flatten(json.loads(json.dumps(to_dict(config))))
     differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
     if differing:
-        raise InputError(f"{path}: this fold was trained with another config ({', '.join(differing)} differ); "
+        changes = "; ".join(f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} now" for key in differing)
+        raise InputError(f"{path}: this fold was trained with another config ({changes}); "
                          "use another --out or the config it was made with")
 
 

@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, RunConfig
+from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, PreprocessingConfig, RunConfig
 from sparseg.errors import InputError, SparsegError
 from sparseg.hardware import autocast
 from sparseg.io import Volume, require_same_grid
@@ -137,9 +137,17 @@ def require_ensemble(checkpoints: list[Checkpoint]) -> None:
     """Checkpoints averaged together must share their preprocessing and threshold; else InputError naming them."""
     first = checkpoints[0]
     for other in checkpoints[1:]:
-        if (other.config.preprocessing, other.config.threshold) != (first.config.preprocessing, first.config.threshold):
+        differing = [f"threshold {other.config.threshold} vs {first.config.threshold}"] * (
+            other.config.threshold != first.config.threshold)
+        for name in PreprocessingConfig.__dataclass_fields__:
+            mine, theirs = getattr(other.config.preprocessing, name), getattr(first.config.preprocessing, name)
+            if mine != theirs:
+                differing.append(f"preprocessing.{name} {list(mine) if isinstance(mine, tuple) else mine} vs "
+                                 f"{list(theirs) if isinstance(theirs, tuple) else theirs}")
+        if differing:
             raise InputError(f"{other.path or 'a checkpoint'}: its preprocessing or threshold differs from "
-                             f"{first.path or 'the first checkpoint'}'s; checkpoints that are averaged must share them")
+                             f"{first.path or 'the first checkpoint'}'s ({'; '.join(differing)}); checkpoints "
+                             "that are averaged must share them")
 
 
 def remove_small_components(mask: np.ndarray, min_mm3: float, voxel_mm3: float) -> np.ndarray:

@@ -58,6 +58,8 @@ def default_weights(search: tuple[Path, ...] = (UPLOADED_WEIGHTS, PACKAGE_WEIGHT
         found = checkpoints_in(folder) if folder.is_dir() else []
         if found:
             return found
+        if folder.is_dir() and folder != search[-1]:
+            log.warning("%s exists but holds no checkpoint (*.safetensors): falling back to the next weights", folder)
     raise InputError(f"no checkpoint (*.safetensors) in {' or '.join(str(f) for f in search)}; pass --weights")
 
 

@@ -57,7 +57,15 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
     """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest."""
     if not weights:
         raise InputError("no checkpoint given (--weights)")
+    for path in weights:
+        if path.is_dir():
+            raise InputError(f"{path}: a folder; name its checkpoints, e.g. {path}/fold*/final.safetensors")
     checkpoints = [load_checkpoint(path) for path in weights]  # each verified against its sha256
+    seen: dict[str, Path] = {}
+    for path, checkpoint in zip(weights, checkpoints):
+        earlier = seen.setdefault(checkpoint.metadata["weights_sha256"], path)
+        if earlier != path:
+            raise InputError(f"{path}: the same weights as {earlier}; an ensemble would count that network twice")
     require_ensemble(checkpoints)
     _require_one_kind_of_data(checkpoints)
     names = member_names(weights)

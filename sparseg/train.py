@@ -303,9 +303,9 @@ class Trainer:
         if device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
         optimisation = Optimisation.build(config, device)
-        out.mkdir(parents=True, exist_ok=True)
         cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
         folds = stratified_folds(prepared, config.train.folds, config.train.seed)
+        out.mkdir(parents=True, exist_ok=True)
         held_out = set(folds[fold])
         if dist_info.main:
             (out / SPLIT).write_text(json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed}, indent=2)

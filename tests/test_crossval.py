@@ -10,7 +10,7 @@ import pytest
 
 from sparseg.cases import find_cases, prediction_name, probabilities_name
 from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig
-from sparseg.crossval import OUT_OF_FOLD, SCORES, SWEEP, SWEEP_THRESHOLDS, fold_dir, run_cv
+from sparseg.crossval import OUT_OF_FOLD, SCORES, SWEEP, SWEEP_THRESHOLDS, fold_dir, outputs, run_cv
 from sparseg.errors import InputError
 from sparseg.evaluation import evaluate
 from sparseg.inference import Predictor
@@ -86,7 +86,7 @@ def test_a_fold_trained_with_another_config_is_refused(tiny_dataset: Path, cross
     out, _ = cross_validated
     other = replace(TWO_FOLDS, train=replace(TWO_FOLDS.train, learning_rate=0.01))
     with pytest.raises(InputError, match=r"fold0/config.json: this fold was trained with another config "
-                                         r"\(train.learning_rate differ"):
+                                         r"\(train.learning_rate 0.001 there, 0.01 now\)"):
         run_cv(tiny_dataset, other, out, device_name="cpu")
     with pytest.raises(InputError, match="fold 5: expected 0 to 1"):
         run_cv(tiny_dataset, TWO_FOLDS, tmp_path, only=[5], device_name="cpu")
@@ -94,9 +94,19 @@ def test_a_fold_trained_with_another_config_is_refused(tiny_dataset: Path, cross
 
 def test_the_best_epochs_can_be_scored_instead(tiny_dataset: Path, cross_validated) -> None:
     out, final = cross_validated
+    final_scores = (out / SCORES / "summary.json").read_bytes()
     best = run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu", checkpoint="best")
     assert best.checkpoint == BEST and len(best.report.rows) == 6
+    masks, scores, sweep = outputs(out, "best")
+    assert len(list(masks.glob("*_lesion.mha"))) == 6 and (scores / "summary.json").is_file() and sweep.is_file()
+    assert (out / SCORES / "summary.json").read_bytes() == final_scores  # the default's scores are kept
     # One epoch per fold: the best epoch is the last, so the two networks and their scores are the same.
     assert best.report.summary == final.report.summary
     with pytest.raises(InputError, match="checkpoint 'last'"):
         run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu", checkpoint="last")
+
+
+def test_missing_data_is_named_before_any_fold_folder_is_made(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no-data: no such folder"):
+        run_cv(tmp_path / "no-data", TWO_FOLDS, tmp_path / "cv", device_name="cpu")
+    assert not (tmp_path / "cv").exists()

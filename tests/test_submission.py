@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _checkpoint(path: Path, synthetic: bool = False, threshold: float = 0.5) -> Path:
-    torch.manual_seed(0)
+    torch.manual_seed(sum(map(ord, str(path))))  # other weights for another file
     model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
     return save_checkpoint(path, model.eval(), replace(TINY_RUN, threshold=threshold),
                            {"data": {"synthetic": synthetic}})
@@ -61,12 +61,25 @@ def test_checkpoints_that_cannot_be_averaged_or_mix_data_are_refused(tmp_path: P
         package_model([real, other_threshold], tmp_path / "a.tar.gz")
     with pytest.raises(InputError, match="synthetic/best.safetensors: trained on synthetic data, unlike the other"):
         package_model([real, synthetic], tmp_path / "b.tar.gz")
+    with pytest.raises(InputError, match=r"threshold 0.35 vs 0.5"):
+        package_model([real, other_threshold], tmp_path / "a.tar.gz")
+    copy = tmp_path / "copy" / "best.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes(real.read_bytes())
+    with pytest.raises(InputError, match=f"copy/best.safetensors: the same weights as {real}"):
+        package_model([real, copy], tmp_path / "c.tar.gz")
+    with pytest.raises(InputError, match="real: a folder; name its checkpoints"):
+        package_model([real.parent], tmp_path / "d.tar.gz")
     assert not list(tmp_path.glob("*.tar.gz"))
 
 
-def test_an_uploaded_model_in_a_subfolder_is_found_and_wins(tmp_path: Path) -> None:
+def test_an_uploaded_model_in_a_subfolder_is_found_and_wins(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     uploaded, baked = tmp_path / "opt-ml-model", tmp_path / "model_weights"
-    _checkpoint(baked / "demo.safetensors")
+    demo = _checkpoint(baked / "demo.safetensors")
+    (uploaded / "model").mkdir(parents=True)
+    assert default_weights((uploaded, baked)) == [demo]
+    assert "opt-ml-model exists but holds no checkpoint" in caplog.text  # an upload that holds none is said
     nested = _checkpoint(uploaded / "model" / "fold0-best.safetensors")
     assert default_weights((uploaded, baked)) == [nested]
 
