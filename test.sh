@@ -31,7 +31,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -z "$model" ] || [ -f "$model" ] || { echo "test.sh: error: $model: no such model tarball" >&2; exit 2; }
-if [ -n "$model" ] && ! tar -tzf "$model" 2> /dev/null | grep -q '\.safetensors$'; then
+# The listing is read whole first: `tar | grep -q` fails under pipefail when grep stops tar early.
+if [ -n "$model" ] && ! { listing=$(tar -tzf "$model" 2> /dev/null) && grep -q '\.safetensors$' <<< "$listing"; }; then
     echo "test.sh: error: $model: not a gzipped tarball holding a checkpoint (*.safetensors); make one with sparseg package" >&2
     exit 2
 fi
