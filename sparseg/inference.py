@@ -137,8 +137,9 @@ def require_ensemble(checkpoints: list[Checkpoint]) -> None:
     """Checkpoints averaged together must share their preprocessing and threshold; else InputError naming them."""
     first = checkpoints[0]
     for other in checkpoints[1:]:
-        differing = [f"threshold {other.config.threshold} vs {first.config.threshold}"] * (
-            other.config.threshold != first.config.threshold)
+        differing = []
+        if other.config.threshold != first.config.threshold:
+            differing.append(f"threshold {other.config.threshold} vs {first.config.threshold}")
         for name in PreprocessingConfig.__dataclass_fields__:
             mine, theirs = getattr(other.config.preprocessing, name), getattr(first.config.preprocessing, name)
             if mine != theirs:

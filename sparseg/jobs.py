@@ -95,7 +95,7 @@ def warn_if_unusual(adc: Volume) -> None:
 
 def warn_if_synthetic(predictor: Predictor) -> None:
     for checkpoint in predictor.checkpoints:
-        if checkpoint.metadata.get("data", {}).get("synthetic"):
+        if checkpoint.synthetic:
             log.warning("checkpoint %s", checkpoint.metadata.get("notice", "was trained on synthetic data"))
 
 

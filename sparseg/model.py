@@ -111,9 +111,14 @@ class Checkpoint:
     traced: bool = False
     """Whether `model` is the traced network beside the file rather than one rebuilt from the config."""
 
+    @property
+    def synthetic(self) -> bool:
+        """Whether it was trained on synthetic data (`sparseg synth`), as its data fingerprint says."""
+        return bool(self.metadata.get("data", {}).get("synthetic"))
+
     def describe(self) -> str:
         """One line for a job's log: which file, which weights, what data, how it was loaded."""
-        data = "SYNTHETIC data" if self.metadata.get("data", {}).get("synthetic") else "real data"
+        data = "SYNTHETIC data" if self.synthetic else "real data"
         return (f"{self.path} (weights sha256 {str(self.metadata.get('weights_sha256'))[:12]}, trained on {data}, "
                 f"network {'traced' if self.traced else 'rebuilt from its config'})")
 

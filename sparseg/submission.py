@@ -32,7 +32,7 @@ FORMAT = "sparseg-model/1"
 
 
 def member_names(paths: list[Path]) -> list[str]:
-    """A distinct file name per checkpoint: `<folder>-<name>` (fold0-best.safetensors), numbered if still equal."""
+    """A distinct file name per checkpoint: `<folder>-<name>` (fold0-final.safetensors), numbered if still equal."""
     names = [f"{path.resolve().parent.name}-{path.name}" for path in paths]
     if len(set(names)) < len(names):
         names = [f"{index}-{name}" for index, name in enumerate(names)]
@@ -40,7 +40,7 @@ def member_names(paths: list[Path]) -> list[str]:
 
 
 def _require_one_kind_of_data(checkpoints: list[Checkpoint]) -> None:
-    synthetic = {c.path: bool(c.metadata.get("data", {}).get("synthetic")) for c in checkpoints}
+    synthetic = {c.path: c.synthetic for c in checkpoints}
     if len(set(synthetic.values())) > 1:
         made_up = ", ".join(str(path) for path, flag in synthetic.items() if flag)
         raise InputError(f"{made_up}: trained on synthetic data, unlike the other checkpoints; "
@@ -74,7 +74,7 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
         "sparseg": __version__,
         "torch": torch.__version__,
         "traced": trace,
-        "synthetic": bool(checkpoints[0].metadata.get("data", {}).get("synthetic")),
+        "synthetic": checkpoints[0].synthetic,
         "threshold": checkpoints[0].config.threshold,
         "checkpoints": [{
             "file": name,
