@@ -25,6 +25,8 @@ def _synth(args: argparse.Namespace) -> int:
     from sparseg import synth
 
     start = time.perf_counter()
+    if args.cases < 1:
+        raise SparsegError(f"--cases must be 1 or more, not {args.cases}")
     for name in ("size", "depth"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SparsegError(f"--{name} must be a positive number of voxels, not {getattr(args, name)}")

@@ -73,3 +73,10 @@ def test_synth_fixed_shape(tmp_path: Path) -> None:
     assert main(command) == 0
     assert read_geometry(next(tmp_path.rglob("*ADC_ss.mha"))).size_xyz == (96, 96, 7)
     assert main(["synth", "--out", str(tmp_path / "bad"), "--size", "0"]) == 2
+
+
+@pytest.mark.parametrize("cases", ["0", "-1"])
+def test_synth_refuses_no_cases_in_one_line(tmp_path: Path, cases: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["synth", "--out", str(tmp_path / "out"), "--cases", cases]) == 2
+    assert capsys.readouterr().err == f"sparseg: error: --cases must be 1 or more, not {cases}\n"
+    assert not (tmp_path / "out").exists()
