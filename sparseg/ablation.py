@@ -8,7 +8,7 @@ from sparseg.config import EvaluationConfig, load_run_config
 from sparseg.crossval import run_cv
 from sparseg.errors import ConfigError
 from sparseg.evaluation import METRICS, markdown_table
-from sparseg.io import write_csv
+from sparseg.io import write_csv, write_text
 
 
 def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: list[int] | None = None,
@@ -26,7 +26,7 @@ def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: 
         assert result.report is not None  # partial: the folds just trained are scored
         summaries[name] = result.report.summary["all"]
     text = markdown_table(summaries, EvaluationConfig().nsd_tolerance_mm, first="config")
-    (out / "ablation.md").write_text(text)
+    write_text(out / "ablation.md", text)
     write_csv(out / "ablation.csv", [
         {"config": name, **{k: summary[k] for k in ("n", *METRICS)}} for name, summary in summaries.items()
     ])

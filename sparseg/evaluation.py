@@ -35,7 +35,7 @@ import numpy as np
 from sparseg.cases import Case, find_cases, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
-from sparseg.io import Geometry, read_image, read_mask, write_csv
+from sparseg.io import Geometry, read_image, read_mask, write_csv, write_text
 from sparseg.metrics import dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,8 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     write_csv(csv_path, [asdict(row) for row in report.rows])
     document = {"summary": report.summary, "scoring": SCORING, "nsd_tolerance_mm": report.config.nsd_tolerance_mm,
                 "cases": [asdict(r) for r in report.rows]}
-    json_path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
-    md_path.write_text(markdown_table(report.summary, report.config.nsd_tolerance_mm))
+    write_text(json_path, json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
+    write_text(md_path, markdown_table(report.summary, report.config.nsd_tolerance_mm))
     return [csv_path, json_path, md_path]
 
 

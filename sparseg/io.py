@@ -4,18 +4,27 @@ SimpleITK speaks (x, y, z); the rest of the package speaks numpy (z, y, x).
 The flip happens here and nowhere else: `Volume.array` is (z, y, x) and
 `Geometry.spacing_mm` is (z, y, x) too. Masks are always written with the
 geometry (spacing, origin, direction) of a reference image, atomically: a
-temporary file in the target folder renamed into place, so a crash never
-leaves a half-written output.
+temporary file in the target folder, flushed to disk and proved complete (an
+image is read back and compared), then renamed into place, so neither a crash
+nor a full disk leaves a half-written output under its final name.
+
+Reading checks what ITK would accept silently: a damaged compressed stream,
+an impossible spacing, origin or direction, file names that are not UTF-8.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import io
 import logging
+import math
 import os
 import uuid
-from collections.abc import Iterator
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +42,36 @@ DEFAULT_MAX_VOXELS = 512 * 512 * 512
 """Volumes larger than this are refused before their pixels are read."""
 
 
+IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO",
+            ".nrrd": "NrrdImageIO"}
+"""The ITK reader/writer of each suffix, named so that a suffix in capitals (.MHA) works too."""
+
+PLAUSIBLE_SPACING_MM = (0.05, 20.0)
+"""Voxel spacings outside this range are warned about: MRI of a newborn's brain is ~0.5-6 mm (BONBID ~1-2)."""
+
+PIXEL_BYTES = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+               sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
+
+
 def has_image_suffix(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def image_io(path: Path) -> str:
+    """The ITK ImageIO for `path`'s suffix, in any case; "" (ITK guesses) for another suffix."""
+    name = path.name.lower()
+    return next((io_name for suffix, io_name in IMAGE_IO.items() if name.endswith(suffix)), "")
+
+
+def itk_path(path: Path) -> str:
+    """`path` as ITK takes it. A name that is not valid UTF-8 is refused here: ITK aborts the process on it."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        raise InputError(f"{shown}: the file name is not valid UTF-8; rename the file") from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -140,22 +177,29 @@ METAIMAGE_HEADER_BYTES = 65536
 """A MetaImage (.mha/.mhd) text header must end (at ElementDataFile) within this many bytes."""
 
 
-def _check_metaimage_header(path: Path) -> None:
-    """Refuse MetaImage headers that ITK does not refuse cleanly (a huge NDims aborts the process).
-
-    Checks, before ITK parses the file, that NDims, DimSize and
-    ElementNumberOfChannels are small positive integers that agree.
-    """
+def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
+    """A MetaImage file's header fields and the offset of its first data byte (after ElementDataFile's line)."""
     with open(path, "rb") as handle:
         head = handle.read(METAIMAGE_HEADER_BYTES)
     end = head.find(b"ElementDataFile")
     if end < 0:
         raise InputError(f"{path}: not a readable image (no MetaImage header ending in ElementDataFile)")
+    line_end = head.find(b"\n", end)
     fields = {}
-    for line in head[:end].decode("latin-1").splitlines():
+    for line in head[:line_end if line_end >= 0 else len(head)].decode("latin-1").splitlines():
         key, equals, value = line.partition("=")
         if equals:
             fields[key.strip()] = value.strip()
+    return fields, (line_end + 1 if line_end >= 0 else len(head))
+
+
+def _check_metaimage_header(path: Path, fields: dict[str, str]) -> None:
+    """Refuse MetaImage headers that ITK does not refuse cleanly (a huge NDims aborts the process).
+
+    Checks, before ITK parses the file, that NDims, DimSize and
+    ElementNumberOfChannels are small positive integers that agree, and that
+    the geometry fields are finite numbers (ITK reads "nan" as 0 without a word).
+    """
     ndims = fields.get("NDims", "")
     if not ndims.isdigit() or not 1 <= int(ndims) <= 8:
         raise InputError(f"{path}: not a readable image (MetaImage NDims {ndims!r})")
@@ -166,23 +210,82 @@ def _check_metaimage_header(path: Path) -> None:
     channels = fields.get("ElementNumberOfChannels", "1")
     if not channels.isdigit() or not 1 <= int(channels) <= 64:
         raise InputError(f"{path}: not a readable image (MetaImage ElementNumberOfChannels {channels!r})")
-    line_end = head.find(b"\n", end)
-    data_file = head[end:line_end if line_end >= 0 else len(head)].decode("latin-1").partition("=")[2].strip()
+    data_file = fields.get("ElementDataFile", "")
     if data_file and data_file not in ("LOCAL", "LIST") and "%" not in data_file:
         if not (path.parent / data_file).is_file():
             raise InputError(f"{path}: its pixel data file {data_file} is missing")
+    for key in ("ElementSpacing", "Offset", "Origin", "Position", "TransformMatrix", "Orientation", "Rotation"):
+        if key in fields:
+            try:
+                values = [float(v) for v in fields[key].split()]
+            except ValueError:
+                raise InputError(f"{path}: MetaImage {key} {fields[key]!r} is not a list of numbers") from None
+            if not all(math.isfinite(v) for v in values):
+                raise InputError(f"{path}: MetaImage {key} {fields[key]!r} is not finite")
+
+
+def _check_geometry(path: Path, reader: sitk.ImageFileReader) -> None:
+    """Refuse a grid no voxel can sit on, naming the problem; warn about a spacing no MRI of a newborn has."""
+    spacing, origin, direction = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"{path}: voxel spacing {tuple(spacing)} mm: every spacing must be a positive number")
+    if not all(math.isfinite(v) for v in (*origin, *direction)):
+        raise InputError(f"{path}: origin or direction matrix is not finite")
+    if abs(float(np.linalg.det(np.reshape(direction, (3, 3))))) < 1e-6:
+        raise InputError(f"{path}: the direction matrix is singular (axes {tuple(round(v, 3) for v in direction)})")
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(low <= v <= high for v in spacing):
+        log.warning("%s: voxel spacing %s mm is outside %g-%g mm: check the header's units (lesion volumes in mL "
+                    "come from it)", path, tuple(float(v) for v in spacing), low, high)
+
+
+def _check_compressed_data(path: Path, fields: dict[str, str], data_start: int, expected_bytes: int) -> None:
+    """Decode a compressed MetaImage's zlib stream once, to its end (where zlib checks its Adler-32), and
+    compare its length with the header's. ITK prints "Uncompress failed" for a damaged stream and
+    returns zeros, or decodes garbage from damage in the middle; here either is an InputError."""
+    data_file = fields.get("ElementDataFile", "LOCAL")
+    source, start = (path, data_start) if data_file == "LOCAL" else (path.parent / data_file, 0)
+    decoder = zlib.decompressobj()
+    decoded = 0
+    try:
+        with open(source, "rb") as handle:
+            handle.seek(start)
+            while chunk := handle.read(1 << 20):
+                decoded += len(decoder.decompress(chunk))
+                if decoder.eof:
+                    break
+            decoded += len(decoder.flush())
+    except zlib.error as exc:
+        raise InputError(f"{source}: compressed pixel data is damaged (zlib: {exc})") from None
+    if not decoder.eof:
+        raise InputError(f"{source}: compressed pixel data is cut short (its zlib stream does not end)")
+    if expected_bytes and decoded != expected_bytes:
+        raise InputError(f"{source}: compressed pixel data holds {decoded} bytes, the header says {expected_bytes}")
+
+
+def _check_gzip(path: Path) -> None:
+    """Read a .gz file to its end, where gzip checks its CRC-32 and length (ITK does not report a bad one)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
 def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
-    """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`."""
+    """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`, on a
+    grid with positive spacings, a finite origin and an invertible direction matrix."""
+    name = itk_path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
-    if path.suffix.lower() in (".mha", ".mhd"):
-        _check_metaimage_header(path)
+    if image_io(path) == "MetaImageIO":
+        _check_metaimage_header(path, _metaimage_fields(path)[0])
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(name)
+    reader.SetImageIO(image_io(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -196,19 +299,34 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
     if voxels > max_voxels:
         raise InputError(f"{path}: volume of {reader.GetSize()} voxels ({voxels}) is over the limit of {max_voxels}")
+    _check_geometry(path, reader)
     return reader
+
+
+def _check_pixel_data(path: Path, reader: sitk.ImageFileReader) -> None:
+    """Check a compressed file's stream whole before ITK decodes it (ITK does not report every damage)."""
+    if image_io(path) == "MetaImageIO":
+        fields, data_start = _metaimage_fields(path)
+        if fields.get("CompressedData", "False").lower() == "true":
+            expected = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents() * \
+                PIXEL_BYTES.get(reader.GetPixelID(), 0)
+            _check_compressed_data(path, fields, data_start, expected)
+    elif path.name.lower().endswith(".gz"):
+        _check_gzip(path)
 
 
 def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     """Read a 3D scalar image of any numeric pixel type as float32 (z, y, x).
 
     Raises InputError (message starts with the path) for a missing, empty or
-    unreadable file, an image that is not 3D, vector pixels, or a volume over
-    `max_voxels` (checked from the header, before the pixels are read).
-    Non-finite voxels are counted in a warning and set to 0.
+    unreadable file, an image that is not 3D, vector pixels, a volume over
+    `max_voxels` (checked from the header, before the pixels are read), an
+    impossible grid, or damaged compressed data. Non-finite voxels, and values
+    beyond float32's range, are counted in a warning and set to 0.
     """
     path = Path(path)
     reader = _open_header(path, max_voxels)
+    _check_pixel_data(path, reader)
     try:
         image = reader.Execute()
     except RuntimeError:
@@ -216,6 +334,15 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
     raw = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
         raise InputError(f"{path}: pixel type {raw.dtype} is not a real number type")
+    out_of_range = 0
+    if raw.dtype == np.float64:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(raw) > np.finfo(np.float32).max
+        out_of_range = int(np.count_nonzero(beyond))
+        if out_of_range:
+            raw = np.where(beyond, 0.0, raw)
+            log.warning("%s: %d voxels beyond the float32 range (|value| > %.2g) treated as 0", path, out_of_range,
+                        float(np.finfo(np.float32).max))
     array = np.asarray(raw, dtype=np.float32).copy()
     finite = np.isfinite(array)
     if not finite.all():
@@ -247,58 +374,177 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to; renamed to `path` on success, removed on failure.
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform allows opening a folder)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
-    Readers therefore see either no file or a complete one, never a half-written one. The file gets the
-    mode of any new file (some writers, safetensors' among them, make theirs readable by the owner only,
-    which a container's unprivileged user then cannot read).
+
+class IncompleteWrite(Exception):
+    """Raised by an `atomic_path` check: the file written is not what was meant (its message says how)."""
+
+
+def _settle(temporary: Path, verify: Callable[[Path], None] | None) -> None:
+    """Prove a written temporary file complete: it exists, is not empty, is on disk (fsync), and `verify`
+    (the writer's own check: read it back) accepts it. Raises IncompleteWrite otherwise."""
+    if not temporary.is_file():
+        raise IncompleteWrite("the writer made no file")
+    if temporary.stat().st_size == 0:
+        raise IncompleteWrite("0 bytes reached the disk: is it full?")
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    if verify is not None:
+        verify(temporary)
+    os.chmod(temporary, _default_file_mode())
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` once proved complete, removed otherwise.
+
+    Readers therefore see either no file or a complete one, never a half-written one: before the
+    rename the file must exist, be non-empty, be flushed to disk (fsync), and pass `verify` (which
+    reads it back and raises IncompleteWrite when it is not what was written; some writers, ITK's
+    among them, do not report a full disk). Either, or a file system error while writing, becomes an
+    OutputError naming `path`. The file gets the mode of any new file (some writers, safetensors' among them,
+    make theirs readable by the owner only, which a container's unprivileged user then cannot read).
     """
-    temporary = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}"
+    name = path.name
+    if has_image_suffix(path):  # ITK's MetaImage writer makes .mhd + .zraw of "x.MHA": suffixes in lower case
+        suffix = next(s for s in IMAGE_SUFFIXES if name.lower().endswith(s))
+        name = name[: -len(suffix)] + suffix
+    temporary = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
     try:
         yield temporary
-        if temporary.is_file():
-            os.chmod(temporary, _default_file_mode())
+        _settle(temporary, verify)
         os.replace(temporary, path)
+        _sync_folder(path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except IncompleteWrite as exc:
+        raise OutputError(f"{path}: cannot write ({exc})") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create output folder ({exc.strerror})") from None
+
+
+def write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write `data` atomically, checked to have reached the file whole."""
+    path = Path(path)
+    _make_folder(path)
+
+    def verify(temporary: Path) -> None:
+        if temporary.stat().st_size != len(data):
+            raise IncompleteWrite(f"{temporary.stat().st_size} of {len(data)} bytes reached the disk: is it full?")
+
+    with atomic_path(path, verify) as temporary:
+        temporary.write_bytes(data)
+    return path
+
+
+def verify_zip(temporary: Path) -> None:
+    """`atomic_path`'s check of a zip file (a torch.save or TorchScript file): every member's CRC."""
+    try:
+        with zipfile.ZipFile(temporary) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise IncompleteWrite(f"not a complete zip file: {exc}") from None
+    if bad is not None:
+        raise IncompleteWrite(f"zip member {bad} is damaged")
+
+
+def verify_gzip(temporary: Path) -> None:
+    """`atomic_path`'s check of a gzip file (a model tarball): the stream to its end, CRC-32 and length."""
+    try:
+        with gzip.open(temporary, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IncompleteWrite(f"the gzip stream does not read back: {exc}") from None
+
+
+PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def verify_png(temporary: Path) -> None:
+    """`atomic_path`'s check of a PNG: its signature at the start and its IEND chunk at the end."""
+    with open(temporary, "rb") as handle:
+        start = handle.read(len(PNG_SIGNATURE))
+        handle.seek(max(0, temporary.stat().st_size - len(PNG_END)))
+        end = handle.read()
+    if start != PNG_SIGNATURE or end != PNG_END:
+        raise IncompleteWrite("the PNG is incomplete")
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write UTF-8 text (JSON, markdown, HTML) atomically, checked like `write_bytes`."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_csv(path: Path | str, rows: list[dict]) -> Path:
     """A table of dicts (the first row's keys are the header) as CSV, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compress: bool = True) -> Path:
     """Write a (z, y, x) array with `geometry`, keeping its dtype, atomically.
 
-    The file is written under a temporary name in the target folder and then
-    renamed, so the target either does not exist or is complete.
+    The file is written under a temporary name in the target folder, read back
+    and compared with `array` and `geometry`, and then renamed, so the target
+    either does not exist or is complete and right.
     """
     path = Path(path)
     if path.suffix.lower() == ".mhd":
         raise ValueError(f"{path}: write .mha (one file, renamed into place when complete), not .mhd + .raw")
     if tuple(array.shape) != geometry.shape:
         raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    image = sitk.GetImageFromArray(array)
     geometry.apply_to(image)
+    itk_path(path)
+    _make_folder(path)
+
+    def verify(temporary: Path) -> None:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(temporary))
+        reader.SetImageIO(image_io(path))
+        try:
+            written = reader.Execute()
+        except RuntimeError as exc:
+            raise IncompleteWrite(f"the file does not read back: {_sitk_message(exc)}") from None
+        same = (Geometry.of(written).differences(geometry, tolerance=1e-6) == []
+                and np.array_equal(sitk.GetArrayViewFromImage(written), array, equal_nan=array.dtype.kind == "f"))
+        if not same:
+            raise IncompleteWrite("the file read back differs from what was written")
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot create output folder ({exc.strerror})") from None
-    try:
-        with atomic_path(path) as temporary:
-            sitk.WriteImage(image, str(temporary), compress)
-    except (RuntimeError, OSError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else _sitk_message(exc)
-        raise OutputError(f"{path}: cannot write ({reason})") from None
+        with atomic_path(path, verify) as temporary:
+            writer = sitk.ImageFileWriter()
+            writer.SetFileName(str(temporary))
+            writer.SetImageIO(image_io(path))
+            writer.SetUseCompression(compress)
+            writer.Execute(image)
+    except RuntimeError as exc:
+        raise OutputError(f"{path}: cannot write ({_sitk_message(exc)})") from None
     return path
 
 

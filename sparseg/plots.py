@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparseg.config import PreprocessingConfig  # noqa: E402
-from sparseg.io import atomic_path  # noqa: E402
+from sparseg.io import atomic_path, verify_png  # noqa: E402
 
 
 def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
@@ -30,7 +30,8 @@ def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out / name
-        fig.savefig(path, dpi=100)
+        with atomic_path(path, verify_png) as temporary:
+            fig.savefig(temporary, format="png", dpi=100)
         plt.close(fig)
         paths.append(path)
 
@@ -62,7 +63,9 @@ def plot_overlay(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, sp
     legend = "red: predicted" + (", green: true" if label is not None else "")
     fig.suptitle(f"{title} ({legend})", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(path, verify_png) as temporary:
+            fig.savefig(temporary, format="png", dpi=90)
+    finally:
+        plt.close(fig)
     return path

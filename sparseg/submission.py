@@ -24,7 +24,7 @@ import torch
 from sparseg import __version__
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
-from sparseg.io import atomic_path
+from sparseg.io import atomic_path, verify_gzip
 from sparseg.model import Checkpoint, load_checkpoint, trace_checkpoint, traced_path
 
 MANIFEST = "sparseg-model.json"
@@ -94,7 +94,7 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
                 trace_checkpoint(staging / name)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as temporary, tarfile.open(temporary, "w:gz") as archive:
+        with atomic_path(out, verify_gzip) as temporary, tarfile.open(temporary, "w:gz") as archive:
             for name in names:
                 for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name):
                     if (staging / member).is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,27 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model.eval(), TINY_RUN)
 
 
+def edit_checkpoint_header(checkpoint: Path, change: Callable[[dict], None], resign: bool = False) -> Path:
+    """Change a checkpoint's header metadata in place with `change`; `resign` recomputes checkpoint_sha256
+    (a checkpoint saved so by other code, not an edit after saving)."""
+    import json
+
+    from sparseg.model import checkpoint_sha256
+
+    data = checkpoint.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = json.loads(header["__metadata__"]["sparseg"])
+    change(metadata)
+    if resign:
+        metadata["checkpoint_sha256"] = checkpoint_sha256(metadata["weights_sha256"], metadata.get("config", {}))
+    header["__metadata__"]["sparseg"] = json.dumps(metadata)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    checkpoint.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + size :])
+    return checkpoint
+
+
 def tamper_traced(checkpoint: Path) -> Path:
     """Trace `checkpoint`, then change a weight of the traced network and keep its stamp (a modified file)."""
     import json
@@ -55,3 +77,28 @@ def tamper_traced(checkpoint: Path) -> Path:
         next(iter(module.parameters())).add_(1.0)
     torch.jit.save(module, str(traced), _extra_files={TRACED_STAMP: json.dumps(traced_stamp(traced))})
     return traced
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a small tmpfs filled to the last byte (root only: mounting needs it; CI runs as root)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with open(folder / "filler", "wb", buffering=0) as handle:
+            try:
+                while handle.write(b"\0" * 512):
+                    pass
+            except OSError:  # ENOSPC: full
+                pass
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

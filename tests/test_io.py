@@ -192,3 +192,88 @@ def test_outputs_are_readable_like_any_new_file_whoever_wrote_them(tmp_path: Pat
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "private.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _only_the_filler(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("size", [(3, 4, 5), (40, 128, 128)])
+def test_a_full_disk_is_an_error_and_leaves_no_file(full_disk: Path, size: tuple[int, int, int]) -> None:
+    """ITK does not report a full disk for a small file (a 0-byte mask stayed behind under its final name)."""
+    geometry = Geometry.from_array_order(size, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    mask = np.random.default_rng(0).random(size) > 0.5
+    with pytest.raises(OutputError, match=r"mask.mha: cannot write \("):
+        write_mask(mask, geometry, full_disk / "mask.mha")
+    assert _only_the_filler(full_disk) == ["filler"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "text", "png", "checkpoint"])
+def test_every_kind_of_output_refuses_a_full_disk(full_disk: Path, kind: str) -> None:
+    from sparseg.io import write_csv, write_text
+
+    if kind == "csv":
+        write = lambda path: write_csv(path, [{"case_id": "a", "dsc": 0.5}] * 200)  # noqa: E731
+    elif kind == "text":
+        write = lambda path: write_text(path, "{}\n" * 5000)  # noqa: E731
+    elif kind == "png":
+        from sparseg.plots import plot_overlay
+
+        volume = np.ones((3, 16, 16), np.float32)
+        write = lambda path: plot_overlay(volume, volume > 0, None, (1.0, 1.0, 1.0), "x", path)  # noqa: E731
+    else:
+        from sparseg.model import build_model, save_checkpoint
+
+        from conftest import TINY_RUN
+
+        model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+        write = lambda path: save_checkpoint(path, model, TINY_RUN)  # noqa: E731
+    with pytest.raises(OutputError, match="out.bin: cannot write"):
+        write(full_disk / "out.bin")
+    assert _only_the_filler(full_disk) == ["filler"]
+
+
+def test_a_file_that_does_not_read_back_is_not_renamed_into_place(tmp_path: Path) -> None:
+    from sparseg.io import IncompleteWrite, atomic_path
+
+    def refuse(temporary: Path) -> None:
+        raise IncompleteWrite("read back differs")
+
+    with pytest.raises(OutputError, match=r"^.*out.txt: cannot write \(read back differs\)$"):
+        with atomic_path(tmp_path / "out.txt", refuse) as temporary:
+            temporary.write_text("something")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".MHA", ".NII.GZ"])
+def test_suffixes_in_capitals_are_read_and_written(tmp_path: Path, suffix: str) -> None:
+    mask = np.zeros(OBLIQUE.shape, bool)
+    mask[1, 2, 3] = True
+    path = write_mask(mask, OBLIQUE, tmp_path / f"mask{suffix}")
+    read, geometry = read_mask(path)
+    np.testing.assert_array_equal(read, mask)
+    assert geometry.differences(OBLIQUE, tolerance=1e-5) == []
+
+
+def test_a_damaged_nifti_gzip_stream_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "img.nii.gz"
+    volume = np.round(np.random.default_rng(0).random((20, 64, 64)) * 4).astype(np.float32)
+    sitk.WriteImage(_image(volume, Geometry.from_array_order(volume.shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0),
+                                                             OBLIQUE.direction)), str(path))
+    data = bytearray(path.read_bytes())
+    middle = len(data) * 2 // 3  # well into the pixel data's deflate stream
+    data[middle : middle + 8] = bytes(range(1, 9))
+    path.write_bytes(bytes(data))
+    _expect_input_error(path, "compressed data is damaged")
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_itk_sees_it(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / os.fsdecode(b"adc_\xff.mha")
+    sitk.WriteImage(_image(np.ones((5, 6, 7), np.float32)), str(tmp_path / "adc.mha"))
+    (tmp_path / "adc.mha").rename(path)
+    with pytest.raises(InputError, match=r"adc_\\udcff.mha: the file name is not valid UTF-8; rename the file$"):
+        read_image(path)
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        write_mask(np.zeros(OBLIQUE.shape, bool), OBLIQUE, tmp_path / os.fsdecode(b"mask_\xff.mha"))
