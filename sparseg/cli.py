@@ -70,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_run_config(args.config)
     try:
         result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device,
-                       skip_bad=args.skip_bad)
+                       skip_bad=args.skip_bad, allow_config_change=args.allow_config_change)
     except ConfigError as exc:  # what only building the network finds (the encoder's name)
         raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result["rank"] == 0:
@@ -89,7 +89,7 @@ def _info(args: argparse.Namespace) -> int:
         from sparseg.model import load_checkpoint
 
         load_checkpoint(args.checkpoint)
-        metadata = {**metadata, "verified": "weights match their sha256"}
+        metadata = {**metadata, "verified": "weights and run config match their sha256"}
     print(json.dumps(metadata, indent=2))
     return 0
 
@@ -256,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
     p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch, with the "
+                   "config it was made with")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue with a config that differs from the run's (e.g. more epochs); "
+                        "the differences are logged and config.json is rewritten")
     p.add_argument("--skip-bad", action="store_true",
                    help="train without cases that cannot be read (listed in skipped_cases.csv) instead of stopping")
     p.add_argument("--device", choices=DEVICES, default="auto")

@@ -3,9 +3,12 @@
 A checkpoint is one `.safetensors` file: the weights, and in its header a JSON
 document with the run config (architecture, preprocessing constants,
 threshold, training settings), the data fingerprint, validation metrics, code
-and library versions, and the sha256 of the weights. Loading checks the
-hash, never unpickles anything, and rebuilds the model from the stored
-config alone. A readable copy of the JSON is written beside it.
+and library versions, the sha256 of the weights, and `checkpoint_sha256`,
+which covers the weights' hash and the run config together: what decides a
+mask. Reading the header checks the config against it (an edited threshold is
+refused); loading checks the weights too, never unpickles anything, and
+rebuilds the model from the stored config alone. A readable copy of the JSON
+is written beside it.
 
 For a fast start, `trace_checkpoint` writes the same network traced to
 TorchScript beside the checkpoint (`<name>.torchscript`, made in the image at
@@ -28,18 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparseg.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from sparseg.environment import code_version, library_versions
 from sparseg.errors import ConfigError, InputError, SparsegError
-from sparseg.io import atomic_path
+from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_text
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sparseg-checkpoint/1"
+FORMAT = "sparseg-checkpoint/2"
+"""/2 records `checkpoint_sha256` (weights and run config); /1 checkpoints (weights' hash only) are still read."""
+FORMAT_WEIGHTS_HASH_ONLY = "sparseg-checkpoint/1"
 TRACED_FORMAT = "sparseg-torchscript/1"
 TRACED_SUFFIX = ".torchscript"
 TRACED_STAMP = "sparseg.json"
@@ -101,6 +106,13 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_sha256(weights_sha256: str, config: dict[str, Any]) -> str:
+    """The hash of what decides a checkpoint's masks: its weights' hash and its run config (as JSON)."""
+    document = json.dumps({"weights_sha256": weights_sha256, "config": config}, sort_keys=True,
+                          separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
 @dataclass
 class Checkpoint:
     model: nn.Module
@@ -112,6 +124,11 @@ class Checkpoint:
     """Whether `model` is the traced network beside the file rather than one rebuilt from the config."""
 
     @property
+    def sha256(self) -> str:
+        """What identifies the network and the settings it carries: `checkpoint_sha256` (the weights' for /1)."""
+        return str(self.metadata.get("checkpoint_sha256") or self.metadata.get("weights_sha256"))
+
+    @property
     def synthetic(self) -> bool:
         """Whether it was trained on synthetic data (`sparseg synth`), as its data fingerprint says."""
         return bool(self.metadata.get("data", {}).get("synthetic"))
@@ -119,7 +136,7 @@ class Checkpoint:
     def describe(self) -> str:
         """One line for a job's log: which file, which weights, what data, how it was loaded."""
         data = "SYNTHETIC data" if self.synthetic else "real data"
-        return (f"{self.path} (weights sha256 {str(self.metadata.get('weights_sha256'))[:12]}, trained on {data}, "
+        return (f"{self.path} (sha256 {self.sha256[:12]}, trained on {data}, "
                 f"network {'traced' if self.traced else 'rebuilt from its config'})")
 
 
@@ -131,24 +148,39 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = model.module if hasattr(model, "module") else model
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    config_document = json.loads(json.dumps(to_dict(config)))  # as the header will hold it
+    weights_hash = weights_sha256(state)
     metadata = {
         "format": FORMAT,
-        "config": to_dict(config),
+        "config": config_document,
         "parameters": count_parameters(module),
         "code_version": code_version(),
         "libraries": library_versions(),
         **(extra or {}),
-        "weights_sha256": weights_sha256(state),
+        "weights_sha256": weights_hash,
+        "checkpoint_sha256": checkpoint_sha256(weights_hash, config_document),
     }
-    with atomic_path(path) as temporary:
-        save_file(state, str(temporary), metadata={"sparseg": json.dumps(metadata)})
-    with atomic_path(path.with_suffix(".json")) as temporary:
-        temporary.write_text(json.dumps(metadata, indent=2) + "\n")
+    def verify(temporary: Path) -> None:  # the header whole and every tensor's bytes within the file
+        try:
+            with safe_open(str(temporary), framework="pt") as written:
+                complete = set(written.keys()) == set(state)
+        except (SafetensorError, OSError) as exc:
+            raise IncompleteWrite(f"the checkpoint does not read back: {exc}") from None
+        if not complete:
+            raise IncompleteWrite("the checkpoint read back lacks tensors")
+
+    with atomic_path(path, verify) as temporary:
+        try:
+            save_file(state, str(temporary), metadata={"sparseg": json.dumps(metadata)})
+        except SafetensorError as exc:  # its I/O errors (a full disk) are not OSErrors
+            raise IncompleteWrite(str(exc)) from None
+    write_text(path.with_suffix(".json"), json.dumps(metadata, indent=2) + "\n")
     return path
 
 
 def read_metadata(path: Path | str) -> dict[str, Any]:
-    """The metadata of a checkpoint, from its header (no weights loaded)."""
+    """The metadata of a checkpoint, from its header (no weights loaded), its run config checked against
+    `checkpoint_sha256`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
@@ -161,8 +193,21 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
         metadata = json.loads(header["__metadata__"]["sparseg"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(f"{path}: not a SPARSeg checkpoint (no readable safetensors header)") from None
-    if metadata.get("format") != FORMAT:
-        raise InputError(f"{path}: unknown checkpoint format {metadata.get('format')!r}")
+    if not isinstance(metadata, dict) or metadata.get("format") not in (FORMAT, FORMAT_WEIGHTS_HASH_ONLY):
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise InputError(f"{path}: unknown checkpoint format {found!r}")
+    if not isinstance(metadata.get("config"), dict):
+        raise InputError(f"{path}: no run config in the checkpoint's header (it cannot say how to rebuild the network)")
+    if not isinstance(metadata.get("weights_sha256"), str):
+        raise InputError(f"{path}: no weights_sha256 in the checkpoint's header")
+    if metadata["format"] == FORMAT:
+        try:
+            expected = checkpoint_sha256(metadata["weights_sha256"], metadata["config"])
+        except ValueError:  # NaN or infinity in the config
+            expected = None
+        if metadata.get("checkpoint_sha256") != expected:
+            raise InputError(f"{path}: the header was edited after the checkpoint was saved (its run config or "
+                             "weights hash no longer matches checkpoint_sha256)")
     return metadata
 
 
@@ -175,9 +220,12 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced
     path = Path(path)
     metadata = read_metadata(path)
     try:
-        config = run_config_from_dict(metadata.get("config", {}))
+        config = run_config_from_dict(metadata["config"])
     except ConfigError as exc:
         raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+    if metadata["format"] == FORMAT_WEIGHTS_HASH_ONLY:
+        log.warning("%s: format %s: its run config is not covered by a hash (saved by an earlier SPARSeg)", path,
+                    FORMAT_WEIGHTS_HASH_ONLY)
     model = load_traced(path, metadata) if traced else None
     if model is None:
         try:
@@ -186,8 +234,16 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced
             raise InputError(f"{path}: checkpoint weights cannot be read ({exc})") from None
         if weights_sha256(state) != metadata.get("weights_sha256"):
             raise InputError(f"{path}: weights do not match their recorded sha256 (corrupt or modified checkpoint)")
-        model = build_model(config.model, config.in_channels)
-        model.load_state_dict(state)
+        try:
+            model = build_model(config.model, config.in_channels)
+        except ConfigError as exc:
+            raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise InputError(f"{path}: its weights do not fit the network its run config describes "
+                             f"({config.model.architecture}, encoder {config.model.encoder}, "
+                             f"{config.in_channels} channels)") from None
     model.to(device).eval()
     return Checkpoint(model=model, config=config, metadata=metadata, path=path, traced=isinstance(
         model, torch.jit.ScriptModule))
@@ -219,7 +275,7 @@ def trace_checkpoint(path: Path | str) -> Path:
     stamp = {"format": TRACED_FORMAT, "weights_sha256": checkpoint.metadata["weights_sha256"],
              "torch": torch.__version__}
     out = traced_path(path)
-    with atomic_path(out) as temporary, warnings.catch_warnings():
+    with atomic_path(out, verify_zip) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(traced, str(temporary), _extra_files={TRACED_STAMP: json.dumps(stamp)})
     return out

@@ -25,7 +25,7 @@ from sparseg.model import (
     traced_stamp,
 )
 
-from conftest import tamper_traced
+from conftest import edit_checkpoint_header, tamper_traced
 
 TINY_MODEL = ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16))
 TINY_RUN = RunConfig(preprocessing=PreprocessingConfig(slice_size=(64, 64)), model=TINY_MODEL)
@@ -189,14 +189,27 @@ def test_an_unknown_encoder_is_a_config_error(encoder: str) -> None:
 
 def test_a_checkpoint_with_an_impossible_config_is_named(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
-    data = path.read_bytes()
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    metadata = json.loads(header["__metadata__"]["sparseg"])
-    metadata["config"]["threshold"] = 1.5
-    header["__metadata__"]["sparseg"] = json.dumps(metadata)
-    encoded = json.dumps(header).encode()
-    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + size :])
+    edit_checkpoint_header(path, lambda m: m["config"].update(threshold=1.5), resign=True)
     expected = r"model.safetensors: the checkpoint's run config: threshold: must be at most 1"
     with pytest.raises(InputError, match=expected):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("field", ["threshold", "preprocessing.adc_range", "weights_sha256"])
+def test_an_edited_header_is_refused_by_its_hash(tmp_path: Path, field: str) -> None:
+    path, _ = _saved(tmp_path)
+    changes = {"threshold": lambda m: m["config"].update(threshold=0.5),
+               "preprocessing.adc_range": lambda m: m["config"]["preprocessing"].update(adc_range=[0, 3000]),
+               "weights_sha256": lambda m: m.update(weights_sha256="0" * 64)}
+    edit_checkpoint_header(path, changes[field])
+    with pytest.raises(InputError, match="model.safetensors: the header was edited after the checkpoint was saved"):
+        read_metadata(path)
+
+
+def test_a_checkpoint_of_the_earlier_format_loads_with_a_warning(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    path, model = _saved(tmp_path)
+    edit_checkpoint_header(path, lambda m: (m.update(format="sparseg-checkpoint/1"), m.pop("checkpoint_sha256")))
+    loaded = load_checkpoint(path)
+    assert loaded.sha256 == loaded.metadata["weights_sha256"]
+    assert any("not covered by a hash" in r.getMessage() for r in caplog.records)

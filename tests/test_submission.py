@@ -106,7 +106,7 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr
     for member in ("fold0-final.safetensors", "fold1-final.safetensors"):
-        assert f"checkpoint: {unpacked / member} (weights sha256" in job.stderr and "network traced" in job.stderr
+        assert f"checkpoint: {unpacked / member} (sha256" in job.stderr and "network traced" in job.stderr
     assert "device: CPU" in job.stderr
 
     assert main(["predict", "--data", str(tmp_path / "input"), "--out", str(tmp_path / "predicted"),
