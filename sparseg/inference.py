@@ -20,7 +20,7 @@ from torch import nn
 
 from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, PreprocessingConfig, RunConfig
 from sparseg.errors import InputError, SparsegError
-from sparseg.hardware import autocast
+from sparseg.hardware import autocast, autocast_dtype
 from sparseg.io import Volume, require_same_grid
 from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
@@ -87,6 +87,18 @@ class Predictor:
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
         """Checkpoint files (the traced network beside each where current), with the options of `__init__`."""
         return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
+
+    def made_by(self) -> dict[str, str]:
+        """What decides this predictor's masks besides the inputs: the checkpoints (each's sha256 covers its
+        weights and run config, the threshold included) and the settings that change voxels."""
+        dtype = autocast_dtype(self.device, self.inference.precision)
+        on_off = {True: "on", False: "off"}
+        return {
+            "checkpoints_sha256": "+".join(c.sha256[:16] for c in self.checkpoints),
+            "settings": f"tta={on_off[self.tta]} min_lesion_mm3={self.min_lesion_mm3:g} "
+                        f"precision={'fp32' if dtype is None else str(dtype).removeprefix('torch.')} "
+                        f"crop_to_brain={on_off[self.inference.crop_to_brain]}",
+        }
 
     def window(self, adc: np.ndarray) -> BrainWindow:
         """The slices and in-plane box of the resized slices that the network runs on, per the settings."""

@@ -11,10 +11,12 @@ summary CSV (the names are in `sparseg.cases`). Both hand the volumes to
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +83,27 @@ def resolve_weights(paths: list[Path] | None) -> list[Path]:
 
 ADC_IN_MM2_PER_S_BELOW = 0.01
 """Brain ADC values all below this look like mm^2/s; BONBID-HIE ADC is in 1e-6 mm^2/s (brain ~800-3000)."""
+ADC_PLAUSIBLE_MAX = 1e5
+"""No tissue diffuses faster than free water (~3000 x 1e-6 mm^2/s at body temperature); far above is another map."""
 
 
 def warn_if_unusual(adc: Volume) -> None:
-    """Log what makes an ADC volume unusual enough that the mask may surprise: no brain, or the wrong unit."""
+    """Log what makes an ADC volume unusual enough that the mask may surprise: no brain, the wrong unit or
+    scale, or a sign flip."""
     brain = adc.array[adc.array != 0]
     if brain.size == 0:
         log.warning("%s: ADC is all zeros (no brain): the mask is empty", adc.path)
-    elif float(np.abs(brain).max()) < ADC_IN_MM2_PER_S_BELOW:
+        return
+    largest, negative = float(np.abs(brain).max()), float(np.mean(brain < 0))
+    if largest < ADC_IN_MM2_PER_S_BELOW:
         log.warning("%s: ADC values are all below %g, as if in mm^2/s; SPARSeg expects 1e-6 mm^2/s "
                     "(multiply by 1e6): THIS MASK IS NOT MEANINGFUL", adc.path, ADC_IN_MM2_PER_S_BELOW)
+    elif largest > ADC_PLAUSIBLE_MAX:
+        log.warning("%s: ADC values reach %.3g, far above free water's ~3000 x 1e-6 mm^2/s: another map or "
+                    "scale? THIS MASK IS NOT MEANINGFUL", adc.path, largest)
+    if negative > 0.5:
+        log.warning("%s: ADC is negative in %.0f%% of the brain's voxels; ADC cannot be negative (a sign flip?): "
+                    "THIS MASK IS NOT MEANINGFUL", adc.path, 100 * negative)
 
 
 def warn_if_synthetic(predictor: Predictor) -> None:
@@ -101,6 +114,8 @@ def warn_if_synthetic(predictor: Predictor) -> None:
 
 @dataclass
 class CaseSummary:
+    """A row of a batch's summary.csv: the result, and what made it (the key a rerun checks)."""
+
     case_id: str
     status: str
     lesion_ml: float = float("nan")
@@ -108,6 +123,55 @@ class CaseSummary:
     burden_group: str = ""
     seconds: float = float("nan")
     error: str = ""
+    inputs_sha256: str = ""
+    """The sha256 (first 16 hex digits) of the ADC and Z_ADC files' bytes."""
+    checkpoints_sha256: str = ""
+    settings: str = ""
+
+
+SUMMARY_COLUMNS = tuple(CaseSummary.__dataclass_fields__)
+MADE_BY = ("inputs_sha256", "checkpoints_sha256", "settings")
+"""The columns of summary.csv that say what made a mask; a rerun keeps a mask only when all three match."""
+
+
+def inputs_sha256(case: Case) -> str:
+    """The sha256 (16 hex digits) of a case's ADC and Z_ADC files, byte for byte."""
+    digest = hashlib.sha256()
+    for path in (case.adc, case.z):
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
+    """The rows of an earlier run's summary.csv by case id ({} when there is none or it cannot be read)."""
+    try:
+        with open(path, newline="") as handle:
+            return {row["case_id"]: row for row in csv.DictReader(handle) if row.get("case_id")}
+    except (OSError, csv.Error, UnicodeDecodeError, KeyError):
+        return {}
+
+
+def _why_redo(row: dict[str, str] | None, made_by: dict[str, str]) -> str | None:
+    """Why a case's existing mask cannot be kept, or None when the earlier run made it as this one would."""
+    if row is None:
+        return f"no record of what made its mask in {BATCH_SUMMARY}"
+    if row.get("status") == "failed":
+        return "it failed before"
+    changed = [key for key in MADE_BY if row.get(key) != made_by[key]]
+    if not changed:
+        return None
+    what = {"inputs_sha256": "its input files changed", "checkpoints_sha256": "other weights made it",
+            "settings": "other settings made it"}
+    details = {"checkpoints_sha256": f" ({row.get('checkpoints_sha256') or 'unrecorded'} then, "
+                                     f"{made_by['checkpoints_sha256']} now)",
+               "settings": f" ({row.get('settings') or 'unrecorded'} then)"}
+    return "; ".join(what[key] + details.get(key, "") for key in changed)
 
 
 def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
@@ -148,27 +212,45 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
     (the slices with the most lesion; true contours too where labels exist).
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
-    run). Cases whose outputs all exist are not redone unless `overwrite`: a
-    rerun continues where an interrupted one stopped.
+    run). summary.csv is rewritten after each case and records what made each
+    mask (`MADE_BY`: the inputs' hash, the checkpoints' hashes, the settings). A
+    rerun keeps a case's outputs only when they all exist and that record
+    matches (unless `overwrite`): it continues where an interrupted run
+    stopped, and redoes, saying why, a case whose inputs, weights or settings
+    changed.
     """
     cases = find_any_cases(data)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{PARTIAL_PREFIX}*"):
         stale.unlink()
-    summaries = []
-    for case in tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty()):
+    summary_path = out / BATCH_SUMMARY
+    earlier = {} if overwrite else _earlier_rows(summary_path)
+    made_by = predictor.made_by()
+    summaries: list[CaseSummary] = []
+    for index, case in enumerate(tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty())):
         mask = out / prediction_name(case.case_id)
         probabilities = out / probabilities_name(case.case_id) if save_probabilities else None
         overlay = out / overlay_name(case.case_id) if overlays else None
         try:
+            key = {"inputs_sha256": inputs_sha256(case), **made_by}
+            summary = None
             if not overwrite and all(p is None or p.is_file() for p in (mask, probabilities, overlay)):
-                summaries.append(_summary_of_existing(case, mask))
-                continue
-            summaries.append(predict_case(case, predictor, mask, probabilities, overlay))
+                reason = _why_redo(earlier.get(case.case_id), key)
+                if reason is None:
+                    try:
+                        summary = _summary_of_existing(case, mask)
+                    except InputError as exc:
+                        log.info("%s: segmenting again: its earlier output cannot be read (%s)", case.case_id, exc)
+                else:
+                    log.info("%s: segmenting again: %s", case.case_id, reason)
+            summary = summary or predict_case(case, predictor, mask, probabilities, overlay)
+            summaries.append(replace(summary, **key))
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
-    write_csv(out / BATCH_SUMMARY, [asdict(s) for s in summaries])
+        not_yet = [{name: row.get(name, "") for name in SUMMARY_COLUMNS}  # still on disk, from the earlier run
+                   for c in cases[index + 1 :] if (row := earlier.get(c.case_id)) is not None]
+        write_csv(summary_path, [asdict(s) for s in summaries] + not_yet)
     return summaries
 
 

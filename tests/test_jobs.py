@@ -102,9 +102,11 @@ def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     done = sorted(killed.glob("*_lesion.mha"))
-    assert 0 < len(done) < 16 and not (killed / "summary.csv").exists()
+    assert 0 < len(done) < 16
     for path in done:  # every file with a final name is complete
         assert read_mask(path)[0].ndim == 3
+    recorded = list(_statuses(killed)) if (killed / "summary.csv").exists() else []  # rewritten after each case
+    assert set(recorded) <= {p.name.removesuffix("_lesion.mha") for p in done} and len(recorded) >= len(done) - 1
 
     assert subprocess.run([*command, str(killed)], capture_output=True).returncode == 0
     straight = tmp_path / "straight"
@@ -114,4 +116,80 @@ def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
         np.testing.assert_array_equal(read_mask(killed / path.name)[0], read_mask(path)[0])
     with open(killed / "summary.csv") as handle:
         statuses = [row["status"] for row in csv.DictReader(handle)]
-    assert len(statuses) == 16 and statuses.count("done earlier") == len(done) and "failed" not in statuses
+    assert len(statuses) == 16 and statuses.count("done earlier") == len(recorded) and "failed" not in statuses
+
+
+def _statuses(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "summary.csv") as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_rerun_redoes_a_case_whose_input_changed(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """An edited input once kept its stale mask ("done earlier"), even on another grid."""
+    from sparseg.io import Geometry, write_image
+
+    data, out = shutil.copytree(tiny_dataset, tmp_path / "data"), tmp_path / "out"
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    predict_batch(data, out, predictor)
+    changed = find_cases(data)[1]
+    adc, z = read_image(changed.adc), read_image(changed.z)
+    grid = Geometry.from_array_order(adc.array[:, :-4].shape, adc.geometry.spacing_mm, adc.geometry.origin_xyz_mm,
+                                     adc.geometry.direction)
+    write_image(adc.array[:, :-4], grid, changed.adc)
+    write_image(z.array[:, :-4], grid, changed.z)
+    caplog.clear()
+    summaries = predict_batch(data, out, predictor)
+    status = {s.case_id: s.status for s in summaries}
+    assert status.pop(changed.case_id) == "ok" and set(status.values()) == {"done earlier"}
+    assert any(f"{changed.case_id}: segmenting again: its input files changed" in r.getMessage()
+               for r in caplog.records)
+    assert read_geometry(out / f"{changed.case_id}_lesion.mha").size_xyz == grid.size_xyz
+    assert _statuses(out)[changed.case_id]["inputs_sha256"] != ""
+
+
+def test_a_rerun_with_other_weights_or_settings_redoes_every_case(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    from sparseg.model import build_model, save_checkpoint
+
+    from conftest import TINY_RUN
+
+    out = tmp_path / "out"
+    assert main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(tiny_checkpoint)]) == 0
+    first = _statuses(out)
+    assert main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(tiny_checkpoint)]) == 0
+    assert {row["status"] for row in _statuses(out).values()} == {"done earlier"}
+    retrained = save_checkpoint(tmp_path / "retrained.safetensors", build_model(TINY_RUN.model, TINY_RUN.in_channels),
+                                TINY_RUN)
+    assert main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(retrained)]) == 0
+    second = _statuses(out)
+    assert {row["status"] for row in second.values()} == {"ok"}
+    assert all(second[c]["checkpoints_sha256"] != first[c]["checkpoints_sha256"] for c in first)
+    assert main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(retrained),
+                 "--tta"]) == 0
+    third = _statuses(out)
+    assert {row["status"] for row in third.values()} == {"ok"}
+    assert all("tta=on" in row["settings"] for row in third.values())
+
+
+def test_a_summary_without_the_record_of_what_made_the_masks_redoes_them(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    predict_batch(tiny_dataset, out, predictor)
+    rows = list(_statuses(out).values())
+    with open(out / "summary.csv", "w", newline="") as handle:  # as an earlier SPARSeg wrote it
+        writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "lesion_ml"])
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in ("case_id", "status", "lesion_ml")} for row in rows)
+    assert {s.status for s in predict_batch(tiny_dataset, out, predictor)} == {"ok"}
+
+
+def test_a_full_disk_fails_the_batch_without_leaving_empty_masks(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                 full_disk: Path, capsys) -> None:
+    out = full_disk / "out"
+    code = main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(tiny_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot write" in err.splitlines()[-1] and "Traceback" not in err
+    assert [p for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"] == []
