@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from sparseg.cases import Case, find_cases, prediction_name, probabilities_name
-from sparseg.config import InferenceConfig, RunConfig, to_dict
+from sparseg.config import InferenceConfig, RunConfig
 from sparseg.errors import InputError
 from sparseg.evaluation import Report, evaluate, write_report
-from sparseg.io import atomic_path, read_image, read_mask, write_csv
+from sparseg.io import read_image, read_mask, write_csv, write_text
 from sparseg.jobs import load_predictor, predict_case
 from sparseg.metrics import dice
 from sparseg.model import read_metadata
-from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, train
+from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, train
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +131,10 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
 
 def _require_same_config(run: Path, config: RunConfig) -> None:
     """A fold folder made with another config is refused, naming the fields that differ."""
-    path = run / CONFIG
-    if not path.is_file():
-        return
-    theirs, ours = _flatten(json.loads(path.read_text())), _flatten(json.loads(json.dumps(to_dict(config))))
-    differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
-    if differing:
-        changes = "; ".join(f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} now" for key in differing)
-        raise InputError(f"{path}: this fold was trained with another config ({changes}); "
+    changes = config_changes(run, config)
+    if changes:
+        raise InputError(f"{run / CONFIG}: this fold was trained with another config ({'; '.join(changes)}); "
                          "use another --out or the config it was made with")
-
-
-def _flatten(document: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in document.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _held_out(out: Path, folds: list[int]) -> dict[int, list[str]]:
@@ -176,8 +161,7 @@ def _segment_fold(checkpoint: Path, cases: list[Case], out: Path, device_name: s
     predictor = load_predictor([checkpoint], device_name)
     for case in cases:
         predict_case(case, predictor, out / prediction_name(case.case_id), out / probabilities_name(case.case_id))
-    with atomic_path(stamp) as temporary:
-        temporary.write_text(json.dumps(made_by, indent=2) + "\n")
+    write_text(stamp, json.dumps(made_by, indent=2) + "\n")
 
 
 def threshold_sweep(cases: list[Case], folder: Path, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> list[dict]:

@@ -55,7 +55,7 @@ from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, score_row, summarise
 from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
 from sparseg.inference import Predictor
-from sparseg.io import atomic_path, write_csv
+from sparseg.io import atomic_path, verify_zip, write_csv, write_text
 from sparseg.losses import CompoundLoss, build_loss
 from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
 from sparseg.plots import plot_history
@@ -208,8 +208,12 @@ class Optimisation:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a damaged file
             raise InputError(f"{path}: training state cannot be read ({type(exc).__name__})") from None
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError):
+            raise InputError(f"{path}: the saved network does not fit the config's (a changed model or channels "
+                             "cannot be resumed; start a new run)") from None
         self.scheduler.load_state_dict(payload["scheduler"])
         return TrainingState(
             epoch=int(payload["epoch"]),
@@ -268,6 +272,55 @@ def _prepare_all(cases: list[Case], config: RunConfig, out: Path, skip_bad: bool
     return usable, prepared
 
 
+def config_changes(run: Path, config: RunConfig) -> list[str]:
+    """How `config` differs from the one the run folder `run` was made with (its config.json), field by field:
+    "train.epochs 50 there, 100 now"; [] when they agree or the folder has none."""
+    path = run / CONFIG
+    if not path.is_file():
+        return []
+    try:
+        theirs = _flatten(json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"{path}: cannot be read as the run's config (JSON)") from None
+    ours = _flatten(json.loads(json.dumps(to_dict(config))))
+    differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
+    return [f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} now" for key in differing]
+
+
+def _flatten(document: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _require_resumable(out: Path, config: RunConfig, allow_config_change: bool) -> None:
+    """--resume needs a run in `out`, made with `config` (unless told that a change is meant)."""
+    if not (out / STATE).is_file():
+        raise InputError(f"{out}: nothing to resume (no {STATE}); leave out --resume to start a run there")
+    changes = config_changes(out, config)
+    if changes and not allow_config_change:
+        raise InputError(f"{out / CONFIG}: the run was made with another config ({'; '.join(changes)}); resume "
+                         "with the config it was made with, or pass --allow-config-change")
+    if changes:
+        log.warning("%s: resuming with a changed config: %s", out, "; ".join(changes))
+
+
+def _require_same_split(out: Path, folds: list[list[str]], fold: int) -> None:
+    """A resumed run must hold out the same cases: another split would validate on cases it trained on."""
+    path = out / SPLIT
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if earlier.get("folds") != folds or earlier.get("fold") != fold:
+        raise InputError(f"{path}: the cases or the fold differ from those the run began with (another split); "
+                         "resume on the same data and --fold, or start a new run")
+
+
 class Trainer:
     """One fold's training run in its folder; see the module docstring."""
 
@@ -290,35 +343,42 @@ class Trainer:
     @classmethod
     def set_up(cls, data: Path, config: RunConfig, out: Path, fold: int = 0, resume: bool = False,
                device_name: str = "auto", progress: bool = True, dist_info: Distributed | None = None,
-               skip_bad: bool = False) -> Trainer:
-        """Check the arguments, build the network, read every case and split them, before any file is written;
-        then write the split and the config, and restore the run's state with `resume`."""
+               skip_bad: bool = False, allow_config_change: bool = False) -> Trainer:
+        """Check the arguments, build the network, read every case, split them and restore the run's state
+        with `resume`, before any file is written; then write the split and the config.
+
+        `resume` continues the run in `out` with the config it was made with: another config (its
+        fields are named) is refused unless `allow_config_change`, and so is another split of the cases.
+        """
         dist_info = dist_info or Distributed()
         if not 0 <= fold < config.train.folds:
             raise InputError(f"--fold {fold}: expected 0 to {config.train.folds - 1}")
         if not resume and (out / STATE).exists():
             raise InputError(f"{out}: holds a training run already; pass --resume to continue it "
                              "or choose another --out")
+        if resume:
+            _require_resumable(out, config, allow_config_change)
         device = resolve_device(device_name)
         if device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
         optimisation = Optimisation.build(config, device)
         cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
         folds = stratified_folds(prepared, config.train.folds, config.train.seed)
-        out.mkdir(parents=True, exist_ok=True)
         held_out = set(folds[fold])
-        if dist_info.main:
-            (out / SPLIT).write_text(json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed}, indent=2)
-                                     + "\n")
-            (out / CONFIG).write_text(json.dumps(to_dict(config), indent=2) + "\n")
-        validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
-        # The code that trains, not whatever is checked out when a checkpoint is saved.
-        provenance = {"code_version": code_version(), "data": fingerprint(cases)}
         state = TrainingState()
-        if resume and (out / STATE).exists():
+        if resume:
+            _require_same_split(out, folds, fold)
             state = optimisation.load_state(out / STATE)
             if dist_info.main:
                 log.info("resuming %s after epoch %d", out, state.epoch)
+        out.mkdir(parents=True, exist_ok=True)
+        if dist_info.main:
+            write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed}, indent=2)
+                       + "\n")
+            write_text(out / CONFIG, json.dumps(to_dict(config), indent=2) + "\n")
+        validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
+        # The code that trains, not whatever is checked out when a checkpoint is saved.
+        provenance = {"code_version": code_version(), "data": fingerprint(cases)}
         if dist_info.world > 1:
             optimisation.distribute()
         return cls(config, out, fold, dist_info, optimisation,
@@ -332,7 +392,7 @@ class Trainer:
         self.optimisation.loss.set_epoch(epoch, tc.epochs)
         if tc.record_samples:
             samples = self.out / f"samples_rank{self.dist.rank}_epoch{epoch}.json"
-            samples.write_text(json.dumps(self.sampler.indices()))
+            write_text(samples, json.dumps(self.sampler.indices()))
         self.optimisation.network.train()
         sums: dict[str, float] = {}
         steps = 0
@@ -375,7 +435,7 @@ class Trainer:
         if validation is not None and self.finished():
             self._save_checkpoint(FINAL, epoch, validation)
         if self.dist.main:
-            with atomic_path(self.out / STATE) as temporary:
+            with atomic_path(self.out / STATE, verify_zip) as temporary:
                 torch.save(self.optimisation.state_dict(self.state), temporary)
             plot_history(self.state.history, self.out)
         self.dist.barrier()
@@ -431,8 +491,7 @@ class Trainer:
         result = {"best_dsc": self.state.best_dsc, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
                   "checkpoint": str(self.out / BEST), "rank": self.dist.rank}
         if self.dist.main:
-            with atomic_path(self.out / FINISHED) as temporary:
-                temporary.write_text(json.dumps(result, indent=2) + "\n")
+            write_text(self.out / FINISHED, json.dumps(result, indent=2) + "\n")
         return result
 
 
@@ -445,6 +504,7 @@ def train(
     device_name: str = "auto",
     progress: bool = True,
     skip_bad: bool = False,
+    allow_config_change: bool = False,
 ) -> dict:
     """Train one fold; returns the best validation DSC, its epoch, the epochs run and the checkpoint path.
 
@@ -454,7 +514,7 @@ def train(
     dist_info = Distributed.start()
     try:
         trainer = Trainer.set_up(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info,
-                                 skip_bad)
+                                 skip_bad, allow_config_change)
         return trainer.run()
     finally:
         dist_info.stop()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,10 @@ def test_resume_continues_exactly(tiny_dataset: Path, tmp_path: Path) -> None:
     train(tiny_dataset, one_epoch, tmp_path / "resumed", progress=False)
     with pytest.raises(InputError, match="--resume"):
         train(tiny_dataset, TINY, tmp_path / "resumed", progress=False)
-    train(tiny_dataset, TINY, tmp_path / "resumed", resume=True, progress=False)
+    with pytest.raises(InputError, match=r"another config \(train.epochs 1 there, 2 now\)"):
+        train(tiny_dataset, TINY, tmp_path / "resumed", resume=True, progress=False)
+    train(tiny_dataset, TINY, tmp_path / "resumed", resume=True, progress=False, allow_config_change=True)
+    assert json.loads((tmp_path / "resumed" / CONFIG).read_text())["train"]["epochs"] == 2
     straight, resumed = _state(tmp_path / "straight"), _state(tmp_path / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     with open(tmp_path / "resumed" / HISTORY) as handle:
@@ -170,3 +174,67 @@ def test_set_up_checks_the_fold_before_reading_or_writing(tiny_dataset: Path, tm
     with pytest.raises(InputError, match="--fold 3: expected 0 to 2"):
         Trainer.set_up(tiny_dataset, TINY, tmp_path / "run", fold=3)
     assert not (tmp_path / "run").exists()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run of TINY (fold 0). Read-only: copy before resuming."""
+    run = tmp_path_factory.mktemp("one-epoch") / "run"
+    train(tiny_dataset, replace(TINY, train=replace(TINY.train, epochs=1)), run, progress=False)
+    return run
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda c: replace(c, train=replace(c.train, learning_rate=1e-2)), "train.learning_rate 0.001 there, 0.01 now"),
+    (lambda c: replace(c, preprocessing=replace(c.preprocessing, slice_size=(96, 96))),
+     "preprocessing.slice_size [64, 64] there, [96, 96] now"),
+    (lambda c: replace(c, preprocessing=replace(c.preprocessing, channels=("adc", "z"))),
+     "preprocessing.channels"),
+])
+def test_resume_refuses_another_config_and_writes_nothing(tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path,
+                                                          change, named: str) -> None:
+    """A changed learning rate or slice size once ran silently while config.json said otherwise."""
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    before = _files(run)
+    config = change(replace(TINY, train=replace(TINY.train, epochs=1)))
+    with pytest.raises(InputError, match=f"config.json: the run was made with another config .*{re.escape(named)}"):
+        train(tiny_dataset, config, run, resume=True, progress=False)
+    assert _files(run) == before
+
+
+def test_resume_with_a_network_of_another_shape_is_a_clean_error(tiny_dataset: Path, one_epoch_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """Changed channels gave a traceback after config.json had been overwritten."""
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    before = _files(run)
+    config = replace(TINY, preprocessing=replace(TINY.preprocessing, channels=("adc", "z")))
+    with pytest.raises(InputError, match="last_state.pt: the saved network does not fit the config's"):
+        train(tiny_dataset, config, run, resume=True, progress=False, allow_config_change=True)
+    assert _files(run) == before
+
+
+def test_resume_without_a_run_is_refused(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    from sparseg.cli import main
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(to_dict(TINY)))
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--data", str(tiny_dataset), "--config", str(config), "--out", str(tmp_path / "empty"),
+                 "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "empty: nothing to resume (no last_state.pt)" in err
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_resume_on_other_cases_is_refused(tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    removed = find_cases(data)[0]
+    for path in (removed.adc, removed.z, removed.label):
+        path.unlink()
+    with pytest.raises(InputError, match="split.json: the cases or the fold differ"):
+        train(data, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
