@@ -8,7 +8,9 @@ unusual inputs: a warning where it is unusual, and a valid mask on the ADC grid.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +24,7 @@ from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
 from sparseg.synth import SynthConfig, write_input_case
 
-from conftest import tamper_traced
+from conftest import edit_checkpoint_header, tamper_traced
 
 
 def _adc(root: Path) -> Path:
@@ -45,6 +47,15 @@ def _edit_header(path: Path, old: str, new: str) -> None:
     header = data[:end].decode()
     assert re.search(old, header), header
     path.write_bytes(re.sub(old, new, header).encode() + data[end:])
+
+
+def _damage_stream(path: Path, where: float) -> None:
+    """Overwrite 16 bytes of a compressed .mha's zlib stream, `where` of the way into it (0: its first bytes)."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\n", data.index(b"ElementDataFile")) + 1
+    at = start + int(where * (len(data) - start - 32))
+    data[at : at + 16] = bytes(range(7, 23))
+    path.write_bytes(bytes(data))
 
 
 def _uncompressed(path: Path) -> Path:
@@ -94,7 +105,24 @@ REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     "two-files": ("two .mha in the ADC folder", _two_files, str(INPUT_ADC_DIR), "2 image files"),
     "zero-byte": ("ADC file of 0 bytes", lambda r: _adc(r).write_bytes(b""), "ADC_ss.mha", "empty file"),
     "truncated": ("ADC file cut short", lambda r: _adc(r).write_bytes(_adc(r).read_bytes()[:-200]), "ADC_ss.mha",
-                  "pixel data cannot be read"),
+                  "compressed pixel data is cut short"),
+    "truncated-raw": ("uncompressed ADC file cut short", lambda r: (lambda p: p.write_bytes(p.read_bytes()[:-200]))(
+        _uncompressed(_adc(r))), "ADC_ss.mha", "pixel data cannot be read"),
+    "zlib-start": ("compressed pixel data damaged at its start", lambda r: _damage_stream(_adc(r), 0.0), "ADC_ss.mha",
+                   "compressed pixel data is damaged"),
+    "zlib-middle": ("compressed pixel data damaged in the middle", lambda r: _damage_stream(_adc(r), 0.5),
+                    "ADC_ss.mha", "compressed pixel data is damaged"),
+    "spacing-zero": ("header ElementSpacing 0", lambda r: _edit_header(_adc(r), r"ElementSpacing = \S+",
+                     "ElementSpacing = 0"), "ADC_ss.mha", "every spacing must be a positive number"),
+    "spacing-nan": ("header ElementSpacing NaN", lambda r: _edit_header(_adc(r), r"ElementSpacing = \S+",
+                    "ElementSpacing = nan"), "ADC_ss.mha", "ElementSpacing 'nan"),
+    "origin-nan": ("header Offset (origin) NaN", lambda r: _edit_header(_adc(r), r"Offset = \S+", "Offset = nan"),
+                   "ADC_ss.mha", "Offset 'nan"),
+    "direction-singular": ("header TransformMatrix singular", lambda r: _edit_header(
+        _adc(r), r"TransformMatrix = .*", "TransformMatrix = 1 0 0 1 0 0 0 0 1"), "ADC_ss.mha",
+        "direction matrix is singular"),
+    "non-utf8-name": ("ADC file name not valid UTF-8", lambda r: _adc(r).rename(_adc(r).parent / os.fsdecode(
+        b"ADC_\xff.mha")), "ADC_\\udcff.mha", "not valid UTF-8"),
     "text": ("a text file renamed .mha", lambda r: _adc(r).write_text("not an image\n"), "ADC_ss.mha",
              "not a readable image"),
     "wrong-dimsize": ("header DimSize larger than the data", lambda r: _edit_header(_uncompressed(_adc(r)),
@@ -156,10 +184,33 @@ def test_unwritable_output_folder(case: Path, tiny_checkpoint: Path, tmp_path: P
     _assert_clean_error(code, err, blocker / "output", "a-file", "cannot create output folder")
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "tampered", "tampered traced"])
-def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    weights = tmp_path / "model.safetensors"
-    data = tiny_checkpoint.read_bytes()
+def test_a_full_disk_is_a_clean_error_not_an_empty_mask(case: Path, tiny_checkpoint: Path, full_disk: Path,
+                                                        capsys) -> None:
+    """On a full disk the job once printed "wrote .../overlay.mha", exited 0 and left a 0-byte mask."""
+    output = full_disk / "output"
+    code, out, err = _process(case, output, tiny_checkpoint, capsys)
+    _assert_clean_error(code, err, output, "overlay.mha", "cannot write")
+    assert "wrote" not in out
+
+
+# how a checkpoint is damaged -> (change to its header, re-signed as if saved so, the problem named)
+HEADER_DAMAGE: dict[str, tuple[Callable[[dict], None], bool, str]] = {
+    "edited threshold": (lambda m: m["config"].update(threshold=0.1), False, "header was edited"),
+    "edited ADC range": (lambda m: m["config"]["preprocessing"].update(adc_range=[0, 2000]), False,
+                         "header was edited"),
+    "unknown encoder": (lambda m: m["config"]["model"].update(encoder="inceptionv5"), True,
+                        "model.encoder: unknown encoder"),
+    "another encoder's shape": (lambda m: m["config"]["model"].update(encoder="resnet18"), True,
+                                "weights do not fit the network"),
+    "unknown config key": (lambda m: m["config"]["model"].update(depth=4), True, "model.depth"),
+    "no config": (lambda m: m.pop("config"), True, "no run config"),
+}
+DAMAGE = ["missing", "truncated", "tampered", "tampered traced", *HEADER_DAMAGE]
+
+
+def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
+    weights = folder / "model.safetensors"
+    data = checkpoint.read_bytes()
     if damage == "truncated":
         weights.write_bytes(data[: len(data) // 2])
     elif damage == "tampered":
@@ -167,12 +218,33 @@ def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path
     elif damage == "tampered traced":
         weights.write_bytes(data)
         tamper_traced(weights)
-    problem = {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256",
-               "tampered traced": "sha256"}[damage]
+    elif damage in HEADER_DAMAGE:
+        weights.write_bytes(data)
+        change, resign, _ = HEADER_DAMAGE[damage]
+        edit_checkpoint_header(weights, change, resign)
+    return weights
+
+
+def _checkpoint_problem(damage: str) -> str:
+    return {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256",
+            "tampered traced": "sha256"}.get(damage) or HEADER_DAMAGE[damage][2]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
     named = "model.torchscript" if damage == "tampered traced" else "model.safetensors"
     output = tmp_path / "output"
     code, _, err = _process(case, output, weights, capsys)
-    _assert_clean_error(code, err, output, named, problem)
+    _assert_clean_error(code, err, output, named, _checkpoint_problem(damage))
+
+
+@pytest.mark.parametrize("damage", [d for d in DAMAGE if d != "tampered traced"])
+def test_info_verify_names_a_bad_checkpoint(damage: str, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
+    code = main(["info", str(weights), "--verify"])
+    err = capsys.readouterr().err
+    _assert_clean_error(code, err, tmp_path / "no-output", "model.safetensors", _checkpoint_problem(damage))
 
 
 def _nan_inf(root: Path) -> None:
@@ -192,6 +264,11 @@ def _new_grid(root: Path, shape: tuple[int, int, int]) -> None:
     write_image(rng.normal(0, 2, shape).astype(np.float32), geometry, _z(root))
 
 
+def _respace(root: Path, spacing_mm: float) -> None:
+    for path in (_adc(root), _z(root)):
+        _rewrite(path, lambda a, g: (a, replace(g, spacing_xyz_mm=(spacing_mm,) * 3)))
+
+
 # name -> (what the input is, how to make it, warning fragment or None)
 ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
     "nan-inf": ("NaN and Inf voxels in ADC", _nan_inf, "8 non-finite voxels (NaN/Inf) treated as 0"),
@@ -203,6 +280,15 @@ ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
         _rewrite(_z(r), lambda a, g: (a.astype(np.float64), g))), None),
     "mm2-per-s": ("ADC in mm^2/s (values below 0.01)", lambda r: _rewrite(_adc(r), lambda a, g: (a * 1e-6, g)),
                   "mm^2/s"),
+    "adc-negative": ("ADC negated (negative everywhere)", lambda r: _rewrite(_adc(r), lambda a, g: (-a, g)),
+                     "ADC cannot be negative"),
+    "adc-huge": ("ADC scaled to 1e30", lambda r: _rewrite(_adc(r), lambda a, g: (a * 1e27, g)),
+                 "far above free water"),
+    "float64-beyond-float32": ("float64 ADC with values of 1e300", lambda r: _rewrite(_adc(r), lambda a, g: (
+        np.where(a > 0, 1e300, 0.0), g)), "beyond the float32 range"),
+    "spacing-nanometre": ("spacing 1e-9 mm (ADC and Z_ADC)", lambda r: _respace(r, 1e-9), "outside 0.05-20 mm"),
+    "spacing-kilometre": ("spacing 1e6 mm (ADC and Z_ADC)", lambda r: _respace(r, 1e6), "outside 0.05-20 mm"),
+    "capital-suffix": ("ADC file named .MHA (capitals)", lambda r: _adc(r).rename(_adc(r).with_suffix(".MHA")), None),
 }
 
 
@@ -254,10 +340,18 @@ def readme_table() -> str:
         damaged["traced network beside it with changed weights"].parent.mkdir()
         damaged["traced network beside it with changed weights"].write_bytes(weights.read_bytes())
         tamper_traced(damaged["traced network beside it with changed weights"])
+        for what, (change, resign, _) in HEADER_DAMAGE.items():
+            damaged[f"checkpoint header: {what}"] = tmp / f"header{len(damaged)}" / "tiny.safetensors"
+            damaged[f"checkpoint header: {what}"].parent.mkdir()
+            damaged[f"checkpoint header: {what}"].write_bytes(weights.read_bytes())
+            edit_checkpoint_header(damaged[f"checkpoint header: {what}"], change, resign)
         blocker = tmp / "a-file"
         blocker.write_text("")
         cases = [(what, breaker, weights, None) for what, breaker, *_ in REJECTED.values()]
         cases.append(("output folder cannot be created", lambda r: None, weights, blocker / "output"))
+        full = _mount_full_disk(tmp / "full")
+        if full is not None:
+            cases.append(("output on a full disk", lambda r: None, weights, full / "output"))
         cases += [(what, lambda r: None, path, None) for what, path in damaged.items()]
         cases += [(what, maker, weights, None) for what, maker, _ in ACCEPTED.values()]
         for number, (what, change, checkpoint, output) in enumerate(cases):
@@ -274,7 +368,24 @@ def readme_table() -> str:
             message = message.replace(str(tmp), "...").replace("|", "/")
             rows.append(f"| {what} | `{message}` | {code} |")
             shutil.rmtree(root.parent)
+        if full is not None:
+            subprocess.run(["umount", "-l", str(full)], check=False)
     return "\n".join(rows)
+
+
+def _mount_full_disk(folder: Path) -> Path | None:
+    """The `full_disk` fixture's small tmpfs, filled, for the README's table; None where it cannot be mounted."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        return None
+    with open(folder / "filler", "wb", buffering=0) as handle:
+        try:
+            while handle.write(b"\0" * 512):
+                pass
+        except OSError:
+            pass
+    return folder
 
 
 if __name__ == "__main__":
