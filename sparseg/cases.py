@@ -1,4 +1,4 @@
-"""Find cases and pair their files by case id, in the two layouts the project meets; name the outputs.
+"""Find cases and pair their files by case id, in every layout a user brings; name the outputs.
 
 The Zenodo release (and `sparseg synth`)::
 
@@ -6,23 +6,29 @@ The Zenodo release (and `sparseg synth`)::
     ROOT/2Z_ADC/Zmap_MGHNICU_010-VISIT_01-ADC_smooth2mm_clipped10.mha
     ROOT/3LABEL/MGHNICU_010-VISIT_01_lesion.mha          (absent for unlabelled data)
 
-The grand-challenge container input, one case per run::
+The grand-challenge container input, one case per run, or a folder of them
+(the case id is then the case folder's name)::
 
     ROOT/images/skull-stripped-adc-brain-mri/<any>.mha
     ROOT/images/z-score-adc/<any>.mha
 
-Files are paired by the case id in their names, never by sort order.
+Any other names: a folder and two glob patterns (`pattern_cases`; the case
+id is what the `*`s match, e.g. `patient01` for `patient01_adc.nii.gz` and
+`*_adc.nii.gz`), or a CSV manifest, `case_id,adc,zadc[,label]`, paths relative
+to the CSV (`manifest_cases`). Files are paired by case id, never by sort
+order; unpaired or ambiguous files are all listed in one error.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparseg.errors import InputError
-from sparseg.io import has_image_suffix
+from sparseg.io import IMAGE_SUFFIXES, has_image_suffix
 
 CASE_ID = re.compile(r"MGHNICU_\d+-VISIT_\d+")
 
@@ -51,14 +57,26 @@ SYNTH_MANIFEST = "synth_manifest.csv"
 """Written by `sparseg synth` beside the case folders: the data is synthetic (checkpoints trained on it say so)."""
 
 
-def prediction_name(case_id: str) -> str:
+MASK_FORMATS = (".mha", ".nii.gz")
+"""What masks can be written as; by default the ADC file's own (`mask_suffix`)."""
+
+
+def mask_suffix(image: Path, choice: str = "auto") -> str:
+    """The suffix of a case's outputs: `choice` (one of `MASK_FORMATS`), or with "auto" the ADC image's
+    format (.nii and .nii.gz give .nii.gz; everything else .mha)."""
+    if choice != "auto":
+        return choice if choice.startswith(".") else f".{choice}"
+    return ".nii.gz" if image.name.lower().endswith((".nii", ".nii.gz")) else ".mha"
+
+
+def prediction_name(case_id: str, suffix: str = ".mha") -> str:
     """File name of a case's predicted mask in a batch output folder (`sparseg predict`, `sparseg baseline`)."""
-    return f"{case_id}_lesion.mha"
+    return f"{case_id}_lesion{suffix}"
 
 
-def probabilities_name(case_id: str) -> str:
+def probabilities_name(case_id: str, suffix: str = ".mha") -> str:
     """File name of a case's lesion probabilities in a batch output folder (`--save-probabilities`)."""
-    return f"{case_id}_probabilities.mha"
+    return f"{case_id}_probabilities{suffix}"
 
 
 def overlay_name(case_id: str) -> str:
@@ -67,7 +85,25 @@ def overlay_name(case_id: str) -> str:
 
 
 BATCH_SUMMARY = "summary.csv"
-"""One row per case of a batch output folder: status, lesion volume, burden, seconds."""
+"""One row per case of a batch output folder: status, lesion volume, burden, seconds, flags, what made it."""
+BATCH_REPORT = "report.html"
+"""The QA page of a batch output folder (`sparseg predict --report`)."""
+
+
+def part_name(name: str, part: int, parts: int) -> str:
+    """`name` of one part of a batch split over `parts` machines (`summary_part1of4.csv`); `name` when whole."""
+    if parts == 1:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}_part{part + 1}of{parts}{dot}{suffix}"
+
+
+def batch_part(cases: list[Case], part: int, parts: int) -> list[Case]:
+    """Part `part` (0-based) of `parts`: every `parts`-th case by case id, so N machines sharing one output
+    folder each take a disjoint share of a cohort, and together all of it (as nnU-Net's -part_id/-num_parts)."""
+    if parts < 1 or not 0 <= part < parts:
+        raise InputError(f"--part {part + 1} --parts {parts}: expected 1 <= part <= parts")
+    return sorted(cases, key=lambda c: c.case_id)[part::parts]
 
 
 @dataclass(frozen=True)
@@ -102,10 +138,13 @@ def index_by_case_id(folder: Path, masks_only: bool = False) -> dict[str, Path]:
     nameless = []
     files = _image_files(folder)
     if masks_only:
-        named = {path.name for path in files}
+        def is_prediction(path: Path, case_id: str) -> bool:
+            return path.name.startswith(prediction_name(case_id, "."))
+
+        named = {case_id for path in files if (case_id := case_id_of(path)) and is_prediction(path, case_id)}
         files = [path for path in files if (case_id := case_id_of(path)) is None
-                 or (path.name != probabilities_name(case_id)
-                     and (path.name == prediction_name(case_id) or prediction_name(case_id) not in named))]
+                 or (not path.name.startswith(probabilities_name(case_id, "."))
+                     and (is_prediction(path, case_id) or case_id not in named))]
     for path in files:
         case_id = case_id_of(path)
         if case_id is None:
@@ -139,10 +178,12 @@ def dataset_root(root: Path) -> Path:
 
 
 def find_cases(root: Path | str, require_labels: bool = False) -> list[Case]:
-    """All cases of a release-layout folder, paired by case id, sorted by id.
+    """All cases of a release-layout folder (or a CSV manifest), paired by case id, sorted by id.
 
     Labels are attached when a 3LABEL folder exists; then every case must have one.
     """
+    if is_manifest(Path(root)):
+        return manifest_cases(Path(root), require_labels)
     root = dataset_root(Path(root))
     adc = index_by_case_id(root / ADC_DIR)
     zmap = index_by_case_id(root / Z_DIR)
@@ -193,9 +234,156 @@ def find_input_case(root: Path | str) -> Case:
     return Case(case_id=case_id, adc=adc, z=zmap)
 
 
-def find_any_cases(root: Path | str) -> list[Case]:
-    """Cases in either layout: the container's /input (one case) or the release."""
+SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+"""Case ids name output files: letters, digits and . _ + - only, not starting with a dot."""
+
+
+def _require_safe_ids(source: Path, ids: list[str]) -> None:
+    bad = sorted({repr(cid) for cid in ids if not SAFE_CASE_ID.fullmatch(cid)})
+    if bad:
+        raise InputError(f"{source}: case ids must be letters, digits and . _ + - (they name the output files), "
+                         f"not {', '.join(bad)}")
+
+
+def is_manifest(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
+    """The cases of a CSV manifest: columns case_id, adc, zadc and optionally label; paths relative to the
+    CSV's folder. Every problem (a missing file, a repeated id, a row without a label) is listed in one error."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
+    columns = set(rows[0]) if rows else set()
+    if not {"case_id", "adc", "zadc"} <= columns:
+        raise InputError(f"{path}: a manifest needs the columns case_id, adc, zadc (and optionally label); "
+                         f"found {', '.join(sorted(c for c in columns if c)) or 'none'}")
+    if require_labels and "label" not in columns:
+        raise InputError(f"{path}: no label column, but labels are needed")
+    problems, found, seen = [], [], set()
+    for number, row in enumerate(rows, start=2):
+        cid = (row.get("case_id") or "").strip()
+        if not cid:
+            problems.append(f"line {number}: no case_id")
+            continue
+        if cid in seen:
+            problems.append(f"line {number}: case_id {cid} repeated")
+        seen.add(cid)
+        files = {}
+        for column in ("adc", "zadc", "label"):
+            value = (row.get(column) or "").strip()
+            if not value:
+                if column != "label" or require_labels:
+                    problems.append(f"line {number} ({cid}): no {column}")
+                continue
+            file = (path.parent / value) if not Path(value).is_absolute() else Path(value)
+            if not file.is_file():
+                problems.append(f"line {number} ({cid}): {column} {value} does not exist")
+            files[column] = file
+        found.append(Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()),
+                          label=files.get("label")))
+    if not found and not problems:
+        problems.append("no cases")
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    _require_safe_ids(path, [c.case_id for c in found])
+    return sorted(found, key=lambda c: c.case_id)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """`pattern`'s glob as a regex whose groups are what its `*`s match (the case id's parts)."""
+    pieces = {"*": "(.+?)", "?": "."}
+    return re.compile("".join(pieces.get(char, re.escape(char)) for char in pattern) + "$")
+
+
+def _by_pattern(folder: Path, pattern: str) -> dict[str, list[Path]]:
+    regex = _pattern_regex(pattern)
+    found: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(folder.glob(pattern)):
+        if path.is_file() and not path.name.startswith("."):
+            match = regex.match(path.relative_to(folder).as_posix())
+            if match:
+                found["_".join(g for g in match.groups() if g)].append(path)
+    return found
+
+
+def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
+    """Cases of a folder whose files any names follow, as two glob patterns (`--adc '*_adc.nii.gz'`); the case
+    id is what the patterns' `*`s match. Unpaired, ambiguous and repeated files are all listed in one error."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if "*" not in adc_pattern or "*" not in z_pattern:
+        raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: each pattern needs a * where the case id is")
+    adc, zmap = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
+    problems = []
+    adc_files, z_files = ({p.name for paths in index.values() for p in paths} for index in (adc, zmap))
+    both = sorted(adc_files & z_files)
+    if both:
+        problems.append(f"matched by both patterns: {', '.join(both)}")
+    for name, index in (("ADC", adc), ("Z_ADC", zmap)):
+        for cid, paths in sorted(index.items()):
+            if len(paths) > 1:
+                problems.append(f"{name} of {cid} ambiguous: {', '.join(p.name for p in paths)}")
+    if set(adc) - set(zmap):
+        problems.append(f"no Z_ADC ({z_pattern}) for: {', '.join(sorted(set(adc) - set(zmap)))}")
+    if set(zmap) - set(adc):
+        problems.append(f"no ADC ({adc_pattern}) for: {', '.join(sorted(set(zmap) - set(adc)))}")
+    if not adc and not zmap:
+        problems.append(f"no file matches {adc_pattern} or {z_pattern}")
+    if problems:
+        raise InputError(f"{folder}: " + "; ".join(problems))
+    _require_safe_ids(folder, list(adc))
+    return [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
+
+
+def is_input_layout(folder: Path) -> bool:
+    return (folder / INPUT_ADC_DIR).is_dir() or (folder / INPUT_Z_DIR).is_dir()
+
+
+def input_folder_cases(root: Path) -> list[Case]:
+    """A folder of grand-challenge /input folders, one per case: each case is named by its folder."""
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and is_input_layout(p)]
+    found, problems = [], []
+    for folder in folders:
+        try:
+            case = find_input_case(folder)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        found.append(Case(case_id=folder.name, adc=case.adc, z=case.z))
+    if problems:
+        raise InputError("; ".join(problems))
+    _require_safe_ids(root, [c.case_id for c in found])
+    return found
+
+
+def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: str | None = None) -> list[Case]:
+    """The cases of `root` in whichever layout it has: a CSV manifest, a folder with two name patterns, the
+    container's /input (one case), a folder of /input folders, or the release."""
     root = Path(root)
-    if (root / INPUT_ADC_DIR).is_dir() or (root / INPUT_Z_DIR).is_dir():
+    if adc_pattern or z_pattern:
+        if not (adc_pattern and z_pattern):
+            raise InputError("--adc and --zadc go together: give both patterns")
+        return pattern_cases(root, adc_pattern, z_pattern)
+    if is_manifest(root):
+        return manifest_cases(root)
+    if is_input_layout(root):
         return [find_input_case(root)]
+    if root.is_dir() and not (root / ADC_DIR).is_dir() and any(
+            p.is_dir() and is_input_layout(p) for p in root.iterdir()):
+        return input_folder_cases(root)
     return find_cases(root)
+
+
+def find_prediction(folder: Path, case_id: str) -> Path | None:
+    """A case's mask in a batch output folder, as `prediction_name` names it in any image format; None if absent."""
+    for suffix in IMAGE_SUFFIXES:
+        path = folder / prediction_name(case_id, suffix)
+        if path.is_file():
+            return path
+    return None

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, find_cases, index_by_case_id
+from sparseg.cases import CASE_ID, Case, find_cases, find_prediction, index_by_case_id
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
 from sparseg.io import Geometry, read_image, read_mask, write_csv, write_text
@@ -134,7 +134,13 @@ def evaluate(gt_root: Path | str, pred_dir: Path | str, config: EvaluationConfig
              case_ids: set[str] | None = None) -> Report:
     """Score every labelled case of `gt_root` (or those of `case_ids`) against its prediction in `pred_dir`."""
     cases = [c for c in find_cases(gt_root, require_labels=True) if case_ids is None or c.case_id in case_ids]
-    predictions = index_by_case_id(Path(pred_dir), masks_only=True)
+    pred_dir = Path(pred_dir)
+    if all(CASE_ID.fullmatch(c.case_id) for c in cases):  # BONBID ids: found in any file name, as organisers name
+        predictions = index_by_case_id(pred_dir, masks_only=True)
+    else:  # a manifest's own ids: the names `sparseg predict` writes
+        if not pred_dir.is_dir():
+            raise InputError(f"{pred_dir}: no such folder")
+        predictions = {c.case_id: p for c in cases if (p := find_prediction(pred_dir, c.case_id)) is not None}
     missing = [c.case_id for c in cases if c.case_id not in predictions]
     if missing:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing)}")

@@ -115,3 +115,90 @@ def test_input_layout_errors(tmp_path: Path, adc: list[str], z: list[str], fragm
 def test_input_layout_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such folder"):
         cases.find_input_case(tmp_path)
+
+
+def _flat(folder: Path, names: list[str]) -> Path:
+    for name in names:
+        _touch_image(folder / name)
+    return folder
+
+
+def test_a_flat_folder_pairs_by_what_the_patterns_stars_match(tmp_path: Path) -> None:
+    folder = _flat(tmp_path, ["patient02_adc.nii.gz", "patient01_zadc.nii.gz", "patient01_adc.nii.gz",
+                              "patient02_zadc.nii.gz"])
+    (folder / "notes.txt").write_text("not a scan")
+    found = cases.find_any_cases(folder, "*_adc.nii.gz", "*_zadc.nii.gz")
+    assert [(c.case_id, c.adc.name, c.z.name) for c in found] == [
+        ("patient01", "patient01_adc.nii.gz", "patient01_zadc.nii.gz"),
+        ("patient02", "patient02_adc.nii.gz", "patient02_zadc.nii.gz")]
+
+
+def test_unpaired_and_ambiguous_files_are_listed_in_one_error(tmp_path: Path) -> None:
+    folder = _flat(tmp_path, ["a_adc.mha", "a_zadc.mha", "b_adc.mha", "c_zadc.mha", "d_adc.mha", "d_adc_zadc.mha"])
+    with pytest.raises(InputError) as info:
+        cases.find_any_cases(folder, "*_adc.mha", "*_zadc.mha")
+    message = str(info.value)
+    assert "no Z_ADC (*_zadc.mha) for: b, d" in message and "no ADC (*_adc.mha) for: c, d_adc" in message
+    with pytest.raises(InputError, match="matched by both patterns: a_zadc.mha, c_zadc.mha, d_adc_zadc.mha"):
+        cases.find_any_cases(folder, "*adc.mha", "*_zadc.mha")
+    with pytest.raises(InputError, match="needs a \\* where the case id is"):
+        cases.find_any_cases(folder, "a_adc.mha", "a_zadc.mha")
+    with pytest.raises(InputError, match="go together"):
+        cases.find_any_cases(folder, "*_adc.mha", None)
+
+
+def test_a_manifest_names_any_files_relative_to_itself(tmp_path: Path) -> None:
+    _flat(tmp_path / "scans", ["p1 adc.nii.gz", "p1 z.nii.gz", "p1 label.nii.gz"])
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc,label\np1,scans/p1 adc.nii.gz,scans/p1 z.nii.gz,scans/p1 label.nii.gz\n")
+    (found,) = cases.find_any_cases(manifest)
+    assert found.case_id == "p1" and found.adc == tmp_path / "scans" / "p1 adc.nii.gz"
+    assert found.label == tmp_path / "scans" / "p1 label.nii.gz"
+    assert cases.find_cases(manifest, require_labels=True) == [found]
+
+
+def test_every_problem_of_a_manifest_is_listed(tmp_path: Path) -> None:
+    _flat(tmp_path, ["a.mha", "z.mha"])
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc\np1,a.mha,z.mha\np1,a.mha,z.mha\np2,missing.mha,z.mha\n,a.mha,z.mha\n")
+    with pytest.raises(InputError) as info:
+        cases.find_any_cases(manifest)
+    message = str(info.value)
+    assert message.startswith(str(manifest))
+    assert "line 3: case_id p1 repeated" in message and "line 4 (p2): adc missing.mha does not exist" in message
+    assert "line 5: no case_id" in message
+    manifest.write_text("id,adc\np1,a.mha\n")
+    with pytest.raises(InputError, match="needs the columns case_id, adc, zadc"):
+        cases.find_any_cases(manifest)
+    manifest.write_text("case_id,adc,zadc\n../escape,a.mha,z.mha\n")
+    with pytest.raises(InputError, match="case ids must be letters"):
+        cases.find_any_cases(manifest)
+    manifest.write_text("case_id,adc,zadc\np1,a.mha,z.mha\n")
+    with pytest.raises(InputError, match="no label column"):
+        cases.find_cases(manifest, require_labels=True)
+
+
+def test_a_folder_of_input_folders_is_one_case_each(tmp_path: Path) -> None:
+    for name in ("baby-b", "baby-a"):
+        _input_layout(tmp_path / name, ["adc.mha"], ["z.mha"])
+    found = cases.find_any_cases(tmp_path)
+    assert [c.case_id for c in found] == ["baby-a", "baby-b"]
+    assert found[0].adc == tmp_path / "baby-a" / cases.INPUT_ADC_DIR / "adc.mha"
+
+
+def test_parts_are_disjoint_and_together_all_cases() -> None:
+    everything = [cases.Case(f"c{i:02d}", Path(f"a{i}"), Path(f"z{i}")) for i in (7, 3, 11, 1, 5)]
+    shares = [cases.batch_part(everything, part, 3) for part in range(3)]
+    ids = [c.case_id for share in shares for c in share]
+    assert sorted(ids) == sorted(c.case_id for c in everything) and len(set(ids)) == len(ids)
+    assert cases.part_name("summary.csv", 1, 3) == "summary_part2of3.csv"
+    assert cases.part_name("summary.csv", 0, 1) == "summary.csv"
+    with pytest.raises(InputError):
+        cases.batch_part(everything, 3, 3)
+
+
+@pytest.mark.parametrize("adc, choice, expected", [("x.nii.gz", "auto", ".nii.gz"), ("x.NII", "auto", ".nii.gz"),
+                                                   ("x.mha", "auto", ".mha"), ("x.nrrd", "auto", ".mha"),
+                                                   ("x.mha", "nii.gz", ".nii.gz"), ("x.nii.gz", "mha", ".mha")])
+def test_masks_take_the_input_format_unless_told(adc: str, choice: str, expected: str) -> None:
+    assert cases.mask_suffix(Path(adc), choice) == expected
