@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 from sparseg import __version__
-from sparseg.cases import BATCH_SUMMARY, SYNTH_MANIFEST, overlay_name, prediction_name, probabilities_name
+from sparseg.cases import (
+    BATCH_REPORT,
+    BATCH_SUMMARY,
+    MASK_FORMATS,
+    SYNTH_MANIFEST,
+    overlay_name,
+    prediction_name,
+    probabilities_name,
+)
 from sparseg.config import AUTO_BATCH_SIZE, DEVICES, PRECISIONS, EvaluationConfig, PreprocessingConfig
 from sparseg.errors import ConfigError, SparsegError
 
@@ -156,21 +164,61 @@ def _predictor(args: argparse.Namespace):
 
 
 def _process(args: argparse.Namespace) -> int:
+    from sparseg.cases import find_input_case
     from sparseg.jobs import run_container_job
 
-    path = run_container_job(args.input, args.output, _predictor(args))
+    case = find_input_case(args.input)  # the input is checked before the network is loaded
+    path = run_container_job(case, args.output, _predictor(args))
     print(f"wrote {path}")
     return 0
 
 
+def _one_case(args: argparse.Namespace) -> int:
+    """`sparseg predict --adc A --zadc Z --out mask.nii.gz`: one case, no layout."""
+    from sparseg.cases import Case
+    from sparseg.io import has_image_suffix
+    from sparseg.jobs import predict_case
+
+    batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
+    if batch_only or args.parts != 1:
+        options = ", ".join("--" + name.replace("_", "-") for name in batch_only) or "--parts"
+        raise SparsegError(f"{options}: for a batch into an output folder, not one case into {args.out}")
+    if not has_image_suffix(args.out):
+        raise SparsegError(f"--out {args.out}: with --adc and --zadc files, name the mask file (.mha or .nii.gz)")
+    for flag, path in (("--adc", Path(args.adc)), ("--zadc", Path(args.zadc))):
+        if not path.is_file():
+            raise SparsegError(f"{path}: no such file ({flag})")
+    adc = Path(args.adc)
+    case_id = adc.name.split(".")[0]
+    summary = predict_case(Case(case_id=case_id, adc=adc, z=Path(args.zadc)), _predictor(args), args.out)
+    print(f"wrote {args.out}: {summary.lesion_ml:.2f} mL of lesion ({summary.burden_group} burden)")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from sparseg.cases import batch_part, find_any_cases, part_name
     from sparseg.jobs import predict_batch
 
-    summaries = predict_batch(args.data, args.out, _predictor(args), save_probabilities=args.save_probabilities,
-                              overlays=args.overlays, overwrite=args.overwrite)
+    if args.data is None:
+        if not (args.adc and args.zadc):
+            raise SparsegError("give --data (a folder or a CSV manifest), or --adc and --zadc files for one case")
+        return _one_case(args)
+    if args.part < 1 or args.parts < 1 or args.part > args.parts:
+        raise SparsegError(f"--part {args.part} --parts {args.parts}: expected 1 <= part <= parts")
+    if args.out.exists() and not args.out.is_dir():
+        raise SparsegError(f"--out {args.out}: not a folder (a batch writes a folder of masks)")
+    cases = find_any_cases(args.data, args.adc, args.zadc)  # checked before the network is loaded
+    mine = batch_part(cases, args.part - 1, args.parts)
+    if args.parts > 1:
+        print(f"part {args.part} of {args.parts}: {len(mine)} of the {len(cases)} cases")
+    summaries = predict_batch(cases, args.out, _predictor(args), save_probabilities=args.save_probabilities,
+                              overlays=args.overlays or args.report, overwrite=args.overwrite,
+                              mask_format=args.mask_format, report=args.report, part=args.part - 1,
+                              parts=args.parts)
     failed = [s.case_id for s in summaries if s.status == "failed"]
     print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
-          f"summary: {args.out / BATCH_SUMMARY}")
+          f"summary: {args.out / part_name(BATCH_SUMMARY, args.part - 1, args.parts)}"
+          + (f"; report: {args.out / part_name(BATCH_REPORT, args.part - 1, args.parts)}" if args.report else ""))
     if failed:
         print(f"sparseg: error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -266,17 +314,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("predict", help="segment every case of a folder (release or /input layout)")
-    p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
+    p = sub.add_parser("predict", help="segment every case of a folder or manifest (any layout), or one case")
+    p.add_argument("--data", type=Path,
+                   help="the cases: a release-layout folder, an /input folder or a folder of them, a folder with "
+                        "--adc/--zadc patterns, or a CSV manifest (case_id,adc,zadc[,label])")
+    p.add_argument("--adc", help="with --data: a glob pattern of the ADC files, the case id where the * is "
+                                 "(e.g. '*_adc.nii.gz'); without --data: one case's ADC file")
+    p.add_argument("--zadc", help="the Z_ADC files' pattern (with --data), or one case's Z_ADC file")
     p.add_argument("--out", type=Path, required=True,
-                   help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}")
+                   help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}; for one case, the mask file")
+    p.add_argument("--mask-format", choices=("auto", *(f.lstrip(".") for f in MASK_FORMATS)), default="auto",
+                   help="file type of the masks (default auto: the ADC file's, .nii.gz for NIfTI, else .mha)")
     p.add_argument("--save-probabilities", action="store_true",
                    help=f"also write {probabilities_name('<case_id>')}")
     p.add_argument("--overwrite", action="store_true",
-                   help="segment every case again (default: cases whose outputs exist are kept, so a rerun resumes)")
+                   help="segment every case again (default: a case is kept when its outputs exist and were made "
+                        "from the same inputs, weights and settings, so a rerun resumes)")
     p.add_argument("--overlays", action="store_true",
                    help=f"also write {overlay_name('<case_id>')}: the slices with the most lesion, predicted "
                         "(and true) contours")
+    p.add_argument("--report", action="store_true",
+                   help=f"also write {BATCH_REPORT}: one page with the sortable summary, every case's overlay, "
+                        "scores where labels exist, and flags for what deserves a look (implies --overlays)")
+    p.add_argument("--part", type=int, default=1, help="with --parts N: which share of the cases (1 to N)")
+    p.add_argument("--parts", type=int, default=1,
+                   help="split the cases by id into N shares, for N machines or GPUs writing into one --out")
     _add_inference_options(p)
     p.set_defaults(handler=_predict)
 

@@ -11,11 +11,15 @@ summary CSV (the names are in `sparseg.cases`). Both hand the volumes to
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,21 +27,34 @@ import numpy as np
 from tqdm import tqdm
 
 from sparseg.cases import (
+    BATCH_REPORT,
     BATCH_SUMMARY,
     OUTPUT_MASK,
     Case,
-    find_any_cases,
-    find_input_case,
+    batch_part,
+    mask_suffix,
     overlay_name,
+    part_name,
     prediction_name,
     probabilities_name,
 )
 from sparseg.config import burden_group
 from sparseg.environment import peak_rss_mib
 from sparseg.errors import InputError, SparsegError
+from sparseg.evaluation import CaseRow, score_row
 from sparseg.hardware import describe, resolve_device
 from sparseg.inference import Predictor
-from sparseg.io import PARTIAL_PREFIX, Volume, read_image, read_mask, write_csv, write_image, write_mask
+from sparseg.io import (
+    PARTIAL_PREFIX,
+    PLAUSIBLE_SPACING_MM,
+    Volume,
+    read_image,
+    read_mask,
+    write_bytes,
+    write_csv,
+    write_image,
+    write_mask,
+)
 from sparseg.metrics import lesion_burden
 
 log = logging.getLogger(__name__)
@@ -87,29 +104,37 @@ ADC_PLAUSIBLE_MAX = 1e5
 """No tissue diffuses faster than free water (~3000 x 1e-6 mm^2/s at body temperature); far above is another map."""
 
 
-def warn_if_unusual(adc: Volume) -> None:
-    """Log what makes an ADC volume unusual enough that the mask may surprise: no brain, the wrong unit or
-    scale, or a sign flip."""
+def unusual(adc: Volume) -> list[str]:
+    """Flags for what makes an ADC volume unusual enough that its mask may surprise (no brain, the wrong unit
+    or scale, a sign flip, an implausible spacing), each also logged as a warning with its details."""
+    flags = []
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(low <= v <= high for v in adc.geometry.spacing_mm):
+        flags.append("implausible spacing")  # io logged the details when it read the file
     brain = adc.array[adc.array != 0]
     if brain.size == 0:
         log.warning("%s: ADC is all zeros (no brain): the mask is empty", adc.path)
-        return
+        return [*flags, "no brain"]
     largest, negative = float(np.abs(brain).max()), float(np.mean(brain < 0))
     if largest < ADC_IN_MM2_PER_S_BELOW:
         log.warning("%s: ADC values are all below %g, as if in mm^2/s; SPARSeg expects 1e-6 mm^2/s "
                     "(multiply by 1e6): THIS MASK IS NOT MEANINGFUL", adc.path, ADC_IN_MM2_PER_S_BELOW)
+        flags.append("ADC unit (mm^2/s?)")
     elif largest > ADC_PLAUSIBLE_MAX:
         log.warning("%s: ADC values reach %.3g, far above free water's ~3000 x 1e-6 mm^2/s: another map or "
                     "scale? THIS MASK IS NOT MEANINGFUL", adc.path, largest)
+        flags.append("ADC scale")
     if negative > 0.5:
         log.warning("%s: ADC is negative in %.0f%% of the brain's voxels; ADC cannot be negative (a sign flip?): "
                     "THIS MASK IS NOT MEANINGFUL", adc.path, 100 * negative)
+        flags.append("ADC negative")
+    return flags
 
 
-def warn_if_synthetic(predictor: Predictor) -> None:
-    for checkpoint in predictor.checkpoints:
-        if checkpoint.synthetic:
-            log.warning("checkpoint %s", checkpoint.metadata.get("notice", "was trained on synthetic data"))
+def synthetic_warning(predictor: Predictor) -> str | None:
+    """The warning for weights trained on synthetic data, or None."""
+    notices = {c.metadata.get("notice", "was trained on synthetic data") for c in predictor.checkpoints if c.synthetic}
+    return f"checkpoint {' / '.join(sorted(notices))}" if notices else None
 
 
 @dataclass
@@ -122,6 +147,8 @@ class CaseSummary:
     burden: float = float("nan")
     burden_group: str = ""
     seconds: float = float("nan")
+    flags: str = ""
+    """What deserves a look, "; "-separated: an empty mask, an implausible unit or spacing."""
     error: str = ""
     inputs_sha256: str = ""
     """The sha256 (first 16 hex digits) of the ADC and Z_ADC files' bytes."""
@@ -160,7 +187,7 @@ def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
 def _why_redo(row: dict[str, str] | None, made_by: dict[str, str]) -> str | None:
     """Why a case's existing mask cannot be kept, or None when the earlier run made it as this one would."""
     if row is None:
-        return f"no record of what made its mask in {BATCH_SUMMARY}"
+        return "no record of what made its mask in the summary"
     if row.get("status") == "failed":
         return "it failed before"
     changed = [key for key in MADE_BY if row.get(key) != made_by[key]]
@@ -174,42 +201,154 @@ def _why_redo(row: dict[str, str] | None, made_by: dict[str, str]) -> str | None
     return "; ".join(what[key] + details.get(key, "") for key in changed)
 
 
+@dataclass
+class LoadedCase:
+    """A case's volumes as read (by the background reader), or why they could not be."""
+
+    case: Case
+    adc: Volume | None = None
+    z: Volume | None = None
+    inputs_sha256: str = ""
+    error: SparsegError | None = None
+    seconds: float = 0.0
+
+
+def load_case(case: Case, volumes: bool = True) -> LoadedCase:
+    """Hash a case's input files and (with `volumes`) read them; an error is kept, not raised."""
+    started = time.perf_counter()
+    try:
+        digest = inputs_sha256(case)
+        adc, z = (read_image(case.adc), read_image(case.z)) if volumes else (None, None)
+    except SparsegError as exc:
+        return LoadedCase(case, error=exc, seconds=time.perf_counter() - started)
+    return LoadedCase(case, adc, z, digest, seconds=time.perf_counter() - started)
+
+
+def read_ahead(cases: list[Case], depth: int = 2) -> Iterator[LoadedCase]:
+    """`load_case` of each case in order, up to `depth` cases ahead in a background thread, so that reading
+    and decompressing the next cases overlaps the network on the current one; `depth` 0 reads in turn."""
+    if depth == 0:
+        yield from (load_case(case) for case in cases)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseg-reader") as reader:
+        pending: deque = deque()
+        upcoming = iter(cases)
+        for case in upcoming:
+            pending.append(reader.submit(load_case, case))
+            if len(pending) > depth:
+                break
+        while pending:
+            loaded = pending.popleft().result()
+            next_case = next(upcoming, None)
+            if next_case is not None:
+                pending.append(reader.submit(load_case, next_case))
+            yield loaded
+
+
+@dataclass
+class CaseOutputs:
+    """Where one case's outputs go; None for those not asked for."""
+
+    mask: Path
+    probabilities: Path | None = None
+    overlay: Path | None = None
+
+    def exist(self) -> bool:
+        return all(p is None or p.is_file() for p in (self.mask, self.probabilities, self.overlay))
+
+
+@dataclass
+class CaseResult:
+    summary: CaseSummary
+    overlay_png: bytes | None = None
+    scores: CaseRow | None = None
+
+
+def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, picture: bool = False) -> CaseResult:
+    """Segment a loaded case, write its outputs, and (with `picture`, or an overlay path) draw its overlay.
+    Where the case has a label, its scores are computed too (the report shows them)."""
+    if loaded.error is not None:
+        raise loaded.error
+    assert loaded.adc is not None and loaded.z is not None
+    started = time.perf_counter() - loaded.seconds
+    adc, z = loaded.adc, loaded.z
+    flags = unusual(adc)
+    result = predictor.predict(adc, z)
+    if outputs.probabilities is not None:
+        write_image(result.probabilities.astype(np.float32), adc.geometry, outputs.probabilities)
+    write_mask(result.mask, adc.geometry, outputs.mask)
+    png, scores = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
+    summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags, time.perf_counter() - started)
+    return CaseResult(summary, png, scores)
+
+
+def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path | None,
+                        picture: bool) -> tuple[bytes | None, CaseRow | None]:
+    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), and with `picture` its
+    scores against its label where it has one."""
+    if overlay is None and not picture:
+        return None, None
+    label = read_mask(case.label)[0] if case.label is not None else None
+    from sparseg.plots import overlay_png
+
+    png = overlay_png(adc.array, mask, label, adc.geometry.spacing_mm, case.case_id)
+    if overlay is not None:
+        write_bytes(overlay, png)
+    scores = None
+    if picture and label is not None:
+        scores = score_row(case.case_id, label, mask, adc.geometry, lesion_burden(label, adc.array))
+    return (png if picture else None), scores
+
+
 def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
                  overlay_path: Path | None = None) -> CaseSummary:
-    started = time.perf_counter()
-    adc, z = read_image(case.adc), read_image(case.z)
-    warn_if_unusual(adc)
-    result = predictor.predict(adc, z)
-    if probabilities_path is not None:
-        write_image(result.probabilities.astype(np.float32), adc.geometry, probabilities_path)
-    write_mask(result.mask, adc.geometry, mask_path)
-    if overlay_path is not None:
-        from sparseg.plots import plot_overlay
-
-        label = read_mask(case.label)[0] if case.label is not None else None
-        plot_overlay(adc.array, result.mask, label, adc.geometry.spacing_mm, case.case_id, overlay_path)
-    return _summary(case.case_id, "ok", result.mask, adc, time.perf_counter() - started)
+    """Read, segment and write one case (the container job; the out-of-fold masks of cross-validation)."""
+    return segment(load_case(case), predictor, CaseOutputs(mask_path, probabilities_path, overlay_path)).summary
 
 
-def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, seconds: float = float("nan")) -> CaseSummary:
-    """A summary row: lesion volume and burden of `mask` on the ADC image's grid."""
+def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: list[str],
+             seconds: float = float("nan")) -> CaseSummary:
+    """A summary row: lesion volume and burden of `mask` on the ADC image's grid, and the flags."""
     burden = lesion_burden(mask, adc.array)
+    flags = [*flags, "empty mask"] if not mask.any() and "no brain" not in flags else flags
     return CaseSummary(case_id=case_id, status=status,
                        lesion_ml=float(mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
-                       burden=burden, burden_group=burden_group(burden), seconds=seconds)
+                       burden=burden, burden_group=burden_group(burden), seconds=seconds, flags="; ".join(flags))
 
 
-def _summary_of_existing(case: Case, mask_path: Path) -> CaseSummary:
-    """The summary row of a case segmented by an earlier, interrupted run (from its mask file)."""
-    return _summary(case.case_id, "done earlier", read_mask(mask_path)[0], read_image(case.adc))
+def _earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> CaseResult:
+    """The result of a case segmented by an earlier run, from its mask file (and overlay, for the report)."""
+    if loaded.error is not None:
+        raise loaded.error
+    assert loaded.adc is not None
+    mask = read_mask(outputs.mask)[0]
+    if mask.shape != loaded.adc.array.shape:
+        raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
+    png, scores = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
+    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc))
+    return CaseResult(summary, png, scores)
 
 
-def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilities: bool = False,
-                  overlays: bool = False, overwrite: bool = False) -> list[CaseSummary]:
-    """Segment every case of `data`; a failing case is reported and the others go on.
+def _log_case(index: int, total: int, result: CaseResult) -> None:
+    """One line per case for logs without a terminal (`docker run`, CI, a cluster's job log)."""
+    s = result.summary
+    if s.status == "failed":
+        return  # logged as an error where it failed
+    what = "done earlier" if s.status == "done earlier" else f"{s.seconds:.1f} s"
+    flags = f"; look: {s.flags}" if s.flags else ""
+    log.info("[%d/%d] %s: %.2f mL lesion (%s burden), %s%s", index, total, s.case_id, s.lesion_ml, s.burden_group,
+             what, flags)
 
-    Optional per case: `<case_id>_probabilities.mha`, and `<case_id>_overlay.png`
-    (the slices with the most lesion; true contours too where labels exist).
+
+def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_probabilities: bool = False,
+                  overlays: bool = False, overwrite: bool = False, mask_format: str = "auto",
+                  report: bool = False, part: int = 0, parts: int = 1, read_depth: int = 2) -> list[CaseSummary]:
+    """Segment `cases` (part `part` of `parts` of them); a failing case is reported and the others go on.
+
+    Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
+    optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
+    lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`).
+    The next cases are read in the background, `read_depth` ahead, while the network runs.
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
     run). summary.csv is rewritten after each case and records what made each
@@ -217,46 +356,72 @@ def predict_batch(data: Path, out: Path, predictor: Predictor, save_probabilitie
     rerun keeps a case's outputs only when they all exist and that record
     matches (unless `overwrite`): it continues where an interrupted run
     stopped, and redoes, saying why, a case whose inputs, weights or settings
-    changed.
+    changed. With `parts` > 1 the summary and report are named by part, so N
+    machines can share one output folder.
     """
-    cases = find_any_cases(data)
+    cases = batch_part(cases, part, parts)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{PARTIAL_PREFIX}*"):
-        stale.unlink()
-    summary_path = out / BATCH_SUMMARY
+        with contextlib.suppress(OSError):  # another part's file may be gone already
+            stale.unlink()
+    summary_path = out / part_name(BATCH_SUMMARY, part, parts)
     earlier = {} if overwrite else _earlier_rows(summary_path)
     made_by = predictor.made_by()
-    summaries: list[CaseSummary] = []
-    for index, case in enumerate(tqdm(cases, desc="cases", unit="case", disable=not sys.stderr.isatty())):
-        mask = out / prediction_name(case.case_id)
-        probabilities = out / probabilities_name(case.case_id) if save_probabilities else None
-        overlay = out / overlay_name(case.case_id) if overlays else None
+    results: list[CaseResult] = []
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=len(cases), desc="cases", unit="case", disable=not terminal)
+    for index, loaded in enumerate(read_ahead(cases, read_depth)):
+        case = loaded.case
+        suffix = mask_suffix(case.adc, mask_format)
+        outputs = CaseOutputs(out / prediction_name(case.case_id, suffix),
+                              out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
+                              out / overlay_name(case.case_id) if overlays else None)
         try:
-            key = {"inputs_sha256": inputs_sha256(case), **made_by}
-            summary = None
-            if not overwrite and all(p is None or p.is_file() for p in (mask, probabilities, overlay)):
-                reason = _why_redo(earlier.get(case.case_id), key)
+            result = None
+            if not overwrite and loaded.error is None and outputs.exist():
+                reason = _why_redo(earlier.get(case.case_id), {"inputs_sha256": loaded.inputs_sha256, **made_by})
                 if reason is None:
                     try:
-                        summary = _summary_of_existing(case, mask)
+                        result = _earlier_result(loaded, outputs, report)
                     except InputError as exc:
-                        log.info("%s: segmenting again: its earlier output cannot be read (%s)", case.case_id, exc)
+                        log.info("%s: segmenting again: its earlier output cannot be used (%s)", case.case_id, exc)
                 else:
                     log.info("%s: segmenting again: %s", case.case_id, reason)
-            summary = summary or predict_case(case, predictor, mask, probabilities, overlay)
-            summaries.append(replace(summary, **key))
+            result = result or segment(loaded, predictor, outputs, picture=report)
+            result.summary = replace(result.summary, inputs_sha256=loaded.inputs_sha256, **made_by)
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
-            summaries.append(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
+            result = CaseResult(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
+        results.append(result)
+        bar.update()
+        if not terminal:
+            _log_case(index + 1, len(cases), result)
         not_yet = [{name: row.get(name, "") for name in SUMMARY_COLUMNS}  # still on disk, from the earlier run
                    for c in cases[index + 1 :] if (row := earlier.get(c.case_id)) is not None]
-        write_csv(summary_path, [asdict(s) for s in summaries] + not_yet)
-    return summaries
+        write_csv(summary_path, [asdict(r.summary) for r in results] + not_yet)
+    bar.close()
+    if report:
+        path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor)
+        log.info("QA report: %s", path)
+    return [r.summary for r in results]
 
 
-def run_container_job(input_dir: Path, output_dir: Path, predictor: Predictor) -> Path:
+def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
+    from sparseg.report import ReportCase, write_report
+
+    cases = [ReportCase(case_id=r.summary.case_id, status=r.summary.status, lesion_ml=r.summary.lesion_ml,
+                        burden_group=r.summary.burden_group, seconds=r.summary.seconds,
+                        flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
+                        error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores) for r in results]
+    context = [f"device: {describe(predictor.device, predictor.inference.precision)}",
+               *(f"checkpoint: {c.describe()}" for c in predictor.checkpoints),
+               f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
+    warning = synthetic_warning(predictor)
+    return write_report(path, cases, context, [warning.upper()] if warning else [])
+
+
+def run_container_job(case: Case, output_dir: Path, predictor: Predictor) -> Path:
     """The grand-challenge job: the one /input case -> /output/images/hie-lesion-segmentation/overlay.mha."""
-    case = find_input_case(input_dir)
     summary = predict_case(case, predictor, output_dir / OUTPUT_MASK)
     log.info("%s: %.2f mL of lesion (%s burden) in %.2f s; peak memory %.0f MiB", case.case_id,
              summary.lesion_ml, summary.burden_group, summary.seconds, peak_rss_mib())
@@ -273,5 +438,7 @@ def load_predictor(weights: list[Path] | None, device: str = "auto", **options) 
     log.info("device: %s", describe(predictor.device, predictor.inference.precision))
     for checkpoint in predictor.checkpoints:
         log.info("checkpoint: %s", checkpoint.describe())
-    warn_if_synthetic(predictor)
+    warning = synthetic_warning(predictor)
+    if warning:
+        log.warning("%s", warning)
     return predictor

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sparseg.cases import OUTPUT_MASK, find_cases
+from sparseg.cases import OUTPUT_MASK, find_any_cases, find_cases, find_input_case
 from sparseg.cli import main
 from sparseg.errors import InputError
 from sparseg.io import read_geometry, read_image
@@ -19,7 +19,8 @@ from sparseg.synth import SynthConfig, generate_case, write_input_case
 @pytest.mark.parametrize("index", [0, 4])
 def test_container_job_writes_a_binary_mask_on_the_adc_grid(tiny_checkpoint: Path, tmp_path: Path, index: int) -> None:
     case = write_input_case(tmp_path / "input", seed=8, index=index, config=SynthConfig.tiny())
-    path = run_container_job(tmp_path / "input", tmp_path / "output", load_predictor([tiny_checkpoint], "cpu"))
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    path = run_container_job(find_input_case(tmp_path / "input"), tmp_path / "output", predictor)
     assert path == tmp_path / "output" / OUTPUT_MASK
     image = sitk.ReadImage(str(path))
     assert image.GetPixelID() == sitk.sitkUInt8
@@ -30,7 +31,8 @@ def test_container_job_writes_a_binary_mask_on_the_adc_grid(tiny_checkpoint: Pat
 def test_oblique_case_keeps_its_direction(tiny_checkpoint: Path, tmp_path: Path) -> None:
     index = next(i for i in range(50) if generate_case(8, i, SynthConfig.tiny()).orientation == "oblique")
     case = write_input_case(tmp_path / "input", seed=8, index=index, config=SynthConfig.tiny())
-    path = run_container_job(tmp_path / "input", tmp_path / "output", load_predictor([tiny_checkpoint], "cpu"))
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    path = run_container_job(find_input_case(tmp_path / "input"), tmp_path / "output", predictor)
     assert read_geometry(path).direction == pytest.approx(case.geometry.direction, abs=1e-9)
 
 
@@ -38,7 +40,8 @@ def test_batch_goes_on_past_a_bad_case(tiny_checkpoint: Path, tiny_dataset: Path
     data = shutil.copytree(tiny_dataset, tmp_path / "data")
     bad = find_cases(data)[2]
     bad.z.write_bytes(b"not an image")
-    summaries = predict_batch(data, tmp_path / "out", load_predictor([tiny_checkpoint], "cpu"), save_probabilities=True)
+    summaries = predict_batch(find_any_cases(data), tmp_path / "out", load_predictor([tiny_checkpoint], "cpu"),
+                              save_probabilities=True)
     status = {s.case_id: s.status for s in summaries}
     assert status.pop(bad.case_id) == "failed" and set(status.values()) == {"ok"}
     with open(tmp_path / "out" / "summary.csv") as handle:
@@ -72,7 +75,7 @@ def test_uploaded_model_wins_over_baked_weights(tmp_path: Path) -> None:
 
 
 def test_batch_overlays_are_pngs_of_every_case(tiny_dataset: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    predict_batch(tiny_dataset, tmp_path, load_predictor([tiny_checkpoint], "cpu"), overlays=True)
+    predict_batch(find_any_cases(tiny_dataset), tmp_path, load_predictor([tiny_checkpoint], "cpu"), overlays=True)
     pngs = sorted(tmp_path.glob("*_overlay.png"))
     assert [p.name.removesuffix("_overlay.png") for p in pngs] == [c.case_id for c in find_cases(tiny_dataset)]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
@@ -131,7 +134,7 @@ def test_a_rerun_redoes_a_case_whose_input_changed(tiny_checkpoint: Path, tiny_d
 
     data, out = shutil.copytree(tiny_dataset, tmp_path / "data"), tmp_path / "out"
     predictor = load_predictor([tiny_checkpoint], "cpu")
-    predict_batch(data, out, predictor)
+    predict_batch(find_any_cases(data), out, predictor)
     changed = find_cases(data)[1]
     adc, z = read_image(changed.adc), read_image(changed.z)
     grid = Geometry.from_array_order(adc.array[:, :-4].shape, adc.geometry.spacing_mm, adc.geometry.origin_xyz_mm,
@@ -139,7 +142,7 @@ def test_a_rerun_redoes_a_case_whose_input_changed(tiny_checkpoint: Path, tiny_d
     write_image(adc.array[:, :-4], grid, changed.adc)
     write_image(z.array[:, :-4], grid, changed.z)
     caplog.clear()
-    summaries = predict_batch(data, out, predictor)
+    summaries = predict_batch(find_any_cases(data), out, predictor)
     status = {s.case_id: s.status for s in summaries}
     assert status.pop(changed.case_id) == "ok" and set(status.values()) == {"done earlier"}
     assert any(f"{changed.case_id}: segmenting again: its input files changed" in r.getMessage()
@@ -176,13 +179,13 @@ def test_a_summary_without_the_record_of_what_made_the_masks_redoes_them(tiny_ch
                                                                          tmp_path: Path) -> None:
     out = tmp_path / "out"
     predictor = load_predictor([tiny_checkpoint], "cpu")
-    predict_batch(tiny_dataset, out, predictor)
+    predict_batch(find_any_cases(tiny_dataset), out, predictor)
     rows = list(_statuses(out).values())
     with open(out / "summary.csv", "w", newline="") as handle:  # as an earlier SPARSeg wrote it
         writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "lesion_ml"])
         writer.writeheader()
         writer.writerows({k: row[k] for k in ("case_id", "status", "lesion_ml")} for row in rows)
-    assert {s.status for s in predict_batch(tiny_dataset, out, predictor)} == {"ok"}
+    assert {s.status for s in predict_batch(find_any_cases(tiny_dataset), out, predictor)} == {"ok"}
 
 
 def test_a_full_disk_fails_the_batch_without_leaving_empty_masks(tiny_checkpoint: Path, tiny_dataset: Path,
@@ -193,3 +196,100 @@ def test_a_full_disk_fails_the_batch_without_leaving_empty_masks(tiny_checkpoint
     assert code == 2, err
     assert "cannot write" in err.splitlines()[-1] and "Traceback" not in err
     assert [p for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"] == []
+
+
+def _own_names(tiny_dataset: Path, folder: Path, suffix: str = ".nii.gz") -> dict[str, tuple[Path, Path, Path]]:
+    """The tiny cases as a user's flat folder: patient<k>_adc / _zadc / _label, in `suffix` format."""
+    from sparseg.io import write_image
+
+    files = {}
+    for k, case in enumerate(find_cases(tiny_dataset)):
+        names = []
+        for kind, path in (("adc", case.adc), ("zadc", case.z), ("label", case.label)):
+            volume = read_image(path)
+            names.append(write_image(volume.array, volume.geometry, folder / f"patient{k:02d}_{kind}{suffix}"))
+        files[f"patient{k:02d}"] = tuple(names)
+    return files
+
+
+def test_a_folder_of_nifti_pairs_with_own_names_runs_end_to_end(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                tmp_path: Path) -> None:
+    files = _own_names(tiny_dataset, tmp_path / "scans")
+    out = tmp_path / "masks"
+    assert main(["predict", "--data", str(tmp_path / "scans"), "--adc", "*_adc.nii.gz", "--zadc", "*_zadc.nii.gz",
+                 "--out", str(out), "--weights", str(tiny_checkpoint)]) == 0
+    for case_id, (adc, _, _) in files.items():
+        mask = out / f"{case_id}_lesion.nii.gz"
+        assert read_geometry(mask).differences(read_geometry(adc), tolerance=1e-5) == []
+    assert set(_statuses(out)) == set(files)
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc,label\n" + "".join(
+        f"{cid},scans/{a.name},scans/{z.name},scans/{label.name}\n" for cid, (a, z, label) in files.items()))
+    assert main(["evaluate", "--gt", str(manifest), "--pred", str(out), "--out", str(tmp_path / "scores")]) == 0
+    with open(tmp_path / "scores" / "scores.csv") as handle:
+        assert sorted(row["case_id"] for row in csv.DictReader(handle)) == sorted(files)
+    assert main(["predict", "--data", str(manifest), "--out", str(tmp_path / "as-mha"), "--mask-format", "mha",
+                 "--weights", str(tiny_checkpoint)]) == 0
+    for case_id in files:
+        np.testing.assert_array_equal(read_image(tmp_path / "as-mha" / f"{case_id}_lesion.mha").array,
+                                      read_image(out / f"{case_id}_lesion.nii.gz").array)
+
+
+def test_one_case_without_any_layout(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    files = _own_names(tiny_dataset, tmp_path, ".nii.gz")
+    adc, z, _ = files["patient00"]
+    assert main(["predict", "--adc", str(adc), "--zadc", str(z), "--out", str(tmp_path / "mask.nii.gz"),
+                 "--weights", str(tiny_checkpoint)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert read_geometry(tmp_path / "mask.nii.gz").size_xyz == read_geometry(adc).size_xyz
+    assert main(["predict", "--adc", str(adc), "--zadc", str(z), "--out", str(tmp_path / "mask.nii.gz"),
+                 "--report", "--weights", str(tiny_checkpoint)]) == 2
+    assert "--report: for a batch" in capsys.readouterr().err
+
+
+def test_input_errors_come_before_the_network_is_loaded(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    """A typo in the data once cost the whole start-up first: here the weights do not even exist."""
+    absent = str(tmp_path / "absent.safetensors")
+    _own_names(tiny_dataset, tmp_path / "scans")
+    (tmp_path / "scans" / "patient00_zadc.nii.gz").unlink()
+    assert main(["predict", "--data", str(tmp_path / "scans"), "--adc", "*_adc.nii.gz", "--zadc", "*_zadc.nii.gz",
+                 "--out", str(tmp_path / "out"), "--weights", absent]) == 2
+    assert "no Z_ADC (*_zadc.nii.gz) for: patient00" in capsys.readouterr().err
+    assert main(["process", "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o"),
+                 "--weights", absent]) == 2
+    assert "nothing/images/skull-stripped-adc-brain-mri: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_two_parts_into_one_folder_equal_one_run(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    command = ["predict", "--data", str(tiny_dataset), "--weights", str(tiny_checkpoint)]
+    assert main([*command, "--out", str(tmp_path / "whole")]) == 0
+    for part in ("1", "2"):
+        assert main([*command, "--out", str(tmp_path / "parts"), "--part", part, "--parts", "2"]) == 0
+    whole = sorted(p.name for p in (tmp_path / "whole").glob("*_lesion.mha"))
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*_lesion.mha")) == whole
+    for name in whole:
+        np.testing.assert_array_equal(read_image(tmp_path / "parts" / name).array,
+                                      read_image(tmp_path / "whole" / name).array)
+    shares = [set(_statuses_of(tmp_path / "parts" / f"summary_part{k}of2.csv")) for k in (1, 2)]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == set(_statuses(tmp_path / "whole"))
+
+
+def _statuses_of(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_without_a_terminal_each_case_is_one_log_line(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "sparseg", "predict", "--data", str(tiny_dataset), "--out",
+                          str(tmp_path / "out"), "--weights", str(tiny_checkpoint), "--device", "cpu"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "] MGHNICU_" in line]
+    assert len(lines) == 6 and lines[0].startswith("sparseg: INFO: [1/6] MGHNICU_")
+    assert all(" mL lesion (" in line and " burden), " in line for line in lines)
+    assert "cases:" not in run.stderr  # no progress bar without a terminal
