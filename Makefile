@@ -18,9 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 SAMPLES := $(wildcard test/*/input)
 DEMO_WEIGHTS := model_weights/sparseg-demo.safetensors
 
-# The main job on the bundled sample case: the container's entry point, /input layout -> mask.
+# The main job on the bundled sample case: the container's entry point, /input layout -> mask; then the same
+# case through `sparseg predict --report`: runs/demo-sample/report.html, a page to look at.
 demo: setup
 	$(PY) process.py --input test/MGHNICU_901-VISIT_01/input --output runs/demo-sample --device cpu
+	$(SPARSEG) predict --data test/MGHNICU_901-VISIT_01/input --out runs/demo-sample --report --device cpu
 
 # Rebuild the demo weights from scratch: 80 synthetic cases, demo config, fold 0 (about an hour on 2 CPU cores).
 demo-weights: setup

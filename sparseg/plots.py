@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparseg.config import PreprocessingConfig  # noqa: E402
-from sparseg.io import atomic_path, verify_png  # noqa: E402
+from sparseg.io import atomic_path, verify_png, write_bytes  # noqa: E402
 
 
 def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
@@ -42,30 +43,37 @@ def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
     return paths
 
 
-def plot_overlay(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spacing_mm: tuple[float, float, float],
-                 title: str, path: Path, n_slices: int = 3) -> Path:
-    """The `n_slices` axial slices with the most lesion: ADC in grey, prediction in red, truth (if any) in green.
+def overlay_png(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spacing_mm: tuple[float, float, float],
+                title: str, n_slices: int = 3, dpi: int = 90) -> bytes:
+    """The `n_slices` axial slices with the most lesion as a PNG: ADC in grey, prediction in red, truth (if any)
+    in green.
 
     Shape: adc, mask, label (D, H, W); `spacing_mm` in (z, y, x) sets the pixel aspect.
     """
     lesion = mask.sum(axis=(1, 2)) + (label.sum(axis=(1, 2)) if label is not None else 0)
     chosen = sorted(np.argsort(-lesion, kind="stable")[: min(n_slices, len(lesion))])
     fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4.6), squeeze=False)
-    for ax, k in zip(axes[0], chosen):
-        ax.imshow(adc[k], cmap="gray", vmin=0, vmax=PreprocessingConfig.adc_range[1],
-                  aspect=spacing_mm[1] / spacing_mm[2], interpolation="nearest")
-        for array, colour in ((mask, "red"), (label, "lime")):
-            if array is not None and array[k].any():
-                ax.contour(array[k].astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
-        true = f", {int(label[k].sum())} true" if label is not None else ""
-        ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted{true}", fontsize=9)
-        ax.axis("off")
-    legend = "red: predicted" + (", green: true" if label is not None else "")
-    fig.suptitle(f"{title} ({legend})", fontsize=10)
-    fig.tight_layout()
     try:
-        with atomic_path(path, verify_png) as temporary:
-            fig.savefig(temporary, format="png", dpi=90)
+        for ax, k in zip(axes[0], chosen):
+            ax.imshow(adc[k], cmap="gray", vmin=0, vmax=PreprocessingConfig.adc_range[1],
+                      aspect=spacing_mm[1] / spacing_mm[2], interpolation="nearest")
+            for array, colour in ((mask, "red"), (label, "lime")):
+                if array is not None and array[k].any():
+                    ax.contour(array[k].astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
+            true = f", {int(label[k].sum())} true" if label is not None else ""
+            ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted{true}", fontsize=9)
+            ax.axis("off")
+        legend = "red: predicted" + (", green: true" if label is not None else "")
+        fig.suptitle(f"{title} ({legend})", fontsize=10)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-    return path
+    return buffer.getvalue()
+
+
+def plot_overlay(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spacing_mm: tuple[float, float, float],
+                 title: str, path: Path, n_slices: int = 3) -> Path:
+    """`overlay_png` written to `path` (checked complete before its rename)."""
+    return write_bytes(path, overlay_png(adc, mask, label, spacing_mm, title, n_slices))

@@ -13,7 +13,7 @@ LAYERS = [
     {"io", "hardware"},
     {"cases", "preprocessing", "metrics", "plots"},
     {"synth", "baseline", "evaluation", "model", "losses", "augment"},
-    {"data", "inference"},
+    {"data", "inference", "report"},
     {"train", "jobs", "submission"},
     {"crossval"},
     {"ablation"},

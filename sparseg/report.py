@@ -1,0 +1,162 @@
+"""The QA report of a batch: one self-contained HTML page a person can look through.
+
+`sparseg predict --report` writes `report.html` beside the masks: the summary
+table (sortable by any column), then per case its overlay picture (ADC with
+the predicted contour, and the label's where there is one), lesion volume,
+burden group, the challenge's scores where a label exists, and flags for what
+deserves a look (an empty mask, an implausible unit or spacing, a failed case,
+weights trained on synthetic data). Pictures are embedded as data URIs and the
+sorting script is inline: the page opens from disk with no network, and can be
+mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sparseg import __version__
+from sparseg.evaluation import CaseRow
+from sparseg.io import write_text
+
+
+@dataclass
+class ReportCase:
+    """What the report shows of one case."""
+
+    case_id: str
+    status: str
+    lesion_ml: float
+    burden_group: str
+    seconds: float
+    flags: list[str] = field(default_factory=list)
+    error: str = ""
+    overlay_png: bytes | None = None
+    scores: CaseRow | None = None
+    """The challenge's scores against the case's label, where it has one."""
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; cursor: pointer; user-select: none; }
+th.sorted-up::after { content: " \\25B2"; } th.sorted-down::after { content: " \\25BC"; }
+td:first-child, th:first-child, td.text { text-align: left; }
+tr.flagged td { background: #fff4e0; } tr.failed td { background: #fde0e0; }
+.flag { display: inline-block; background: #e8a33d; color: white; border-radius: 0.3em; padding: 0 0.4em;
+        margin: 0 0.2em 0.2em 0; font-size: 0.85em; }
+.case { border-top: 1px solid #ccc; padding-top: 0.5em; margin-top: 1.5em; }
+.case img { max-width: 100%; height: auto; }
+.warning { color: #a33; font-weight: bold; }
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (header, column) {
+  header.addEventListener("click", function () {
+    var table = header.closest("table"), body = table.tBodies[0];
+    var up = !header.classList.contains("sorted-up");
+    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("sorted-up", "sorted-down"); });
+    header.classList.add(up ? "sorted-up" : "sorted-down");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[column].dataset.sort, y = b.cells[column].dataset.sort;
+      var nx = parseFloat(x), ny = parseFloat(y), order;
+      if (!isNaN(nx) && !isNaN(ny)) { order = nx - ny; }
+      else if (isNaN(nx) !== isNaN(ny)) { order = isNaN(nx) ? 1 : -1; }
+      else { order = x.localeCompare(y); }
+      return up ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+
+
+def _number(value: float | None, digits: int) -> tuple[str, str]:
+    """(shown, sort key) of a number; undefined values show as "n/a" and sort last."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a", ""
+    return f"{value:.{digits}f}", repr(float(value))
+
+
+def _cell(shown: str, key: str | None = None, text: bool = False) -> str:
+    klass = ' class="text"' if text else ""
+    return f'<td{klass} data-sort="{html.escape(key if key is not None else shown)}">{shown}</td>'
+
+
+def _flags(flags: list[str]) -> str:
+    return "".join(f'<span class="flag">{html.escape(flag)}</span>' for flag in flags)
+
+
+def render(cases: list[ReportCase], title: str, context: list[str], warnings: list[str]) -> str:
+    """The page: `context` lines (weights, settings, machine) and `warnings` at the top, the table, the cases."""
+    labelled = any(case.scores is not None for case in cases)
+    headers = ["case", "status", "lesion (mL)", "burden group", "seconds", "flags"]
+    if labelled:
+        headers[4:4] = ["DSC", "MASD (mm)", "NSD"]
+    rows = []
+    for case in cases:
+        cells = [_cell(f'<a href="#{html.escape(case.case_id)}">{html.escape(case.case_id)}</a>', case.case_id,
+                       text=True),
+                 _cell(html.escape(case.status), text=True),
+                 _cell(*_number(case.lesion_ml, 2)),
+                 _cell(html.escape(case.burden_group), text=True)]
+        if labelled:
+            scores = case.scores
+            cells += [_cell(*_number(scores.dsc if scores else None, 3)),
+                      _cell(*_number(scores.masd if scores else None, 2)),
+                      _cell(*_number(scores.nsd if scores else None, 3))]
+        cells += [_cell(*_number(case.seconds, 1)), _cell(_flags(case.flags), ";".join(case.flags), text=True)]
+        klass = "failed" if case.status == "failed" else "flagged" if case.flags else ""
+        rows.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>")
+    sections = []
+    for case in cases:
+        facts = [f"status {html.escape(case.status)}", f"lesion {_number(case.lesion_ml, 2)[0]} mL",
+                 f"burden {html.escape(case.burden_group or 'n/a')}"]
+        if case.scores is not None:
+            facts.append(f"DSC {_number(case.scores.dsc, 3)[0]}, MASD {_number(case.scores.masd, 2)[0]} mm, "
+                         f"NSD {_number(case.scores.nsd, 3)[0]} (against its label)")
+        picture = ""
+        if case.overlay_png:
+            data = base64.b64encode(case.overlay_png).decode("ascii")
+            picture = (f'<img src="data:image/png;base64,{data}" alt="{html.escape(case.case_id)}: ADC with the '
+                       'predicted contour">')
+        error = f'<p class="warning">{html.escape(case.error)}</p>' if case.error else ""
+        sections.append(f'<section class="case" id="{html.escape(case.case_id)}"><h3>{html.escape(case.case_id)}'
+                        f"</h3><p>{'; '.join(facts)} {_flags(case.flags)}</p>{error}{picture}</section>")
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.status] = counts.get(case.status, 0) + 1
+    flagged = sum(1 for case in cases if case.flags)
+    overview = (f"{len(cases)} cases: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                + f"; {flagged} flagged for a look")
+    if labelled:
+        scored = [case.scores for case in cases if case.scores is not None]
+        means = {name: [getattr(s, name) for s in scored if not math.isnan(getattr(s, name))]
+                 for name in ("dsc", "masd", "nsd")}
+        overview += "; mean over the {} labelled: ".format(len(scored)) + ", ".join(
+            f"{name.upper()} {sum(v) / len(v):.3f}" if v else f"{name.upper()} n/a" for name, v in means.items())
+    top = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
+    top += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in context) + "</ul>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head>
+<body><h1>{html.escape(title)}</h1>{top}<p>{html.escape(overview)}</p>
+<p>Click a column's header to sort by it; rows with flags deserve a look.</p>
+<table class="sortable" id="cases"><thead><tr>{''.join(f'<th>{h}</th>' for h in headers)}</tr></thead>
+<tbody>{''.join(rows)}</tbody></table>
+{''.join(sections)}
+<script>{SORT_SCRIPT}</script></body></html>
+"""
+
+
+def write_report(path: Path, cases: list[ReportCase], context: list[str], warnings: list[str]) -> Path:
+    """`render` written to `path` (atomically), with the time and SPARSeg version among the context lines."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    context = [*context, f"written {stamp} by SPARSeg {__version__}"]
+    return write_text(path, render(cases, "SPARSeg QA report", context, warnings))
