@@ -4,14 +4,18 @@
 #   ./build.sh [--tag TAG] [--wheelhouse DIR] [--base IMAGE] [--weights CKPT ...]
 #
 # --wheelhouse DIR  install Python packages from DIR only (offline; make it with docker/wheelhouse.sh)
-# --base IMAGE      base image (default sparseg-base:bookworm, made by docker/base-image.sh if missing)
+# --base IMAGE      base image; default: python:3.11-slim-bookworm where it is present or can be pulled, else
+#                   sparseg-base:bookworm (Debian bookworm made locally by docker/base-image.sh with debootstrap,
+#                   as root: for machines without a registry); --base local asks for that one
 # --weights CKPT .. the checkpoint(s) to bake in, e.g. runs/cv/fold*/final.safetensors (each named after
 #                   its folder: fold0-final.safetensors); default: model_weights/*.safetensors
 # The build stops if there is no checkpoint; the image averages every checkpoint it bakes in.
 set -euo pipefail
 cd "$(dirname "$0")"
 tag=${SPARSEG_IMAGE:-sparseg:latest}
-base=sparseg-base:bookworm
+base=auto
+registry_base=python:3.11-slim-bookworm
+local_base=sparseg-base:bookworm
 wheelhouse=""
 weights=()
 while [ $# -gt 0 ]; do
@@ -21,7 +25,7 @@ while [ $# -gt 0 ]; do
             case $1 in --tag) tag=$2 ;; --wheelhouse) wheelhouse=$2 ;; --base) base=$2 ;; esac
             shift 2 ;;
         --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$1"); shift; done ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "build.sh: error: unknown argument $1 (see ./build.sh --help)" >&2; exit 2 ;;
     esac
 done
@@ -65,11 +69,33 @@ if [ -n "$wheelhouse" ]; then
     echo "offline build from $wheelhouse (${#wheels[@]} wheels)"
 fi
 
-# The default base is made locally (no registry needed); any other is pulled by docker build.
-if [ "$base" = sparseg-base:bookworm ] && ! docker image inspect "$base" > /dev/null 2>&1; then
-    echo "base image $base not found: making it with docker/base-image.sh"
-    docker/base-image.sh "$base"
+# The base: the registry's python image where it can be had, else a Debian bookworm made here (no registry needed).
+make_local_base() {
+    if [ "$(id -u)" != 0 ] || ! command -v debootstrap > /dev/null; then
+        echo "build.sh: error: no base image: $registry_base cannot be pulled (no registry reachable?) and" \
+             "$local_base cannot be made here (docker/base-image.sh needs root and debootstrap). Either pull" \
+             "$registry_base where a registry is reachable (docker pull, or docker load of a saved copy), or run" \
+             "./build.sh as root with debootstrap installed (apt-get install debootstrap)" >&2
+        exit 1
+    fi
+    echo "making the base image $local_base from Debian bookworm with docker/base-image.sh"
+    docker/base-image.sh "$local_base"
+}
+if [ "$base" = local ]; then
+    base=$local_base
 fi
+if [ "$base" = auto ]; then
+    if docker image inspect "$registry_base" > /dev/null 2>&1 \
+            || timeout "${SPARSEG_PULL_TIMEOUT:-120}" docker pull --quiet "$registry_base" > /dev/null 2>&1; then
+        base=$registry_base
+    else
+        base=$local_base
+        docker image inspect "$base" > /dev/null 2>&1 || make_local_base
+    fi
+elif [ "$base" = "$local_base" ] && ! docker image inspect "$base" > /dev/null 2>&1; then
+    make_local_base
+fi
+echo "base image: $base"
 
 started=$(date +%s)
 docker build --force-rm --build-arg BASE_IMAGE="$base" --tag "$tag" .

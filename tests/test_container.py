@@ -44,9 +44,11 @@ def test_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
 
-def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str) -> subprocess.CompletedProcess:
+def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry: bool = True,
+                 local_base: bool = True, root: bool = True) -> subprocess.CompletedProcess:
     """Run a copy of build.sh with the given checkpoints in model_weights/, the given arguments and a stand-in
-    `docker` that records its calls."""
+    `docker` that records its calls; `registry`: whether python:3.11-slim-bookworm can be pulled; `local_base`:
+    whether sparseg-base:bookworm exists; `root`: whether debootstrap can make it."""
     shutil.copy(ROOT / "build.sh", tmp_path / "build.sh")
     (tmp_path / "model_weights").mkdir()
     for weight in weights:
@@ -55,9 +57,18 @@ def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str) -> subpro
     bin_dir.mkdir()
     fake = bin_dir / "docker"
     fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n'
+                    f'[ "$1" = pull ] && exit {0 if registry else 1}\n'
+                    f'[ "$3" = python:3.11-slim-bookworm ] && [ {int(registry)} = 0 ] && exit 1\n'
+                    f'[ "$3" = sparseg-base:bookworm ] && [ {int(local_base)} = 0 ] && exit 1\n'
                     '[ "$1 $2" = "image inspect" ] && echo 1000000000\nexit 0\n')
     fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for tool in ("id", "debootstrap"):  # stand-ins: who runs it, and whether debootstrap is there
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho {0 if root else 1000}\n")
+        (bin_dir / tool).chmod(0o755)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "base-image.sh").write_text('#!/bin/sh\necho "base-image.sh $@" >> bin/calls\n')
+    (tmp_path / "docker" / "base-image.sh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SPARSEG_PULL_TIMEOUT": "5"}
     return subprocess.run(["bash", str(tmp_path / "build.sh"), *arguments], capture_output=True, text=True, env=env)
 
 
@@ -72,7 +83,31 @@ def test_build_with_the_synthetic_demo_weights_warns(tmp_path: Path) -> None:
     result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"])
     assert result.returncode == 0, result.stderr
     assert "trained on synthetic data" in result.stderr and "not for real scans" in result.stderr
-    assert "build --force-rm --build-arg BASE_IMAGE=sparseg-base:bookworm" in (tmp_path / "bin" / "calls").read_text()
+    calls = (tmp_path / "bin" / "calls").read_text()
+    assert "build --force-rm --build-arg BASE_IMAGE=python:3.11-slim-bookworm" in calls
+
+
+@pytest.mark.parametrize("registry, local_base, root, base, made", [
+    (True, True, True, "python:3.11-slim-bookworm", False),
+    (False, True, True, "sparseg-base:bookworm", False),
+    (False, False, True, "sparseg-base:bookworm", True),
+])
+def test_the_base_is_the_registry_image_where_it_can_be_had(tmp_path: Path, registry: bool, local_base: bool,
+                                                             root: bool, base: str, made: bool) -> None:
+    result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], registry=registry,
+                          local_base=local_base, root=root)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "bin" / "calls").read_text()
+    assert f"--build-arg BASE_IMAGE={base} " in calls
+    assert ("base-image.sh sparseg-base:bookworm" in calls) == made
+
+
+def test_without_a_registry_or_root_the_error_names_both_ways(tmp_path: Path) -> None:
+    result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], registry=False,
+                          local_base=False, root=False)
+    assert result.returncode == 1
+    assert "python:3.11-slim-bookworm cannot be pulled" in result.stderr and "debootstrap" in result.stderr
+    assert "build --force-rm" not in (tmp_path / "bin" / "calls").read_text()
 
 
 def test_build_bakes_the_checkpoints_named_with_weights_under_distinct_names(tmp_path: Path) -> None:
