@@ -215,7 +215,7 @@ class TrainConfig:
 
 AUTO_BATCH_SIZE = {"cuda": 64, "cpu": 8}
 """Slices per forward pass by device type when `InferenceConfig.batch_size` is 0 (on the CPU, 8 is as fast as
-16 and needs less memory: README, "Performance")."""
+16 and needs less memory: docs/performance.md)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class InferenceConfig:
     """How volumes go through the network at prediction time: speed settings, not part of the method.
 
     Each setting was kept because the inference benchmark (bench/inference.py)
-    showed it pays (README, "Performance"); with the defaults the masks stay
+    showed it pays (docs/performance.md); with the defaults the masks stay
     within Dice 0.999 of the plain fp32 full-frame reference
     (tests/test_inference.py).
     """

@@ -14,8 +14,8 @@ For a fast start, `trace_checkpoint` writes the same network traced to
 TorchScript beside the checkpoint (`<name>.torchscript`, made in the image at
 build time). Inference loads it instead of rebuilding the network when its
 stamp names the checkpoint's weights and this torch version, which spares the
-import of segmentation-models-pytorch, timm and torchvision (README,
-"Performance", says how much start-up that saves). The safetensors file stays
+import of segmentation-models-pytorch, timm and torchvision (docs/performance.md
+says how much start-up that saves). The safetensors file stays
 the one source of truth.
 """
 
