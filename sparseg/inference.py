@@ -49,6 +49,19 @@ def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, b
 
 
 @dataclass
+class Prepared:
+    """A case's network input, ready to run: what a background reader can make while the network is busy."""
+
+    inputs: np.ndarray
+    """(S, C, h, w) float32: the slices and in-plane box of `window`, preprocessed."""
+    window: BrainWindow
+    frame: tuple[int, int, int]
+    """(D, H, W) of the resized slices (D slices of the network's frame)."""
+    grid: tuple[int, int]
+    """(H, W) of the case's own slices, where the probabilities go back to."""
+
+
+@dataclass
 class Prediction:
     """One case's result on its own grid."""
 
@@ -109,12 +122,18 @@ class Predictor:
         brain = brain_window(adc, self.config.preprocessing, self.inference.crop_margin, self.inference.crop_multiple)
         return brain if self.inference.crop_to_brain else BrainWindow(brain.slices, *whole)
 
-    def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
+    def prepare(self, adc: np.ndarray, z: np.ndarray) -> Prepared:
+        """The network input of a case: its slices preprocessed (`to_slices`), those and the box the settings
+        run (`window`). Numpy only, so it can run in another thread. Shape: adc, z (D, H, W)."""
         slices = to_slices(adc, z, self.config.preprocessing)
-        total = np.zeros((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
         window = self.window(adc)
         inputs = np.ascontiguousarray(slices[window.slices, :, window.rows, window.cols])
+        return Prepared(inputs, window, (slices.shape[0], *slices.shape[2:]), adc.shape[1:])
+
+    def run(self, prepared: Prepared) -> np.ndarray:
+        """Mean probability over models (and flips) on the case's own grid. Shape: -> (D, H, W) float32."""
+        total = np.zeros(prepared.frame, dtype=np.float32)
+        inputs, window = prepared.inputs, prepared.window
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]
             window_total = np.zeros((inputs.shape[0], *inputs.shape[2:]), dtype=np.float32)
@@ -129,7 +148,11 @@ class Predictor:
                                            "per forward pass: try a smaller --batch-size") from None
                     window_total += np.flip(out, axis=axes) if axes else out
             total[window.slices, window.rows, window.cols] = window_total / (len(self.models) * len(flips))
-        return from_slices(total, adc.shape[1:])
+        return from_slices(total, prepared.grid)
+
+    def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
+        return self.run(self.prepare(adc, z))
 
     def mask(self, probabilities: np.ndarray, voxel_volume_mm3: float) -> np.ndarray:
         """Probabilities -> lesion mask: above the checkpoints' threshold, small components removed if asked."""
@@ -138,10 +161,11 @@ class Predictor:
             mask = remove_small_components(mask, self.min_lesion_mm3, voxel_volume_mm3)
         return mask
 
-    def predict(self, adc: Volume, z: Volume) -> Prediction:
-        """Check that ADC and Z_ADC share a grid, then segment on that grid."""
+    def predict(self, adc: Volume, z: Volume, prepared: Prepared | None = None) -> Prediction:
+        """Check that ADC and Z_ADC share a grid, then segment on that grid (from `prepared`, their network
+        input, when a reader made it already)."""
         require_same_grid(adc, z)
-        probabilities = self.probabilities(adc.array, z.array)
+        probabilities = self.run(prepared or self.prepare(adc.array, z.array))
         return Prediction(probabilities=probabilities, mask=self.mask(probabilities, adc.geometry.voxel_volume_mm3))
 
 

@@ -43,13 +43,14 @@ from sparseg.environment import peak_rss_mib
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import CaseRow, score_row
 from sparseg.hardware import describe, resolve_device
-from sparseg.inference import Predictor
+from sparseg.inference import Predictor, Prepared
 from sparseg.io import (
     PARTIAL_PREFIX,
     PLAUSIBLE_SPACING_MM,
     Volume,
     read_image,
     read_mask,
+    require_same_grid,
     write_bytes,
     write_csv,
     write_image,
@@ -209,39 +210,47 @@ class LoadedCase:
     adc: Volume | None = None
     z: Volume | None = None
     inputs_sha256: str = ""
+    prepared: Prepared | None = None
+    """The network input, when the reader was given a predictor to prepare it for."""
     error: SparsegError | None = None
     seconds: float = 0.0
 
 
-def load_case(case: Case, volumes: bool = True) -> LoadedCase:
-    """Hash a case's input files and (with `volumes`) read them; an error is kept, not raised."""
+def load_case(case: Case, predictor: Predictor | None = None) -> LoadedCase:
+    """Hash a case's input files, read them, and with `predictor` check their grids and make the network
+    input (`Predictor.prepare`); an error is kept, not raised."""
     started = time.perf_counter()
     try:
         digest = inputs_sha256(case)
-        adc, z = (read_image(case.adc), read_image(case.z)) if volumes else (None, None)
+        adc, z = read_image(case.adc), read_image(case.z)
+        prepared = None
+        if predictor is not None:
+            require_same_grid(adc, z)
+            prepared = predictor.prepare(adc.array, z.array)
     except SparsegError as exc:
         return LoadedCase(case, error=exc, seconds=time.perf_counter() - started)
-    return LoadedCase(case, adc, z, digest, seconds=time.perf_counter() - started)
+    return LoadedCase(case, adc, z, digest, prepared, seconds=time.perf_counter() - started)
 
 
-def read_ahead(cases: list[Case], depth: int = 2) -> Iterator[LoadedCase]:
-    """`load_case` of each case in order, up to `depth` cases ahead in a background thread, so that reading
-    and decompressing the next cases overlaps the network on the current one; `depth` 0 reads in turn."""
+def read_ahead(cases: list[Case], predictor: Predictor | None = None, depth: int = 2) -> Iterator[LoadedCase]:
+    """`load_case` of each case in order, up to `depth` cases ahead in a background thread, so that reading,
+    decompressing and preprocessing the next cases overlaps the network on the current one; `depth` 0 reads
+    in turn."""
     if depth == 0:
-        yield from (load_case(case) for case in cases)
+        yield from (load_case(case, predictor) for case in cases)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseg-reader") as reader:
         pending: deque = deque()
         upcoming = iter(cases)
         for case in upcoming:
-            pending.append(reader.submit(load_case, case))
+            pending.append(reader.submit(load_case, case, predictor))
             if len(pending) > depth:
                 break
         while pending:
             loaded = pending.popleft().result()
             next_case = next(upcoming, None)
             if next_case is not None:
-                pending.append(reader.submit(load_case, next_case))
+                pending.append(reader.submit(load_case, next_case, predictor))
             yield loaded
 
 
@@ -273,7 +282,7 @@ def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, pict
     started = time.perf_counter() - loaded.seconds
     adc, z = loaded.adc, loaded.z
     flags = unusual(adc)
-    result = predictor.predict(adc, z)
+    result = predictor.predict(adc, z, loaded.prepared)
     if outputs.probabilities is not None:
         write_image(result.probabilities.astype(np.float32), adc.geometry, outputs.probabilities)
     write_mask(result.mask, adc.geometry, outputs.mask)
@@ -348,7 +357,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
     optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
     lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`).
-    The next cases are read in the background, `read_depth` ahead, while the network runs.
+    The next cases are read and preprocessed in the background, `read_depth` ahead, while the network runs.
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
     run). summary.csv is rewritten after each case and records what made each
@@ -370,7 +379,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     results: list[CaseResult] = []
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(cases), desc="cases", unit="case", disable=not terminal)
-    for index, loaded in enumerate(read_ahead(cases, read_depth)):
+    for index, loaded in enumerate(read_ahead(cases, predictor, read_depth)):
         case = loaded.case
         suffix = mask_suffix(case.adc, mask_format)
         outputs = CaseOutputs(out / prediction_name(case.case_id, suffix),
