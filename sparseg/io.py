@@ -233,6 +233,10 @@ def _check_geometry(path: Path, reader: sitk.ImageFileReader) -> None:
         raise InputError(f"{path}: origin or direction matrix is not finite")
     if abs(float(np.linalg.det(np.reshape(direction, (3, 3))))) < 1e-6:
         raise InputError(f"{path}: the direction matrix is singular (axes {tuple(round(v, 3) for v in direction)})")
+    axes = np.reshape(direction, (3, 3))
+    if not np.allclose(axes @ axes.T, np.eye(3), atol=1e-3):
+        log.warning("%s: the direction matrix is not orthonormal (axes of other lengths or not at right angles): "
+                    "the voxels' positions in space are distorted", path)
     low, high = PLAUSIBLE_SPACING_MM
     if not all(low <= v <= high for v in spacing):
         log.warning("%s: voxel spacing %s mm is outside %g-%g mm: check the header's units (lesion volumes in mL "
@@ -241,38 +245,84 @@ def _check_geometry(path: Path, reader: sitk.ImageFileReader) -> None:
 
 def _check_compressed_data(path: Path, fields: dict[str, str], data_start: int, expected_bytes: int) -> None:
     """Decode a compressed MetaImage's zlib stream once, to its end (where zlib checks its Adler-32), and
-    compare its length with the header's. ITK prints "Uncompress failed" for a damaged stream and
-    returns zeros, or decodes garbage from damage in the middle; here either is an InputError."""
+    compare its length with the header's, and the stream's size with CompressedDataSize (ITK decodes only
+    that many bytes and fills the rest with zeros). ITK prints "Uncompress failed" for a damaged stream and
+    returns zeros, or decodes garbage from damage in the middle; here each is an InputError."""
     data_file = fields.get("ElementDataFile", "LOCAL")
     source, start = (path, data_start) if data_file == "LOCAL" else (path.parent / data_file, 0)
     decoder = zlib.decompressobj()
-    decoded = 0
+    decoded = consumed = 0
     try:
         with open(source, "rb") as handle:
             handle.seek(start)
             while chunk := handle.read(1 << 20):
                 decoded += len(decoder.decompress(chunk))
+                consumed += len(chunk)
                 if decoder.eof:
                     break
             decoded += len(decoder.flush())
+            trailing = len(decoder.unused_data) + len(handle.read())
     except zlib.error as exc:
         raise InputError(f"{source}: compressed pixel data is damaged (zlib: {exc})") from None
     if not decoder.eof:
         raise InputError(f"{source}: compressed pixel data is cut short (its zlib stream does not end)")
     if expected_bytes and decoded != expected_bytes:
         raise InputError(f"{source}: compressed pixel data holds {decoded} bytes, the header says {expected_bytes}")
+    stream = consumed - len(decoder.unused_data)
+    declared = fields.get("CompressedDataSize")
+    if declared is not None and (not declared.isdigit() or int(declared) != stream):
+        raise InputError(f"{path}: MetaImage CompressedDataSize {declared!r} does not match its {stream}-byte "
+                         "compressed pixel data")
+    if trailing:
+        log.warning("%s: %d bytes after the compressed pixel data ignored", source, trailing)
 
 
-def _check_gzip(path: Path) -> None:
-    """Read a .gz file to its end, where gzip checks its CRC-32 and length (ITK does not report a bad one)."""
+def _check_gzip(path: Path) -> int:
+    """Read a .gz file to its end, where gzip checks its CRC-32 and length (ITK does not report a bad one);
+    returns the decompressed size."""
+    size = 0
     try:
         with gzip.open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: compressed data is damaged ({exc})") from None
+    return size
+
+
+def _nifti_header(path: Path) -> bytes:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read(540)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
+def _check_nifti(path: Path, reader: sitk.ImageFileReader, data_bytes: int) -> None:
+    """A NIfTI file's pixdim must be positive numbers (ITK otherwise takes a spacing from the sform without a
+    word), and its data must be as long as its header says (ITK reads a short file as zeros)."""
+    header = _nifti_header(path)
+    for order in ("<", ">"):
+        size = int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) if len(header) >= 4 else 0
+        if size in (348, 540):
+            break
+    else:
+        return  # not a NIfTI header ITK would have read; ITK's own error stands
+    if size == 348:
+        pixdim = np.frombuffer(header[76:108], dtype=f"{order}f4")
+        offset = float(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
+    else:
+        pixdim = np.frombuffer(header[104:168], dtype=f"{order}f8")
+        offset = float(np.frombuffer(header[168:176], dtype=f"{order}i8")[0])
+    spacing = pixdim[1:4]
+    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+        raise InputError(f"{path}: NIfTI pixdim {tuple(float(v) for v in spacing)}: every voxel spacing must be a "
+                         "positive number")
+    needed = int(max(offset, size)) + int(np.prod(reader.GetSize(), dtype=np.int64)) * \
+        PIXEL_BYTES.get(reader.GetPixelID(), 0)
+    if data_bytes < needed:
+        raise InputError(f"{path}: pixel data is cut short ({data_bytes} bytes, the header needs {needed})")
 def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`, on a
     grid with positive spacings, a finite origin and an invertible direction matrix."""
@@ -282,7 +332,11 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
     if image_io(path) == "MetaImageIO":
-        _check_metaimage_header(path, _metaimage_fields(path)[0])
+        fields = _metaimage_fields(path)[0]
+        _check_metaimage_header(path, fields)
+        if "ElementSpacing" not in fields and "ElementSize" not in fields:
+            log.warning("%s: no ElementSpacing in the MetaImage header: 1 mm is assumed (lesion volumes in mL come "
+                        "from it)", path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
     reader.SetImageIO(image_io(path))
@@ -312,7 +366,11 @@ def _check_pixel_data(path: Path, reader: sitk.ImageFileReader) -> None:
                 PIXEL_BYTES.get(reader.GetPixelID(), 0)
             _check_compressed_data(path, fields, data_start, expected)
     elif path.name.lower().endswith(".gz"):
-        _check_gzip(path)
+        size = _check_gzip(path)
+        if image_io(path) == "NiftiImageIO":
+            _check_nifti(path, reader, size)
+    elif image_io(path) == "NiftiImageIO":
+        _check_nifti(path, reader, path.stat().st_size)
 
 
 def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:

@@ -277,3 +277,63 @@ def test_a_file_name_that_is_not_utf8_is_refused_before_itk_sees_it(tmp_path: Pa
         read_image(path)
     with pytest.raises(InputError, match="not valid UTF-8"):
         write_mask(np.zeros(OBLIQUE.shape, bool), OBLIQUE, tmp_path / os.fsdecode(b"mask_\xff.mha"))
+
+
+def _compressed_mha(tmp_path: Path) -> Path:
+    path = tmp_path / "adc.mha"
+    volume = np.round(np.random.default_rng(1).random((8, 20, 24)) * 3).astype(np.float32)
+    sitk.WriteImage(_image(volume, Geometry.from_array_order(volume.shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0),
+                                                             OBLIQUE.direction)), str(path), True)
+    return path
+
+
+def test_a_compressed_data_size_that_does_not_match_the_stream_is_refused(tmp_path: Path) -> None:
+    """ITK decodes only CompressedDataSize bytes and fills the rest with zeros, with exit 0."""
+    path = _compressed_mha(tmp_path)
+    data = path.read_bytes()
+    size = int(re.search(rb"CompressedDataSize = (\d+)", data)[1])
+    path.write_bytes(data.replace(b"CompressedDataSize = %d" % size, b"CompressedDataSize = %d" % (size // 2)))
+    _expect_input_error(path, "CompressedDataSize")
+
+
+def test_bytes_after_the_compressed_stream_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _compressed_mha(tmp_path)
+    expected = read_image(path).array
+    path.write_bytes(path.read_bytes() + bytes(800))
+    np.testing.assert_array_equal(read_image(path).array, expected)
+    assert any("800 bytes after the compressed pixel data ignored" in r.getMessage() for r in caplog.records)
+
+
+def _nifti_payload(tmp_path: Path) -> tuple[Path, bytes]:
+    import gzip
+
+    path = tmp_path / "adc.nii.gz"
+    sitk.WriteImage(_image(np.ones((8, 20, 24), np.float32)), str(path))
+    return path, gzip.decompress(path.read_bytes())
+
+
+def test_a_nifti_shorter_than_its_header_says_is_refused(tmp_path: Path) -> None:
+    import gzip
+
+    path, raw = _nifti_payload(tmp_path)
+    path.write_bytes(gzip.compress(raw[:-2000]))  # a valid gzip stream of too little data
+    _expect_input_error(path, "pixel data is cut short")
+
+
+@pytest.mark.parametrize("value", [0.0, float("nan"), float("inf"), -1.0])
+def test_a_nifti_pixdim_that_is_not_a_positive_number_is_refused(tmp_path: Path, value: float) -> None:
+    import gzip
+    import struct
+
+    path, raw = _nifti_payload(tmp_path)
+    path.write_bytes(gzip.compress(raw[:80] + struct.pack("<f", value) + raw[84:]))  # pixdim[1], the x spacing
+    _expect_input_error(path, "must be a positive number")
+
+
+def test_a_direction_matrix_that_is_not_orthonormal_is_warned_about(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    path = _compressed_mha(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(re.sub(rb"TransformMatrix = [^\n]*", b"TransformMatrix = 1 0.5 0 0 1 0 0 0 1", data))
+    read_image(path)
+    assert any("not orthonormal" in r.getMessage() for r in caplog.records)
