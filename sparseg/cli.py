@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -151,12 +152,19 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_inference_options(args: argparse.Namespace) -> None:
+    """The numbers of the inference options, checked before anything is read."""
+    if args.batch_size < 0:
+        raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
+    if not (args.min_lesion_mm3 >= 0 and math.isfinite(args.min_lesion_mm3)):
+        raise SparsegError(f"--min-lesion-mm3 must be a finite number of 0 or more, not {args.min_lesion_mm3}")
+
+
 def _predictor(args: argparse.Namespace):
     from sparseg.config import InferenceConfig
     from sparseg.jobs import load_predictor
 
-    if args.batch_size < 0:
-        raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
+    _check_inference_options(args)
     inference = InferenceConfig(precision=args.precision, crop_to_brain=args.crop_to_brain,
                                 batch_size=args.batch_size)
     return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3,
@@ -167,6 +175,7 @@ def _process(args: argparse.Namespace) -> int:
     from sparseg.cases import find_input_case
     from sparseg.jobs import run_container_job
 
+    _check_inference_options(args)
     case = find_input_case(args.input)  # the input is checked before the network is loaded
     path = run_container_job(case, args.output, _predictor(args))
     print(f"wrote {path}")
@@ -199,6 +208,7 @@ def _predict(args: argparse.Namespace) -> int:
     from sparseg.cases import batch_part, find_any_cases, part_name
     from sparseg.jobs import predict_batch
 
+    _check_inference_options(args)
     if args.data is None:
         if not (args.adc and args.zadc):
             raise SparsegError("give --data (a folder or a CSV manifest), or --adc and --zadc files for one case")

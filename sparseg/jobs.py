@@ -134,7 +134,8 @@ def unusual(adc: Volume) -> list[str]:
 
 def synthetic_warning(predictor: Predictor) -> str | None:
     """The warning for weights trained on synthetic data, or None."""
-    notices = {c.metadata.get("notice", "was trained on synthetic data") for c in predictor.checkpoints if c.synthetic}
+    notices = {str(c.metadata.get("notice", "was trained on synthetic data")) for c in predictor.checkpoints
+               if c.synthetic}
     return f"checkpoint {' / '.join(sorted(notices))}" if notices else None
 
 
@@ -330,8 +331,8 @@ def _earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> 
     if loaded.error is not None:
         raise loaded.error
     assert loaded.adc is not None
-    mask = read_mask(outputs.mask)[0]
-    if mask.shape != loaded.adc.array.shape:
+    mask, grid = read_mask(outputs.mask)
+    if grid.differences(loaded.adc.geometry):
         raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
     png, scores = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
     summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc))
@@ -401,6 +402,12 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             result = CaseResult(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
+            stale = [p for p in (outputs.mask, outputs.probabilities, outputs.overlay) if p is not None and p.is_file()]
+            for path in stale:  # an earlier run's outputs, from inputs that no longer give them
+                path.unlink()
+            if stale:
+                log.warning("%s: removed its earlier outputs (%s): they were not made from these inputs",
+                            case.case_id, ", ".join(p.name for p in stale))
         results.append(result)
         bar.update()
         if not terminal:

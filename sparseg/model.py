@@ -125,13 +125,16 @@ class Checkpoint:
 
     @property
     def sha256(self) -> str:
-        """What identifies the network and the settings it carries: `checkpoint_sha256` (the weights' for /1)."""
-        return str(self.metadata.get("checkpoint_sha256") or self.metadata.get("weights_sha256"))
+        """What identifies the network and the settings it carries: the hash of its weights' hash and its run
+        config, computed from what was loaded (for /2 files that is the recorded, checked `checkpoint_sha256`;
+        for /1 files, whose header no hash covers, an edited config still changes it)."""
+        return checkpoint_sha256(str(self.metadata.get("weights_sha256")), to_dict(self.config))
 
     @property
     def synthetic(self) -> bool:
         """Whether it was trained on synthetic data (`sparseg synth`), as its data fingerprint says."""
-        return bool(self.metadata.get("data", {}).get("synthetic"))
+        data = self.metadata.get("data")
+        return isinstance(data, dict) and data.get("synthetic") is True
 
     def describe(self) -> str:
         """One line for a job's log: which file, which weights, what data, how it was loaded."""

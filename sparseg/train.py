@@ -55,7 +55,7 @@ from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, score_row, summarise
 from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
 from sparseg.inference import Predictor
-from sparseg.io import atomic_path, verify_zip, write_csv, write_text
+from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_csv, write_text
 from sparseg.losses import CompoundLoss, build_loss
 from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
 from sparseg.plots import plot_history
@@ -205,23 +205,29 @@ class Optimisation:
     def load_state(self, path: Path) -> TrainingState:
         """Restore the weights, optimiser and scheduler saved in `path`; return the rest of the run's state."""
         try:
+            verify_zip(path)  # torch.load does not check the zip members' CRCs: damaged bytes would load
             payload = torch.load(path, map_location="cpu", weights_only=True)
+        except IncompleteWrite as exc:
+            raise InputError(f"{path}: training state is damaged ({exc})") from None
         except Exception as exc:  # torch raises many types for a damaged file
             raise InputError(f"{path}: training state cannot be read ({type(exc).__name__})") from None
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError, KeyError):
+        except (RuntimeError, ValueError, KeyError, TypeError):
             raise InputError(f"{path}: the saved network does not fit the config's (a changed model or channels "
                              "cannot be resumed; start a new run)") from None
-        self.scheduler.load_state_dict(payload["scheduler"])
-        return TrainingState(
-            epoch=int(payload["epoch"]),
-            best_dsc=float(payload["best_dsc"]),
-            best_epoch=int(payload["best_epoch"]),
-            stale_epochs=int(payload["stale_epochs"]),
-            history=json.loads(payload["history"]),
-        )
+        try:
+            self.scheduler.load_state_dict(payload["scheduler"])
+            return TrainingState(
+                epoch=int(payload["epoch"]),
+                best_dsc=float(payload["best_dsc"]),
+                best_epoch=int(payload["best_epoch"]),
+                stale_epochs=int(payload["stale_epochs"]),
+                history=json.loads(payload["history"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: training state is incomplete ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
@@ -309,16 +315,21 @@ def _require_resumable(out: Path, config: RunConfig, allow_config_change: bool) 
         log.warning("%s: resuming with a changed config: %s", out, "; ".join(changes))
 
 
-def _require_same_split(out: Path, folds: list[list[str]], fold: int) -> None:
-    """A resumed run must hold out the same cases: another split would validate on cases it trained on."""
+def _require_same_split(out: Path, folds: list[list[str]], fold: int, data_sha256: str) -> None:
+    """A resumed run must hold out the same cases (another split would validate on cases it trained on) and
+    train on the same files (its checkpoints' data fingerprint would name data the first epochs never saw)."""
     path = out / SPLIT
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    if earlier.get("folds") != folds or earlier.get("fold") != fold:
+    if not isinstance(earlier, dict) or earlier.get("folds") != folds or earlier.get("fold") != fold:
         raise InputError(f"{path}: the cases or the fold differ from those the run began with (another split); "
                          "resume on the same data and --fold, or start a new run")
+    if earlier.get("data_sha256") not in (None, data_sha256):
+        raise InputError(f"{path}: the cases' files changed since the run began (data sha256 "
+                         f"{str(earlier['data_sha256'])[:12]} then, {data_sha256[:12]} now); resume on the same "
+                         "data, or start a new run")
 
 
 class Trainer:
@@ -365,20 +376,22 @@ class Trainer:
         cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
         folds = stratified_folds(prepared, config.train.folds, config.train.seed)
         held_out = set(folds[fold])
+        data = fingerprint(cases)
+        data_sha256 = str(data["sha256"])
         state = TrainingState()
         if resume:
-            _require_same_split(out, folds, fold)
+            _require_same_split(out, folds, fold, data_sha256)
             state = optimisation.load_state(out / STATE)
             if dist_info.main:
                 log.info("resuming %s after epoch %d", out, state.epoch)
         out.mkdir(parents=True, exist_ok=True)
         if dist_info.main:
-            write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed}, indent=2)
-                       + "\n")
+            write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed,
+                                                "data_sha256": data_sha256}, indent=2) + "\n")
             write_text(out / CONFIG, json.dumps(to_dict(config), indent=2) + "\n")
         validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
         # The code that trains, not whatever is checked out when a checkpoint is saved.
-        provenance = {"code_version": code_version(), "data": fingerprint(cases)}
+        provenance = {"code_version": code_version(), "data": data}
         if dist_info.world > 1:
             optimisation.distribute()
         return cls(config, out, fold, dist_info, optimisation,

@@ -293,3 +293,40 @@ def test_without_a_terminal_each_case_is_one_log_line(tiny_checkpoint: Path, tin
     assert len(lines) == 6 and lines[0].startswith("sparseg: INFO: [1/6] MGHNICU_")
     assert all(" mL lesion (" in line and " burden), " in line for line in lines)
     assert "cases:" not in run.stderr  # no progress bar without a terminal
+
+
+def test_a_case_that_fails_on_rerun_loses_its_stale_outputs(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                            tmp_path: Path) -> None:
+    """Its old mask once stayed under its final name, and `sparseg evaluate` scored it with exit 0."""
+    data, out = shutil.copytree(tiny_dataset, tmp_path / "data"), tmp_path / "out"
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    predict_batch(find_any_cases(data), out, predictor)
+    broken = find_cases(data)[3]
+    broken.adc.write_bytes(broken.adc.read_bytes()[: broken.adc.stat().st_size // 2])
+    summaries = {s.case_id: s.status for s in predict_batch(find_any_cases(data), out, predictor)}
+    assert summaries[broken.case_id] == "failed"
+    assert not (out / f"{broken.case_id}_lesion.mha").exists()
+
+
+def test_a_mask_on_another_grid_is_not_kept(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Another case's mask of the same shape, copied over, was kept as "done earlier"."""
+    from sparseg.io import Geometry, write_mask
+
+    out = tmp_path / "out"
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    predict_batch(find_any_cases(tiny_dataset), out, predictor)
+    case = find_cases(tiny_dataset)[0]
+    mask = read_image(out / f"{case.case_id}_lesion.mha")
+    moved = Geometry(mask.geometry.size_xyz, tuple(v * 2 for v in mask.geometry.spacing_xyz_mm),
+                     mask.geometry.origin_xyz_mm, mask.geometry.direction)
+    write_mask(np.ones(mask.array.shape, bool), moved, out / f"{case.case_id}_lesion.mha")
+    statuses = {s.case_id: s.status for s in predict_batch(find_any_cases(tiny_dataset), out, predictor)}
+    assert statuses[case.case_id] == "ok"
+    assert read_geometry(out / f"{case.case_id}_lesion.mha") == read_geometry(case.adc)
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf"])
+def test_an_impossible_min_lesion_size_is_refused(tiny_checkpoint: Path, tmp_path: Path, value: str, capsys) -> None:
+    code = main(["predict", "--data", str(tmp_path), "--out", str(tmp_path / "o"), f"--min-lesion-mm3={value}",
+                 "--weights", str(tiny_checkpoint)])
+    assert code == 2 and "--min-lesion-mm3 must be a finite number of 0 or more" in capsys.readouterr().err

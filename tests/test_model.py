@@ -209,7 +209,23 @@ def test_an_edited_header_is_refused_by_its_hash(tmp_path: Path, field: str) -> 
 def test_a_checkpoint_of_the_earlier_format_loads_with_a_warning(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     path, model = _saved(tmp_path)
+    recorded = read_metadata(path)["checkpoint_sha256"]
     edit_checkpoint_header(path, lambda m: (m.update(format="sparseg-checkpoint/1"), m.pop("checkpoint_sha256")))
     loaded = load_checkpoint(path)
-    assert loaded.sha256 == loaded.metadata["weights_sha256"]
+    assert loaded.sha256 == recorded  # the same weights and config: the same checkpoint
     assert any("not covered by a hash" in r.getMessage() for r in caplog.records)
+
+
+def test_unchecked_header_fields_of_another_type_do_not_crash(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path)
+    edit_checkpoint_header(path, lambda m: m.update(data="synthetic", notice=["a", "b"]))
+    assert load_checkpoint(path).synthetic is False
+
+
+def test_an_earlier_format_checkpoint_with_an_edited_config_is_another_checkpoint(tmp_path: Path) -> None:
+    """A /1 header (no hash covers it) with an edited threshold once kept the old masks as "done earlier"."""
+    path, _ = _saved(tmp_path)
+    original = load_checkpoint(path).sha256
+    edit_checkpoint_header(path, lambda m: (m.update(format="sparseg-checkpoint/1"),
+                                            m["config"].update(threshold=0.05)))
+    assert load_checkpoint(path).sha256 != original

@@ -238,3 +238,35 @@ def test_resume_on_other_cases_is_refused(tiny_dataset: Path, one_epoch_run: Pat
         path.unlink()
     with pytest.raises(InputError, match="split.json: the cases or the fold differ"):
         train(data, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
+
+
+def test_a_damaged_or_incomplete_state_is_refused(tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path) -> None:
+    """torch.load does not check the zip CRCs: flipped bytes in a tensor once resumed into garbage weights."""
+    config = replace(TINY, train=replace(TINY.train, epochs=1))
+    run = shutil.copytree(one_epoch_run, tmp_path / "damaged")
+    state = bytearray((run / STATE).read_bytes())
+    middle = len(state) // 2
+    state[middle : middle + 64] = bytes(b ^ 0xFF for b in state[middle : middle + 64])
+    (run / STATE).write_bytes(bytes(state))
+    with pytest.raises(InputError, match="last_state.pt: training state (is damaged|cannot be read)"):
+        train(tiny_dataset, config, run, resume=True, progress=False)
+    run = shutil.copytree(one_epoch_run, tmp_path / "incomplete")
+    payload = torch.load(run / STATE, weights_only=True)
+    del payload["epoch"]
+    torch.save(payload, run / STATE)
+    with pytest.raises(InputError, match="last_state.pt: training state is incomplete"):
+        train(tiny_dataset, config, run, resume=True, progress=False)
+
+
+def test_resume_on_changed_files_is_refused(tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path) -> None:
+    from sparseg.io import write_image
+
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    changed = find_cases(data)[0]
+    from sparseg.io import read_image
+
+    volume = read_image(changed.adc)
+    write_image(volume.array * 1.01, volume.geometry, changed.adc)
+    with pytest.raises(InputError, match="split.json: the cases' files changed since the run began"):
+        train(data, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
