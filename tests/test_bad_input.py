@@ -112,6 +112,9 @@ REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
                    "compressed pixel data is damaged"),
     "zlib-middle": ("compressed pixel data damaged in the middle", lambda r: _damage_stream(_adc(r), 0.5),
                     "ADC_ss.mha", "compressed pixel data is damaged"),
+    "compressed-size": ("header CompressedDataSize half the stream", lambda r: _edit_header(
+        _adc(r), r"CompressedDataSize = (\d+)", lambda m: f"CompressedDataSize = {int(m[1]) // 2}"), "ADC_ss.mha",
+        "CompressedDataSize"),
     "spacing-zero": ("header ElementSpacing 0", lambda r: _edit_header(_adc(r), r"ElementSpacing = \S+",
                      "ElementSpacing = 0"), "ADC_ss.mha", "every spacing must be a positive number"),
     "spacing-nan": ("header ElementSpacing NaN", lambda r: _edit_header(_adc(r), r"ElementSpacing = \S+",
@@ -288,6 +291,10 @@ ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
         np.where(a > 0, 1e300, 0.0), g)), "beyond the float32 range"),
     "spacing-nanometre": ("spacing 1e-9 mm (ADC and Z_ADC)", lambda r: _respace(r, 1e-9), "outside 0.05-20 mm"),
     "spacing-kilometre": ("spacing 1e6 mm (ADC and Z_ADC)", lambda r: _respace(r, 1e6), "outside 0.05-20 mm"),
+    "junk-after-stream": ("800 bytes after the compressed pixel data", lambda r: _adc(r).write_bytes(
+        _adc(r).read_bytes() + bytes(800)), "bytes after the compressed pixel data ignored"),
+    "no-spacing": ("header without ElementSpacing", lambda r: [_edit_header(p, r"ElementSpacing = [^\n]*\n", "")
+                                                             for p in (_adc(r), _z(r))], "1 mm is assumed"),
     "capital-suffix": ("ADC file named .MHA (capitals)", lambda r: _adc(r).rename(_adc(r).with_suffix(".MHA")), None),
 }
 
