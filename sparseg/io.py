@@ -277,17 +277,26 @@ def _check_compressed_data(path: Path, fields: dict[str, str], data_start: int, 
         log.warning("%s: %d bytes after the compressed pixel data ignored", source, trailing)
 
 
-def _check_gzip(path: Path) -> int:
-    """Read a .gz file to its end, where gzip checks its CRC-32 and length (ITK does not report a bad one);
-    returns the decompressed size."""
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged or cut-short gzip stream raises."""
+
+
+def _gzip_size(path: Path) -> int:
+    """Read a .gz file to its end, where gzip checks its CRC-32 and length; the decompressed size.
+    Raises one of `GZIP_ERRORS` for a damaged stream."""
     size = 0
-    try:
-        with gzip.open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                size += len(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: compressed data is damaged ({exc})") from None
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            size += len(chunk)
     return size
+
+
+def _check_gzip(path: Path) -> int:
+    """`_gzip_size` of an input, whose damage is an InputError (ITK does not report a bad CRC)."""
+    try:
+        return _gzip_size(path)
+    except GZIP_ERRORS as exc:
+        raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
 def _nifti_header(path: Path) -> bytes:
@@ -295,7 +304,7 @@ def _nifti_header(path: Path) -> bytes:
     try:
         with opener(path, "rb") as handle:
             return handle.read(540)
-    except (OSError, EOFError, zlib.error) as exc:
+    except GZIP_ERRORS as exc:
         raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
@@ -529,10 +538,8 @@ def verify_zip(temporary: Path) -> None:
 def verify_gzip(temporary: Path) -> None:
     """`atomic_path`'s check of a gzip file (a model tarball): the stream to its end, CRC-32 and length."""
     try:
-        with gzip.open(temporary, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
-    except (OSError, EOFError, zlib.error) as exc:
+        _gzip_size(temporary)
+    except GZIP_ERRORS as exc:
         raise IncompleteWrite(f"the gzip stream does not read back: {exc}") from None
 
 

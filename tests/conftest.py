@@ -79,26 +79,36 @@ def tamper_traced(checkpoint: Path) -> Path:
     return traced
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a small tmpfs filled to the last byte (root only: mounting needs it; CI runs as root)."""
+def mount_full_tmpfs(folder: Path) -> str | None:
+    """Mount a 64 KiB tmpfs on `folder` and fill it to the last byte; the reason when it cannot (needs root)."""
     import os
     import subprocess
 
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
-    folder = tmp_path / "full"
-    folder.mkdir()
+        return "needs root to mount a small tmpfs (CI runs as root)"
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        with open(folder / "filler", "wb", buffering=0) as handle:
-            try:
-                while handle.write(b"\0" * 512):
-                    pass
-            except OSError:  # ENOSPC: full
+        return f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}"
+    with open(folder / "filler", "wb", buffering=0) as handle:
+        try:
+            while handle.write(b"\0" * 512):
                 pass
+        except OSError:  # ENOSPC: full
+            pass
+    return None
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a small tmpfs filled to the last byte (root only: mounting needs it; CI runs as root)."""
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    reason = mount_full_tmpfs(folder)
+    if reason is not None:
+        pytest.skip(reason)
+    try:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)

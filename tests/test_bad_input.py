@@ -24,7 +24,7 @@ from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
 from sparseg.synth import SynthConfig, write_input_case
 
-from conftest import edit_checkpoint_header, tamper_traced
+from conftest import edit_checkpoint_header, mount_full_tmpfs, tamper_traced
 
 
 def _adc(root: Path) -> Path:
@@ -381,18 +381,9 @@ def readme_table() -> str:
 
 
 def _mount_full_disk(folder: Path) -> Path | None:
-    """The `full_disk` fixture's small tmpfs, filled, for the README's table; None where it cannot be mounted."""
+    """The `full_disk` fixture's filled tmpfs, for the README's table; None where it cannot be mounted."""
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        return None
-    with open(folder / "filler", "wb", buffering=0) as handle:
-        try:
-            while handle.write(b"\0" * 512):
-                pass
-        except OSError:
-            pass
-    return folder
+    return folder if mount_full_tmpfs(folder) is None else None
 
 
 if __name__ == "__main__":
