@@ -27,6 +27,7 @@ from sparseg.config import AUTO_BATCH_SIZE, DEVICES, PRECISIONS, EvaluationConfi
 from sparseg.errors import ConfigError, SparsegError
 
 THRESHOLD_RULE = f"Z_ADC < {PreprocessingConfig().z_threshold:g}"
+LABELLED_DATA = "labelled cases: the release layout or a CSV manifest (case_id,adc,zadc,label)"
 """The threshold baseline's rule, in words."""
 
 
@@ -226,7 +227,9 @@ def _predict(args: argparse.Namespace) -> int:
                               mask_format=args.mask_format, report=args.report, part=args.part - 1,
                               parts=args.parts)
     failed = [s.case_id for s in summaries if s.status == "failed"]
-    print(f"segmented {len(summaries) - len(failed)} of {len(summaries)} cases into {args.out}; "
+    earlier = sum(1 for s in summaries if s.status == "done earlier")
+    print(f"segmented {len(summaries) - len(failed) - earlier} of {len(summaries)} cases into {args.out}"
+          + (f" ({earlier} kept from an earlier run)" if earlier else "") + "; "
           f"summary: {args.out / part_name(BATCH_SUMMARY, args.part - 1, args.parts)}"
           + (f"; report: {args.out / part_name(BATCH_REPORT, args.part - 1, args.parts)}" if args.report else ""))
     if failed:
@@ -310,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network on labelled cases (one fold); several GPUs: "
                        "torchrun --nproc_per_node N -m sparseg train ...")
-    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
     p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
     p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
@@ -387,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="cross-validate: train every fold, segment each fold's held-out cases with its "
                        "network, score all of those out-of-fold masks once (resumable; folds shareable)")
-    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
     p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for fold<k>/ runs, out_of_fold/ masks, out_of_fold_scores/ and threshold_sweep.csv")
@@ -403,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="cross-validate several configs on the same folds; compare their "
                        "out-of-fold scores in one table")
-    p.add_argument("--data", type=Path, required=True, help="labelled cases in the release layout")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
     p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
     p.add_argument("--out", type=Path, required=True, help="folder for one cross-validation per config and "
                    "ablation.md")
