@@ -23,7 +23,15 @@ from sparseg.cases import (
     prediction_name,
     probabilities_name,
 )
-from sparseg.config import AUTO_BATCH_SIZE, DEVICES, PRECISIONS, EvaluationConfig, PreprocessingConfig
+from sparseg.config import (
+    AUTO_BATCH_SIZE,
+    CALIBRATION_SLICES,
+    DEVICES,
+    ENGINES,
+    PRECISIONS,
+    EvaluationConfig,
+    PreprocessingConfig,
+)
 from sparseg.errors import ConfigError, SparsegError
 
 THRESHOLD_RULE = f"Z_ADC < {PreprocessingConfig().z_threshold:g}"
@@ -112,6 +120,38 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sparseg.engines import export
+
+    for checkpoint in args.checkpoints:
+        print(f"wrote {export(checkpoint).xml}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from sparseg.quantization import quantize
+
+    result = quantize(args.checkpoint, args.data, args.calibration_slices)
+    summary = result.agreement.summary()
+    print(f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
+          f"cases; {result.calibration['split']}\n")
+    print("| case | Dice int8 vs fp32 | fp32 voxels | int8 voxels | DSC fp32 | DSC int8 | MASD fp32 | MASD int8 "
+          "| NSD fp32 | NSD int8 | s fp32 (torch) | s int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in result.agreement.cases:
+        print(f"| {c.case_id} | {c.dice_int8_vs_fp32:.4f} | {c.fp32_voxels} | {c.int8_voxels} | {c.dsc_fp32:.4f} "
+              f"| {c.dsc_int8:.4f} | {c.masd_fp32:.3f} | {c.masd_int8:.3f} | {c.nsd_fp32:.4f} | {c.nsd_int8:.4f} "
+              f"| {c.seconds_fp32:.2f} | {c.seconds_int8:.2f} |")
+    agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
+    print(f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
+          f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
+          f"DSC {labels['fp32']['dsc']:.4f} fp32, {labels['int8']['dsc']:.4f} int8")
+    verdict = "holds" if result.agreement.holds else "does NOT hold"
+    print(f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.xml}; "
+          "use it with --precision int8")
+    return 0
+
+
 def _ablate(args: argparse.Namespace) -> int:
     from sparseg.ablation import run_ablation
 
@@ -166,7 +206,7 @@ def _predictor(args: argparse.Namespace):
     from sparseg.jobs import load_predictor
 
     _check_inference_options(args)
-    inference = InferenceConfig(precision=args.precision, crop_to_brain=args.crop_to_brain,
+    inference = InferenceConfig(precision=args.precision, engine=args.engine, crop_to_brain=args.crop_to_brain,
                                 batch_size=args.batch_size)
     return load_predictor(args.weights, args.device, tta=args.tta, min_lesion_mm3=args.min_lesion_mm3,
                           inference=inference)
@@ -269,7 +309,12 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                    help="remove lesion components smaller than this (default 0: off, as in the paper)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): bf16/fp16 autocast on GPUs, fp32 on the CPU; fp32: none anywhere; "
-                        "bf16: autocast on the CPU too (faster on CPUs with native bf16; masks may differ slightly)")
+                        "bf16: on the CPU too (faster on CPUs with native bf16; masks may differ slightly); "
+                        "int8: the checkpoint's int8 model (CPU; make it with `sparseg quantize`, which measures "
+                        "how far its masks are from fp32's)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the network: auto (default): OpenVINO on the CPU (same masks as torch, faster), "
+                        "torch on a GPU")
     p.add_argument("--batch-size", type=int, default=0,
                    help=f"slices per forward pass (default 0: {AUTO_BATCH_SIZE['cuda']} on a GPU, "
                         f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
@@ -387,6 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "(<name>.torchscript): inference then starts without importing the model libraries")
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.set_defaults(handler=_trace)
+
+    p = sub.add_parser("export", help="write each checkpoint's network in OpenVINO's format beside it "
+                       "(<name>.openvino.xml/.bin/.json): the CPU engine (made at start-up when missing)")
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("quantize", help="write a checkpoint's int8 model beside it (<name>.int8.*), calibrated on "
+                       "its training cases, and measure on held-out cases how far its masks are from fp32's")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", type=Path, help=LABELLED_DATA + "; the cases the checkpoint was trained on calibrate, "
+                   "the others (its validation fold when the data is its own) are held out")
+    p.add_argument("--calibration-slices", type=int, default=CALIBRATION_SLICES,
+                   help=f"slices with brain to calibrate on (default {CALIBRATION_SLICES})")
+    p.set_defaults(handler=_quantize)
 
     p = sub.add_parser("cv", help="cross-validate: train every fold, segment each fold's held-out cases with its "
                        "network, score all of those out-of-fold masks once (resumable; folds shareable)")

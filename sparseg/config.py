@@ -31,10 +31,18 @@ LOSS_NAMES = ("tlhf", "dice_focal")
 """The losses `sparseg.losses.build_loss` makes."""
 DEVICES = ("auto", "cuda", "cpu")
 """Where a network runs; "auto" is the GPU when there is one."""
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 """Inference precision: "auto" is bf16 autocast on CUDA (fp16 where bf16 is missing) and fp32 on the CPU;
 "fp32" never autocasts; "bf16" autocasts on the CPU too (faster where the CPU has native bf16, but the
-masks may differ from fp32's by a few voxels)."""
+masks may differ from fp32's by a few voxels); "int8" runs the checkpoint's int8 OpenVINO model, made by
+`sparseg quantize` with its agreement with fp32 measured (CPU only)."""
+CALIBRATION_SLICES = 300
+"""Slices with brain that int8 calibration uses by default (NNCF's own default subset size)."""
+INT8_MIN_AGREEMENT = 0.99
+"""The smallest Dice between int8 and fp32 masks, on every held-out case, for int8 to count as keeping the masks."""
+ENGINES = ("auto", "torch", "openvino")
+"""What runs the network: "auto" is torch on a GPU and OpenVINO on the CPU (where it is installed; its fp32
+masks equal torch's, and it is faster: docs/performance.md)."""
 
 
 def _require(condition: bool, field: str, problem: str) -> None:
@@ -241,6 +249,8 @@ class InferenceConfig:
     """Crop sides are rounded up to this: the network's total stride."""
     precision: str = "auto"
     """One of `PRECISIONS`."""
+    engine: str = "auto"
+    """One of `ENGINES`."""
     channels_last: bool = True
     """Feed the network NHWC tensors (faster convolutions on CPUs and tensor cores)."""
     batch_size: int = 0
@@ -252,6 +262,9 @@ class InferenceConfig:
         _require_integer(self.crop_margin, "crop_margin", 0)
         _require_integer(self.crop_multiple, "crop_multiple", 1)
         _require_choice(self.precision, "precision", PRECISIONS)
+        _require_choice(self.engine, "engine", ENGINES)
+        _require(not (self.precision == "int8" and self.engine == "torch"), "precision",
+                 "int8 runs on the OpenVINO engine only, not on torch")
         _require_integer(self.batch_size, "batch_size", 0)
 
 

@@ -19,19 +19,25 @@ from scipy import ndimage
 from torch import nn
 
 from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, PreprocessingConfig, RunConfig
+from sparseg.engines import OpenVINONetwork, load_checkpoint_openvino
 from sparseg.errors import InputError, SparsegError
-from sparseg.hardware import autocast, autocast_dtype
+from sparseg.hardware import autocast, precision_name, resolve_engine
 from sparseg.io import Volume, require_same_grid
 from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
 
 
 @torch.inference_mode()
-def predict_slices(model: nn.Module, slices: np.ndarray, device: torch.device, batch_size: int = 16,
+def predict_slices(model: nn.Module | OpenVINONetwork, slices: np.ndarray, device: torch.device, batch_size: int = 16,
                    precision: str = "fp32", channels_last: bool = True) -> np.ndarray:
     """Sigmoid probabilities of preprocessed slices. Shape: (D, C, H, W) -> (D, H, W) float32."""
-    model.eval()
     out = np.empty((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
+    if isinstance(model, OpenVINONetwork):
+        for start in range(0, len(slices), batch_size):
+            logits = torch.from_numpy(model(np.ascontiguousarray(slices[start : start + batch_size], np.float32)))
+            out[start : start + len(logits)] = torch.sigmoid(logits)[:, 0].numpy()
+        return out
+    model.eval()
     pin = device.type == "cuda"
     for start in range(0, len(slices), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
@@ -78,9 +84,10 @@ class Predictor:
     must share their preprocessing and threshold. `tta` adds the left-right
     and front-back flipped slices and averages the un-flipped results.
     `inference` holds the speed settings (slices with brain only, the optional
-    crop to the brain's box, precision, batch size); probabilities outside the
-    slices and box run are 0. The networks are moved to `device`, put in
-    evaluation mode and in the memory format of the settings.
+    crop to the brain's box, engine, precision, batch size); probabilities
+    outside the slices and box run are 0. Torch networks are moved to
+    `device`, put in evaluation mode and in the memory format of the settings;
+    OpenVINO networks (`sparseg.engines`) run as compiled.
     """
 
     def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
@@ -90,7 +97,14 @@ class Predictor:
         require_ensemble(checkpoints)
         first = checkpoints[0].config
         memory_format = torch.channels_last if inference.channels_last else torch.contiguous_format
-        self.models = [c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
+        kinds = {isinstance(c.model, OpenVINONetwork) for c in checkpoints}
+        if len(kinds) > 1:
+            raise ValueError("checkpoints of one predictor run on one engine")
+        self.engine = "openvino" if kinds == {True} else "torch"
+        if self.engine == "openvino" and device.type != "cpu":
+            raise ValueError("OpenVINO networks run on the CPU")
+        self.models = [c.model if self.engine == "openvino"
+                       else c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
         self.config: RunConfig = first
         self.checkpoints = checkpoints
         self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
@@ -98,20 +112,30 @@ class Predictor:
 
     @classmethod
     def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
-        """Checkpoint files (the traced network beside each where current), with the options of `__init__`."""
+        """Checkpoint files, with the options of `__init__`, on the engine the settings resolve to
+        (`hardware.resolve_engine`): torch with the traced network beside each checkpoint where current, or
+        OpenVINO with the export beside it (made now when missing or stale)."""
+        settings: InferenceConfig = options.get("inference", InferenceConfig())
+        if resolve_engine(device, settings.engine, settings.precision) == "openvino":
+            precision = "int8" if settings.precision == "int8" else "bf16" if settings.precision == "bf16" else "fp32"
+            return cls([load_checkpoint_openvino(p, precision) for p in paths], device, **options)
         return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
 
     def made_by(self) -> dict[str, str]:
         """What decides this predictor's masks besides the inputs: the checkpoints (each's sha256 covers its
         weights and run config, the threshold included) and the settings that change voxels."""
-        dtype = autocast_dtype(self.device, self.inference.precision)
         on_off = {True: "on", False: "off"}
         return {
             "checkpoints_sha256": "+".join(c.sha256[:16] for c in self.checkpoints),
             "settings": f"tta={on_off[self.tta]} min_lesion_mm3={self.min_lesion_mm3:g} "
-                        f"precision={'fp32' if dtype is None else str(dtype).removeprefix('torch.')} "
+                        f"engine={self.engine} precision={self.precision} "
                         f"crop_to_brain={on_off[self.inference.crop_to_brain]}",
         }
+
+    @property
+    def precision(self) -> str:
+        """What the networks compute in: fp32, bf16, fp16 or int8."""
+        return precision_name(self.device, self.inference.precision, self.engine)
 
     def window(self, adc: np.ndarray) -> BrainWindow:
         """The slices and in-plane box of the resized slices that the network runs on, per the settings."""

@@ -429,7 +429,7 @@ def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predic
                         burden_group=r.summary.burden_group, seconds=r.summary.seconds,
                         flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
                         error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores) for r in results]
-    context = [f"device: {describe(predictor.device, predictor.inference.precision)}",
+    context = [f"device: {describe(predictor.device, predictor.inference.precision, predictor.engine)}",
                *(f"checkpoint: {c.describe()}" for c in predictor.checkpoints),
                f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
     warning = synthetic_warning(predictor)
@@ -451,7 +451,7 @@ def load_predictor(weights: list[Path] | None, device: str = "auto", **options) 
     than intended says so.
     """
     predictor = Predictor.load(resolve_weights(weights), resolve_device(device), **options)
-    log.info("device: %s", describe(predictor.device, predictor.inference.precision))
+    log.info("device: %s", describe(predictor.device, predictor.inference.precision, predictor.engine))
     for checkpoint in predictor.checkpoints:
         log.info("checkpoint: %s", checkpoint.describe())
     warning = synthetic_warning(predictor)

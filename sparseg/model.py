@@ -116,6 +116,7 @@ def checkpoint_sha256(weights_sha256: str, config: dict[str, Any]) -> str:
 @dataclass
 class Checkpoint:
     model: nn.Module
+    """The network: a torch module, or an engine's compiled network (`sparseg.engines.OpenVINONetwork`)."""
     config: RunConfig
     metadata: dict[str, Any]
     path: Path | None = None
@@ -139,8 +140,9 @@ class Checkpoint:
     def describe(self) -> str:
         """One line for a job's log: which file, which weights, what data, how it was loaded."""
         data = "SYNTHETIC data" if self.synthetic else "real data"
-        return (f"{self.path} (sha256 {self.sha256[:12]}, trained on {data}, "
-                f"network {'traced' if self.traced else 'rebuilt from its config'})")
+        network = (self.model.describe() if hasattr(self.model, "describe")
+                   else "traced" if self.traced else "rebuilt from its config")
+        return f"{self.path} (sha256 {self.sha256[:12]}, trained on {data}, network {network})"
 
 
 def save_checkpoint(

@@ -100,7 +100,7 @@ def test_speed_settings_keep_the_trained_demo_mask(index: int) -> None:
 
 def test_a_volume_without_brain_gets_an_empty_mask_without_running_the_network(tiny_checkpoint: Path, volumes) -> None:
     adc, z = volumes
-    predictor = Predictor.load([tiny_checkpoint], CPU)
+    predictor = Predictor.load([tiny_checkpoint], CPU, inference=InferenceConfig(engine="torch"))  # a hook counts
     calls = []
     predictor.models[0].register_forward_hook(lambda *args: calls.append(1))
     empty = Volume(np.zeros_like(adc.array), adc.geometry, adc.path)
@@ -124,7 +124,8 @@ def test_only_the_opt_in_crop_narrows_the_frame(tiny_checkpoint: Path, volumes) 
     small = Volume(array, adc.geometry, adc.path)
     seen = {}
     for crop in (False, True):
-        settings = InferenceConfig(crop_to_brain=crop, crop_margin=0)  # no margin: the box is 32x32 of 64x64
+        # no margin: the box is 32x32 of 64x64; torch, whose hook shows the frames
+        settings = InferenceConfig(crop_to_brain=crop, crop_margin=0, engine="torch")
         predictor = Predictor.load([tiny_checkpoint], CPU, inference=settings)
         frames = []
         predictor.models[0].register_forward_hook(lambda module, inputs, output: frames.append(inputs[0].shape[2:]))

@@ -172,7 +172,9 @@ def test_traced_inference_imports_no_model_library(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     trace_checkpoint(path)
     script = ("import sys, torch; from sparseg.jobs import load_predictor; "
-              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
+              "from sparseg.config import InferenceConfig; "
+              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
+              "inference=InferenceConfig(engine='torch')); "
               "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
               "'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

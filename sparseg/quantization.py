@@ -1,0 +1,200 @@
+"""int8 with a proof: calibrate on training slices, then measure on held-out cases what int8 changes.
+
+`quantize` takes a checkpoint and the labelled data it was trained on. The
+cases the checkpoint learnt from calibrate NNCF's post-training quantization
+of its OpenVINO network (real preprocessed slices with brain, as inference
+feeds them; never random ones); the cases it did not learn from are then
+segmented twice, by the torch fp32 network (the reference) and by the int8
+model as saved, and the result says per case how far the int8 mask is from
+the fp32 mask (Dice) and how both score against the label with the
+challenge's metrics. The int8 model is written beside the checkpoint
+(`sparseg.engines`), its stamp holding the calibration and this agreement;
+`--precision int8` then runs it and says how well it agreed.
+
+Which cases are which: when the data's case ids are the checkpoint's own
+training data, its own split is recomputed (held out: its validation fold);
+otherwise the cases it was trained on calibrate and the others are held out.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from sparseg.cases import Case, find_any_cases
+from sparseg.config import CALIBRATION_SLICES, INT8_MIN_AGREEMENT, EvaluationConfig, InferenceConfig, burden_group
+from sparseg.data import ValidationCase, read_validation_case, stratified_folds
+from sparseg.engines import ExportPaths, current_fp32, read_stamp, save_int8, update_stamp
+from sparseg.errors import InputError
+from sparseg.evaluation import score_row
+from sparseg.inference import Predictor
+from sparseg.metrics import dice
+from sparseg.model import read_metadata
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class CaseAgreement:
+    case_id: str
+    dice_int8_vs_fp32: float
+    fp32_voxels: int
+    int8_voxels: int
+    dsc_fp32: float
+    dsc_int8: float
+    masd_fp32: float
+    masd_int8: float
+    nsd_fp32: float
+    nsd_int8: float
+    seconds_fp32: float
+    seconds_int8: float
+
+
+@dataclass(frozen=True)
+class Agreement:
+    cases: list[CaseAgreement]
+
+    @property
+    def smallest(self) -> float:
+        return min(c.dice_int8_vs_fp32 for c in self.cases)
+
+    @property
+    def holds(self) -> bool:
+        """Whether int8 keeps every held-out case's mask within `INT8_MIN_AGREEMENT` of fp32's."""
+        return self.smallest >= INT8_MIN_AGREEMENT
+
+    def summary(self) -> dict:
+        def mean(name: str) -> float:
+            values = [getattr(c, name) for c in self.cases if np.isfinite(getattr(c, name))]
+            return float(np.mean(values)) if values else float("nan")
+
+        agreements = [c.dice_int8_vs_fp32 for c in self.cases]
+        return {
+            "held_out_cases": len(self.cases),
+            "dice_int8_vs_fp32": {"smallest": min(agreements), "median": statistics.median(agreements),
+                                  "identical_cases": sum(a == 1.0 for a in agreements)},
+            "required": INT8_MIN_AGREEMENT,
+            "holds": self.holds,
+            "against_labels": {precision: {metric: mean(f"{metric}_{precision}") for metric in ("dsc", "masd", "nsd")}
+                               for precision in ("fp32", "int8")},
+            "median_seconds": {precision: statistics.median(getattr(c, f"seconds_{precision}") for c in self.cases)
+                               for precision in ("fp32", "int8")},
+        }
+
+
+@dataclass(frozen=True)
+class QuantizationResult:
+    paths: ExportPaths
+    calibration: dict
+    agreement: Agreement
+
+
+def split_cases(metadata: dict, cases: list[ValidationCase], folds: int, seed: int) -> tuple[list, list, str]:
+    """(calibration cases, held-out cases, how they were chosen) of the checkpoint with `metadata`."""
+    data = metadata.get("data") if isinstance(metadata.get("data"), dict) else {}
+    trained_on = set(data.get("case_ids") or [])
+    ids = {c.case_id for c in cases}
+    fold = metadata.get("fold")
+    if ids == trained_on and isinstance(fold, int) and 0 <= fold < folds <= len(cases):
+        groups = [SimpleNamespace(case_id=c.case_id, burden_group=burden_group(c.burden, EvaluationConfig.burden_edges))
+                  for c in cases]
+        held_out = set(stratified_folds(groups, folds, seed)[fold])
+        how = f"the checkpoint's own split: fold {fold} of {folds} held out"
+    else:
+        held_out = ids - trained_on
+        how = "held out: the cases the checkpoint was not trained on"
+    calibration = [c for c in cases if c.case_id not in held_out]
+    validation = [c for c in cases if c.case_id in held_out]
+    if not calibration:
+        raise InputError("none of these cases is one the checkpoint was trained on: calibrate with its training data")
+    if not validation:
+        raise InputError("every case here was in the checkpoint's training data, and its split cannot be "
+                         "recomputed from them: add cases it was not trained on")
+    return calibration, validation, how
+
+
+def calibration_slices(predictor: Predictor, cases: list[ValidationCase], count: int, seed: int = 0) -> np.ndarray:
+    """`count` preprocessed slices with brain, drawn evenly from the cases as inference prepares them.
+    Shape: -> (N, C, H, W) float32."""
+    inputs = np.concatenate([predictor.prepare(c.adc.array, c.z.array).inputs for c in cases])
+    if len(inputs) == 0:
+        raise InputError("the calibration cases have no slice with brain")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(inputs), size=min(count, len(inputs)), replace=False))
+    return inputs[chosen].astype(np.float32)
+
+
+def measure_agreement(reference: Predictor, int8: Predictor, cases: list[ValidationCase],
+                      config: EvaluationConfig = EvaluationConfig()) -> Agreement:
+    """Segment each held-out case with both predictors; Dice between the masks and each one's scores."""
+    rows = []
+    for case in cases:
+        masks, seconds, scores = {}, {}, {}
+        for name, predictor in (("fp32", reference), ("int8", int8)):
+            started = time.perf_counter()
+            masks[name] = predictor.predict(case.adc, case.z).mask
+            seconds[name] = time.perf_counter() - started
+            scores[name] = score_row(case.case_id, case.label, masks[name], case.adc.geometry, case.burden, config)
+        rows.append(CaseAgreement(
+            case.case_id, dice(masks["fp32"], masks["int8"]), int(masks["fp32"].sum()), int(masks["int8"].sum()),
+            scores["fp32"].dsc, scores["int8"].dsc, scores["fp32"].masd, scores["int8"].masd,
+            scores["fp32"].nsd, scores["int8"].nsd, seconds["fp32"], seconds["int8"]))
+        log.info("%s: int8 vs fp32 Dice %.4f (fp32 %d voxels, int8 %d)", case.case_id, rows[-1].dice_int8_vs_fp32,
+                 rows[-1].fp32_voxels, rows[-1].int8_voxels)
+    return Agreement(rows)
+
+
+def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLICES,
+             cases: list[Case] | None = None) -> QuantizationResult:
+    """Calibrate, write the int8 model beside `checkpoint`, measure its agreement and record it in its stamp."""
+    import nncf
+    import openvino as ov
+
+    if data is None and cases is None:
+        raise InputError(f"{checkpoint}: int8 needs calibration data: give the labelled cases it was trained on "
+                         "(--data); random slices prove nothing")
+    if slices < 1:
+        raise InputError(f"--calibration-slices must be 1 or more, not {slices}")
+    checkpoint = Path(checkpoint)
+    metadata = read_metadata(checkpoint)
+    cases = find_any_cases(data) if cases is None else cases
+    if not cases:
+        raise InputError(f"{data}: no cases to calibrate with")
+    unlabelled = [c.case_id for c in cases if c.label is None]
+    if unlabelled:
+        raise InputError(f"{data}: cases without a label ({', '.join(unlabelled[:5])}): the held-out cases are "
+                         "scored against their labels")
+    read = [read_validation_case(c) for c in cases]
+    train = metadata["config"].get("train", {})
+    folds, seed = int(train.get("folds", 5)), int(train.get("seed", 0))
+    calibration_cases, held_out, how = split_cases(metadata, read, folds, seed)
+
+    fp32_paths = current_fp32(checkpoint, metadata["weights_sha256"])
+    whole_frames = InferenceConfig(engine="openvino", precision="fp32")
+    fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=whole_frames)
+    calibration = calibration_slices(fp32, calibration_cases, slices)
+    log.info("calibrating on %d slices of %d training cases (%s)", len(calibration), len(calibration_cases), how)
+    model = nncf.quantize(ov.Core().read_model(str(fp32_paths.xml)),
+                          nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
+                          subset_size=len(calibration))
+    provenance = {"calibration": {"cases": [c.case_id for c in calibration_cases], "slices": len(calibration),
+                                  "split": how, "nncf": nncf.__version__}}
+    paths = save_int8(model, checkpoint, metadata["weights_sha256"], provenance)
+
+    reference = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="torch",
+                                                                                              precision="fp32"))
+    int8 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(precision="int8"))
+    agreement = measure_agreement(reference, int8, held_out)
+    update_stamp(paths, {"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
+    return QuantizationResult(paths, provenance["calibration"], agreement)
+
+
+def recorded_agreement(checkpoint: Path) -> dict | None:
+    """The agreement recorded in the int8 model's stamp beside `checkpoint` (None without one)."""
+    stamp = read_stamp(ExportPaths.beside(Path(checkpoint), "int8"))
+    return stamp.get("agreement") if stamp else None

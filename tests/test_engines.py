@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparseg.cases import find_input_case
+from sparseg.config import InferenceConfig
+from sparseg.engines import ExportPaths, OpenVINONetwork, export, load_checkpoint_openvino, stale_because
+from sparseg.errors import ConfigError, InputError
+from sparseg.hardware import resolve_engine
+from sparseg.inference import Predictor
+from sparseg.io import read_image
+from sparseg.model import build_model, read_metadata, save_checkpoint
+
+from conftest import TINY_RUN
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "model_weights" / "sparseg-demo.safetensors"
+SAMPLES = sorted((ROOT / "test").glob("*/input"))
+TORCH_FP32 = InferenceConfig(engine="torch", precision="fp32")
+OPENVINO_FP32 = InferenceConfig(engine="openvino", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo checkpoint in a folder of its own, so its export is made here and not in the checkout."""
+    folder = tmp_path_factory.mktemp("demo")
+    shutil.copyfile(DEMO, folder / DEMO.name)
+    return folder / DEMO.name
+
+
+def test_openvino_masks_equal_torch_fp32_on_the_sample_cases(demo_copy: Path) -> None:
+    """The CPU default (OpenVINO fp32) must segment the sample cases exactly as torch fp32 does."""
+    assert len(SAMPLES) == 3
+    torch_predictor = Predictor.load([demo_copy], CPU, inference=TORCH_FP32)
+    openvino_predictor = Predictor.load([demo_copy], CPU, inference=OPENVINO_FP32)
+    assert torch_predictor.engine == "torch" and openvino_predictor.engine == "openvino"
+    assert isinstance(openvino_predictor.models[0], OpenVINONetwork)
+    for sample in SAMPLES:
+        case = find_input_case(sample)
+        adc, z = read_image(case.adc), read_image(case.z)
+        reference, result = torch_predictor.predict(adc, z), openvino_predictor.predict(adc, z)
+        assert reference.mask.any()
+        np.testing.assert_array_equal(result.mask, reference.mask, err_msg=case.case_id)
+        assert np.abs(result.probabilities - reference.probabilities).max() < 1e-4
+
+
+def test_the_cpu_default_is_openvino_and_a_gpu_keeps_torch() -> None:
+    assert resolve_engine(CPU) == "openvino"
+    assert resolve_engine(CPU, "torch") == "torch"
+    assert resolve_engine(torch.device("cuda")) == "torch"
+    with pytest.raises(InputError, match="runs on the CPU"):
+        resolve_engine(torch.device("cuda"), "openvino")
+    with pytest.raises(InputError, match="int8"):
+        resolve_engine(CPU, "torch", "int8")
+    with pytest.raises(ConfigError, match="int8 runs on the OpenVINO engine only"):
+        InferenceConfig(engine="torch", precision="int8")
+
+
+def _checkpoint(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    return save_checkpoint(path, model.eval(), TINY_RUN)
+
+
+def _probabilities(path: Path, adc: np.ndarray) -> np.ndarray:
+    predictor = Predictor.load([path], CPU, inference=OPENVINO_FP32)
+    return predictor.probabilities(adc, np.zeros_like(adc))
+
+
+def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: Path, caplog) -> None:
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    paths = ExportPaths.beside(path, "fp32")
+    adc = np.full((3, 48, 48), 1200.0, dtype=np.float32)
+    caplog.set_level(logging.INFO, logger="sparseg")
+    first = _probabilities(path, adc)
+    assert paths.xml.is_file() and paths.bin.is_file() and "exporting to OpenVINO (no export yet)" in caplog.text
+    stamp = json.loads(paths.stamp.read_text())
+    assert stamp["weights_sha256"] == read_metadata(path)["weights_sha256"]
+    assert {"openvino", "torch", "xml_sha256", "bin_sha256"} <= set(stamp)
+
+    caplog.clear()
+    np.testing.assert_array_equal(_probabilities(path, adc), first)
+    assert "exporting" not in caplog.text  # current: reused
+
+    _checkpoint(path, seed=2)  # other weights under the same name
+    assert stale_because(paths, read_metadata(path)["weights_sha256"], "fp32") == "it was made from other weights"
+    caplog.clear()
+    second = _probabilities(path, adc)
+    assert "exporting to OpenVINO (it was made from other weights)" in caplog.text
+    reference = Predictor.load([path], CPU, inference=TORCH_FP32).probabilities(adc, np.zeros_like(adc))
+    np.testing.assert_allclose(second, reference, atol=1e-5)
+    assert not np.allclose(second, first)
+
+    with open(paths.bin, "r+b") as handle:  # damage the weights file behind the stamp's back
+        handle.seek(100)
+        handle.write(b"\x00" * 16)
+    assert "not the file its stamp names" in stale_because(paths, read_metadata(path)["weights_sha256"], "fp32")
+    caplog.clear()
+    np.testing.assert_array_equal(_probabilities(path, adc), second)
+    assert "exporting to OpenVINO (net.openvino.bin is not the file its stamp names" in caplog.text
+
+
+def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    export(path)
+    script = ("import sys; from sparseg.jobs import load_predictor; "
+              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
+              "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
+              "'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["OpenVINONetwork", "[]"]
+
+
+def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(tmp_path: Path) -> None:
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    with pytest.raises(InputError, match=r"net.safetensors: no int8 model to run \(net.int8.xml: there is none\); "
+                                         r"make one with `sparseg quantize"):
+        load_checkpoint_openvino(path, "int8")

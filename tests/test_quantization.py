@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparseg.cases import find_any_cases
+from sparseg.cli import main
+from sparseg.config import InferenceConfig
+from sparseg.data import read_validation_case
+from sparseg.engines import ExportPaths, read_stamp
+from sparseg.errors import InputError
+from sparseg.inference import Predictor
+from sparseg.metrics import dice
+from sparseg.model import build_model, save_checkpoint
+from sparseg.quantization import quantize, split_cases
+
+from conftest import TINY_RUN
+
+CPU = torch.device("cpu")
+
+
+def _trained_on(tmp_path: Path, case_ids: list[str], fold: int | None = None) -> Path:
+    """A tiny network whose header says it was trained on `case_ids` (the split decides calibration)."""
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    with torch.no_grad():
+        model.segmentation_head[0].bias.fill_(0.3)
+    extra = {"data": {"case_ids": case_ids}, **({"fold": fold} if fold is not None else {})}
+    return save_checkpoint(tmp_path / "net.safetensors", model.eval(), TINY_RUN, extra)
+
+
+def test_int8_is_calibrated_on_training_cases_and_its_agreement_is_measured_on_the_others(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
+    checkpoint = _trained_on(tmp_path, ids[:4])
+    result = quantize(checkpoint, tiny_dataset, slices=20)
+    assert result.calibration["cases"] == ids[:4] and result.calibration["slices"] == 20
+    assert [c.case_id for c in result.agreement.cases] == ids[4:]
+
+    paths = ExportPaths.beside(checkpoint, "int8")
+    stamp = read_stamp(paths)
+    assert stamp["precision"] == "int8" and stamp["calibration"]["cases"] == ids[:4]
+    assert stamp["agreement"]["held_out_cases"] == 2
+    recorded = [c["dice_int8_vs_fp32"] for c in stamp["agreement"]["cases"]]
+
+    # the recorded agreement is what the saved int8 model does against torch fp32
+    int8 = Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
+    reference = Predictor.load([checkpoint], CPU, inference=InferenceConfig(engine="torch", precision="fp32"))
+    assert int8.precision == "int8" and "precision=int8" in int8.made_by()["settings"]
+    for case, expected in zip(find_any_cases(tiny_dataset)[4:], recorded):
+        loaded = read_validation_case(case)
+        got = dice(reference.predict(loaded.adc, loaded.z).mask, int8.predict(loaded.adc, loaded.z).mask)
+        assert got == pytest.approx(expected)
+        assert 0.5 < got  # int8 of the same network: close to fp32, if not always equal
+
+
+def test_the_checkpoint_s_own_split_is_recomputed_when_the_data_is_its_own(tiny_dataset: Path) -> None:
+    cases = [read_validation_case(c) for c in find_any_cases(tiny_dataset)]
+    ids = [c.case_id for c in cases]
+    calibration, held_out, how = split_cases({"data": {"case_ids": ids}, "fold": 1}, cases, folds=3, seed=0)
+    assert "fold 1 of 3" in how and len(held_out) == 2 and len(calibration) == 4
+    assert not {c.case_id for c in calibration} & {c.case_id for c in held_out}
+
+
+def test_int8_is_refused_without_calibration_data(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
+    checkpoint = _trained_on(tmp_path, ids[:4])
+    assert main(["quantize", str(checkpoint)]) == 2
+    assert "net.safetensors: int8 needs calibration data" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["quantize", str(checkpoint), "--data", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith("sparseg: error: ")
+    stranger = _trained_on(tmp_path / "other", ["someone-else"])
+    with pytest.raises(InputError, match="none of these cases is one the checkpoint was trained on"):
+        quantize(stranger, tiny_dataset)
+    assert not ExportPaths.beside(checkpoint, "int8").xml.exists()
+    assert not ExportPaths.beside(stranger, "int8").xml.exists()
+
+
+def test_a_stale_int8_model_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
+    checkpoint = _trained_on(tmp_path, ids[:4])
+    quantize(checkpoint, tiny_dataset, slices=8)
+    paths = ExportPaths.beside(checkpoint, "int8")
+    stamp = json.loads(paths.stamp.read_text())
+    shutil.copyfile(paths.stamp, tmp_path / "stamp")
+    paths.stamp.write_text(json.dumps({**stamp, "weights_sha256": "0" * 64}))
+    with pytest.raises(InputError, match=r"net.int8.xml: it was made from other weights\); make one with"):
+        Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
+    shutil.copyfile(tmp_path / "stamp", paths.stamp)
+    restored = Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
+    adc = np.full((2, 40, 40), 1000.0, np.float32)
+    assert np.isfinite(restored.probabilities(adc, np.zeros_like(adc))).all()
