@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sparseg.config import RunConfig, load_run_config
+from sparseg.config import InferenceConfig, RunConfig, load_run_config
 from sparseg.environment import machine_summary
 from sparseg.model import build_model, save_checkpoint
 from sparseg.synth import SynthConfig, write_input_case
@@ -47,6 +47,19 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, seconds: float 
     return 2 * n**3 * runs / (time.perf_counter() - started) / 1e9
 
 
+def int8_matmul_peak_gops(seconds: float = 2.0) -> float:
+    """Achieved GOP/s of large int8 matrix products on the CPU (int32 accumulation, VNNI where there is)."""
+    n = 2048
+    a = torch.randint(-100, 100, (n, n), dtype=torch.int8)
+    b = torch.randint(-100, 100, (n, n), dtype=torch.int8)
+    torch._int_mm(a, b)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch._int_mm(a, b)
+        runs += 1
+    return 2 * n**3 * runs / (time.perf_counter() - started) / 1e9
+
+
 def forward_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
     """FLOPs (2 per multiply-add) of one forward pass on an input of `shape`."""
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
@@ -78,10 +91,26 @@ def checkpoint_for(name: str, folder: Path) -> Path:
     return paper_checkpoint(folder) if name == "paper" else DEMO_WEIGHTS
 
 
-def input_case(folder: Path, size: int, depth: int, seed: int = 5) -> Path:
-    """A synthetic case of `size` x `size` x `depth` voxels in the /input layout."""
-    write_input_case(folder, seed=seed, config=SynthConfig().with_shape(size, depth))
+def input_case(folder: Path, size: int, depth: int, seed: int = 5, full_brain: bool = False) -> Path:
+    """A synthetic case of `size` x `size` x `depth` voxels in the /input layout (brain on every slice if
+    `full_brain`)."""
+    write_input_case(folder, seed=seed, config=SynthConfig().with_shape(size, depth, full_brain=full_brain))
     return folder
+
+
+def quantize_for_bench(checkpoint: Path, size: int, depth: int, full_brain: bool, slices: int = 300) -> Path:
+    """The int8 model of `checkpoint` for timing, calibrated on slices with brain of four synthetic cases of
+    another seed than the benchmark's (never the benchmark case), as `sparseg quantize` would on training cases."""
+    from sparseg.inference import Predictor
+    from sparseg.quantization import calibration_slices, write_int8
+    from sparseg.synth import generate_case
+
+    fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="openvino",
+                                                                                         precision="fp32"))
+    config = SynthConfig().with_shape(size, depth, full_brain=full_brain)
+    cases = (generate_case(99, index, config) for index in range(4))
+    calibration = calibration_slices(fp32, ((c.adc, c.z) for c in cases), slices)
+    return write_int8(checkpoint, calibration, {"calibration": {"split": "bench: synthetic cases of seed 99"}}).xml
 
 
 def parse_shape(text: str) -> tuple[int, int]:

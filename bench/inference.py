@@ -1,17 +1,26 @@
-"""Inference per case, end to end (read, preprocess, forward, resample, write), for each speed setting.
+"""Inference per case, end to end (read, preprocess, forward, resample, write), for each engine and precision.
 
-    python bench/inference.py [--device cpu|cuda] [--model paper|demo] [--cases 256x64 128x24] [--repeats 3]
+    python bench/inference.py [--device cpu|cuda] [--model paper|demo] [--cases 256x64] [--whole-head] [--repeats 3]
 
-`paper` is the paper's network with random weights (timing only); `demo` the
-trained demo weights. Settings are added one at a time, from plain (fp32,
-every whole slice, NCHW) to the defaults of `InferenceConfig` (fp32 on the
-CPU, bf16 autocast on a GPU), then the opt-in crop to the brain's box. The
-bf16 row runs on GPUs and on CPUs with native bf16 only. Each (case,
-setting) runs in a fresh process after one warm-up case, so its peak memory
-is its own. Prints one table: median seconds end to end and in the forward
-pass, peak memory, achieved GFLOP/s of the forward pass and its share of the
-fp32 and bf16 matrix-product peaks measured in the same run, the speed-up
-over plain, and the Dice of each mask against the plain one.
+`paper` is the paper's network with random weights (timing only: with random
+weights the masks mean nothing); `demo` the trained demo weights. By default
+each case is a synthetic volume with brain on every slice (`sparseg synth
+--full-brain`), like most slices of a real one; `--whole-head` uses the
+default synthetic grid instead, where a quarter to all slices hold brain.
+
+Rows on the CPU: torch eager fp32 (NCHW, then channels_last, the former
+default), torch bf16 autocast (CPUs with native bf16 only), OpenVINO fp32
+(the default), OpenVINO bf16 (native bf16 only), OpenVINO int8, and int8 with
+the opt-in crop to the brain's box. The int8 model is calibrated here on
+slices of four other synthetic cases (never the benchmark case), as
+`sparseg quantize` would on training cases. On a GPU: torch fp32, channels_last,
+bf16 (the defaults), and the crop. Each (case, setting) runs in a fresh
+process after one warm-up case, so its peak memory is its own.
+
+Prints one table: median seconds end to end and in the forward pass, peak
+memory, achieved GFLOP/s (or GOP/s) of the forward pass and its share of the
+fp32, bf16 and int8 matrix-product peaks measured in the same run, the
+speed-up over torch eager fp32, and the Dice of each mask against torch fp32's.
 """
 
 from __future__ import annotations
@@ -37,16 +46,36 @@ from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
 from sparseg.jobs import predict_case
 from sparseg.metrics import dice
+from sparseg.model import load_checkpoint
 
-from common import checkpoint_for, forward_flops, input_case, machine_line, matmul_peak_gflops, parse_shape, synchronize
+from common import (
+    checkpoint_for,
+    forward_flops,
+    input_case,
+    int8_matmul_peak_gops,
+    machine_line,
+    matmul_peak_gflops,
+    parse_shape,
+    quantize_for_bench,
+    synchronize,
+)
 
-BF16 = "+ bf16 autocast (the defaults on a GPU)"
-SETTINGS = {
-    "plain fp32": InferenceConfig(skip_empty_slices=False, precision="fp32", channels_last=False),
-    "+ channels_last": InferenceConfig(skip_empty_slices=False, precision="fp32", channels_last=True),
-    "+ only slices with brain (the defaults on the CPU)": InferenceConfig(precision="fp32", channels_last=True),
-    BF16: InferenceConfig(precision="bf16"),
-    "the defaults + crop to the brain's box (opt-in)": InferenceConfig(crop_to_brain=True),
+PLAIN = "torch fp32 (NCHW)"
+CPU_SETTINGS = {
+    PLAIN: InferenceConfig(engine="torch", precision="fp32", channels_last=False),
+    "torch fp32 channels_last (the former CPU default)": InferenceConfig(engine="torch", precision="fp32"),
+    "torch bf16 autocast": InferenceConfig(engine="torch", precision="bf16"),
+    "OpenVINO fp32 (the CPU default)": InferenceConfig(engine="openvino", precision="fp32"),
+    "OpenVINO bf16": InferenceConfig(engine="openvino", precision="bf16"),
+    "OpenVINO int8 (opt-in)": InferenceConfig(engine="openvino", precision="int8"),
+    "OpenVINO int8 + crop to the brain's box (opt-in)": InferenceConfig(engine="openvino", precision="int8",
+                                                                        crop_to_brain=True),
+}
+GPU_SETTINGS = {
+    PLAIN: InferenceConfig(engine="torch", precision="fp32", channels_last=False),
+    "torch fp32 channels_last": InferenceConfig(engine="torch", precision="fp32"),
+    "torch bf16 autocast (the GPU default)": InferenceConfig(engine="torch"),
+    "torch bf16 + crop to the brain's box (opt-in)": InferenceConfig(engine="torch", crop_to_brain=True),
 }
 
 
@@ -77,19 +106,20 @@ def worker(spec: dict) -> dict:
         totals.append(summary.seconds)
         forwards.append(sum(forward_seconds))
     window = predictor.window(read_image(case.adc).array)
-    n_slices = len(window.slices)
     height, width = window.rows.stop - window.rows.start, window.cols.stop - window.cols.start
-    flops = n_slices * forward_flops(predictor.models[0], (1, predictor.config.in_channels, height, width), device)
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return {"seconds": float(np.median(totals)), "forward": float(np.median(forwards)), "flops": flops,
-            "peak_rss_mib": peak_rss_mib(), "peak_gpu_mib": gpu_peak, "slices": n_slices, "frame": f"{height}x{width}"}
+    return {"seconds": float(np.median(totals)), "forward": float(np.median(forwards)), "peak_rss_mib": peak_rss_mib(),
+            "peak_gpu_mib": gpu_peak, "slices": len(window.slices), "frame": [height, width],
+            "engine": predictor.engine, "precision": predictor.precision}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", choices=("paper", "demo"), default="paper")
-    parser.add_argument("--cases", nargs="+", default=["256x64", "128x24"], help="SIZExDEPTH of each synthetic case")
+    parser.add_argument("--cases", nargs="+", default=["256x64"], help="SIZExDEPTH of each synthetic case")
+    parser.add_argument("--whole-head", action="store_true",
+                        help="the default synthetic grid (brain on some slices) instead of brain on every slice")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,19 +132,32 @@ def main() -> int:
     fp32_peak = matmul_peak_gflops(device, torch.float32)
     native = device.type == "cuda" or cpu_has_native_bf16()
     bf16_peak = matmul_peak_gflops(device, torch.bfloat16) if native else float("nan")
-    print(f"matrix-product peak: fp32 {fp32_peak:.0f} GFLOP/s, "
-          + (f"bf16 {bf16_peak:.0f} GFLOP/s" if native else "no native bf16 on this CPU: the bf16 row is skipped"))
-    settings = {k: v for k, v in SETTINGS.items() if native or k != BF16}
-    print(f"model: {args.model}; {args.repeats} repeats after one warm-up case; medians\n")
-    print("| case | setting | slices run | frame | seconds/case | forward s | peak RSS MiB | peak GPU MiB "
-          "| forward GFLOP/s | % fp32 peak | % bf16 peak | speed-up vs plain | Dice vs plain |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    int8_peak = int8_matmul_peak_gops() if device.type == "cpu" else float("nan")
+    print(f"matrix-product peaks: fp32 {fp32_peak:.0f} GFLOP/s, "
+          + (f"bf16 {bf16_peak:.0f} GFLOP/s" if native else "no native bf16 on this CPU: the bf16 rows are skipped")
+          + (f", int8 {int8_peak:.0f} GOP/s" if device.type == "cpu" else ""))
+    settings = CPU_SETTINGS if device.type == "cpu" else GPU_SETTINGS
+    settings = {k: v for k, v in settings.items() if native or v.precision != "bf16"}
+    layout = "whole head (default synthetic grid)" if args.whole_head else "brain on every slice"
+    print(f"model: {args.model}; cases: {layout}; {args.repeats} repeats after one warm-up case; medians\n")
+    print("| case | setting | slices run | frame | s/case | forward s | peak RSS MiB | peak GPU MiB "
+          "| forward G(FL)OP/s | % fp32 peak | % bf16 peak | % int8 peak | speed-up vs torch fp32 "
+          "| Dice vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoint = checkpoint_for(args.model, tmp)
+        if checkpoint.parent != tmp:  # the demo weights: a copy, so the exports stay out of the checkout
+            copy = tmp / checkpoint.name
+            copy.write_bytes(checkpoint.read_bytes())
+            checkpoint = copy
+        loaded = load_checkpoint(checkpoint)
+        flops_of = {}
         for shape in args.cases:
             size, depth = parse_shape(shape)
-            case = input_case(tmp / f"case-{shape}", size, depth)
+            case = input_case(tmp / f"case-{shape}", size, depth, full_brain=not args.whole_head)
+            if any(s.precision == "int8" for s in settings.values()):
+                quantize_for_bench(checkpoint, size, depth, full_brain=not args.whole_head)
             plain_seconds, plain_mask = None, None
             for number, (name, setting) in enumerate(settings.items()):
                 out = tmp / f"out-{shape}-{number}"
@@ -130,11 +173,18 @@ def main() -> int:
                 mask = read_mask(out / "mask.mha")[0]
                 if plain_seconds is None:
                     plain_seconds, plain_mask = row["seconds"], mask
-                gflops = row["flops"] / row["forward"] / 1e9
-                print(f"| {size}x{size}x{depth} | {name} | {row['slices']} | {row['frame']} | {row['seconds']:.2f} "
-                      f"| {row['forward']:.2f} | {row['peak_rss_mib']:.0f} | {row['peak_gpu_mib']:.0f} | {gflops:.0f} "
-                      f"| {100 * gflops / fp32_peak:.0f}% | {100 * gflops / bf16_peak:.0f}% "
-                      f"| {plain_seconds / row['seconds']:.2f}x | {dice(plain_mask, mask):.4f} |", flush=True)
+                frame = tuple(row["frame"])
+                if frame not in flops_of:
+                    flops_of[frame] = forward_flops(loaded.model, (1, loaded.config.in_channels, *frame),
+                                                    torch.device("cpu"))
+                rate = row["slices"] * flops_of[frame] / row["forward"] / 1e9
+                shares = {name_: f"{100 * rate / peak:.0f}%" if np.isfinite(peak) else ""
+                          for name_, peak in (("fp32", fp32_peak), ("bf16", bf16_peak), ("int8", int8_peak))}
+                print(f"| {size}x{size}x{depth} | {name} | {row['slices']} | {frame[0]}x{frame[1]} "
+                      f"| {row['seconds']:.2f} | {row['forward']:.2f} | {row['peak_rss_mib']:.0f} "
+                      f"| {row['peak_gpu_mib']:.0f} | {rate:.0f} | {shares['fp32']} | {shares['bf16']} "
+                      f"| {shares['int8']} | {plain_seconds / row['seconds']:.2f}x "
+                      f"| {dice(plain_mask, mask):.4f} |", flush=True)
     return 0
 
 

@@ -48,7 +48,7 @@ def _synth(args: argparse.Namespace) -> int:
     for name in ("size", "depth"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SparsegError(f"--{name} must be a positive number of voxels, not {getattr(args, name)}")
-    config = synth.SynthConfig().with_shape(args.size, args.depth)
+    config = synth.SynthConfig().with_shape(args.size, args.depth, full_brain=args.full_brain)
     if args.layout == "input":
         if args.cases != 1:
             raise SparsegError("--layout input writes exactly one case; use --cases 1 and --index to choose it")
@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="with --layout input: which case of the seed")
     p.add_argument("--size", type=int, help="fixed in-plane size in voxels (default: random, 128-256)")
     p.add_argument("--depth", type=int, help="fixed number of slices (default: random, 16-64)")
+    p.add_argument("--full-brain", action="store_true",
+                   help="thin slices over the middle of the brain: brain on every slice, as on most slices of a "
+                        "real volume (benchmarks); default: the whole head, brain on a quarter to all slices")
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser("baseline", help=f"write the {THRESHOLD_RULE} threshold masks, to score like a model")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,14 +120,30 @@ def split_cases(metadata: dict, cases: list[ValidationCase], folds: int, seed: i
     return calibration, validation, how
 
 
-def calibration_slices(predictor: Predictor, cases: list[ValidationCase], count: int, seed: int = 0) -> np.ndarray:
-    """`count` preprocessed slices with brain, drawn evenly from the cases as inference prepares them.
-    Shape: -> (N, C, H, W) float32."""
-    inputs = np.concatenate([predictor.prepare(c.adc.array, c.z.array).inputs for c in cases])
+def calibration_slices(predictor: Predictor, volumes: Iterable[tuple[np.ndarray, np.ndarray]], count: int,
+                       seed: int = 0) -> np.ndarray:
+    """`count` preprocessed slices with brain, drawn at random from the (ADC, Z_ADC) volumes as inference
+    prepares them. Shape: -> (N, C, H, W) float32."""
+    inputs = np.concatenate([predictor.prepare(adc, z).inputs for adc, z in volumes])
     if len(inputs) == 0:
         raise InputError("the calibration cases have no slice with brain")
     chosen = np.sort(np.random.default_rng(seed).choice(len(inputs), size=min(count, len(inputs)), replace=False))
     return inputs[chosen].astype(np.float32)
+
+
+def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict) -> ExportPaths:
+    """NNCF's post-training quantization of the checkpoint's OpenVINO fp32 network, calibrated on `calibration`
+    (N, C, H, W), saved beside it as its int8 model with `provenance` in the stamp."""
+    import nncf
+    import openvino as ov
+
+    weights = read_metadata(checkpoint)["weights_sha256"]
+    model = nncf.quantize(ov.Core().read_model(str(current_fp32(checkpoint, weights).xml)),
+                          nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
+                          subset_size=len(calibration))
+    provenance = {**provenance, "calibration": {**provenance.get("calibration", {}), "slices": len(calibration),
+                                                "nncf": nncf.__version__}}
+    return save_int8(model, checkpoint, weights, provenance)
 
 
 def measure_agreement(reference: Predictor, int8: Predictor, cases: list[ValidationCase],
@@ -152,9 +169,6 @@ def measure_agreement(reference: Predictor, int8: Predictor, cases: list[Validat
 def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLICES,
              cases: list[Case] | None = None) -> QuantizationResult:
     """Calibrate, write the int8 model beside `checkpoint`, measure its agreement and record it in its stamp."""
-    import nncf
-    import openvino as ov
-
     if data is None and cases is None:
         raise InputError(f"{checkpoint}: int8 needs calibration data: give the labelled cases it was trained on "
                          "(--data); random slices prove nothing")
@@ -174,24 +188,19 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     folds, seed = int(train.get("folds", 5)), int(train.get("seed", 0))
     calibration_cases, held_out, how = split_cases(metadata, read, folds, seed)
 
-    fp32_paths = current_fp32(checkpoint, metadata["weights_sha256"])
-    whole_frames = InferenceConfig(engine="openvino", precision="fp32")
-    fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=whole_frames)
-    calibration = calibration_slices(fp32, calibration_cases, slices)
+    fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="openvino",
+                                                                                         precision="fp32"))
+    calibration = calibration_slices(fp32, ((c.adc.array, c.z.array) for c in calibration_cases), slices)
     log.info("calibrating on %d slices of %d training cases (%s)", len(calibration), len(calibration_cases), how)
-    model = nncf.quantize(ov.Core().read_model(str(fp32_paths.xml)),
-                          nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
-                          subset_size=len(calibration))
-    provenance = {"calibration": {"cases": [c.case_id for c in calibration_cases], "slices": len(calibration),
-                                  "split": how, "nncf": nncf.__version__}}
-    paths = save_int8(model, checkpoint, metadata["weights_sha256"], provenance)
+    paths = write_int8(checkpoint, calibration, {"calibration": {"cases": [c.case_id for c in calibration_cases],
+                                                                 "split": how}})
 
     reference = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="torch",
                                                                                               precision="fp32"))
     int8 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(precision="int8"))
     agreement = measure_agreement(reference, int8, held_out)
     update_stamp(paths, {"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
-    return QuantizationResult(paths, provenance["calibration"], agreement)
+    return QuantizationResult(paths, read_stamp(paths)["calibration"], agreement)
 
 
 def recorded_agreement(checkpoint: Path) -> dict | None:

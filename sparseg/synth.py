@@ -42,6 +42,9 @@ from sparseg.config import burden_group
 from sparseg.io import Geometry, write_csv, write_image
 from sparseg.metrics import lesion_burden
 
+FULL_BRAIN_COVERAGE_MM = 60.0
+"""Height of the stack of a full-brain case: within the shortest brain (76 mm) with room for the head's offset."""
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -63,13 +66,22 @@ class SynthConfig:
     z_clip: float = 10.0
     z_smoothing_mm: float = 2.0
 
-    def with_shape(self, size: int | None = None, depth: int | None = None) -> SynthConfig:
-        """The same anatomy on a fixed in-plane `size` and/or number of slices `depth` (benchmarks, checks)."""
+    def with_shape(self, size: int | None = None, depth: int | None = None, full_brain: bool = False) -> SynthConfig:
+        """The same anatomy on a fixed in-plane `size` and/or number of slices `depth` (benchmarks, checks).
+
+        `full_brain`: thin slices over the middle `FULL_BRAIN_COVERAGE_MM` of the brain, so that every slice
+        holds brain, as on most slices of a real volume (the default grids have brain on a quarter to all
+        of their slices)."""
         changes: dict = {}
         if size is not None:
             changes["in_plane_sizes"] = (size,)
         if depth is not None:
             changes["depth_range"] = (depth, depth)
+        if full_brain:
+            slices = depth or self.depth_range[1]
+            spacing = FULL_BRAIN_COVERAGE_MM / slices
+            changes.update(slice_spacing_mm=(spacing, spacing), coverage_mm=(FULL_BRAIN_COVERAGE_MM,) * 2,
+                           depth_range=(slices, slices))
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -112,3 +112,13 @@ def test_config_is_respected() -> None:
     case = generate_case(0, 0, config)
     assert case.adc.shape == (16, 100, 100)
     assert case.geometry.spacing_mm[0] == pytest.approx(5.0)
+
+
+def test_a_full_brain_case_has_brain_and_lesion_on_real_slices_only() -> None:
+    """The benchmarks' real-sized volume: brain on every slice, unlike the default grids."""
+    for index in range(6):
+        case = generate_case(5, index, SynthConfig().with_shape(128, 32, full_brain=True))
+        assert case.adc.shape == (32, 128, 128)
+        assert (case.adc > 0).reshape(32, -1).any(axis=1).all(), index
+    default = generate_case(5, 0, SynthConfig().with_shape(128, 64))
+    assert not (default.adc > 0).reshape(64, -1).any(axis=1).all()
