@@ -55,6 +55,10 @@ for index in "${!weights[@]}"; do
     [ ! -e "build/model_weights/$name" ] || name="$index-$name"
     cp "$checkpoint" "build/model_weights/$name"
     [ ! -f "${checkpoint%.safetensors}.json" ] || cp "${checkpoint%.safetensors}.json" "build/model_weights/${name%.safetensors}.json"
+    # Its int8 model (sparseg quantize), if any; the image checks its stamp before running it with --precision int8.
+    for part in xml bin json; do
+        [ ! -f "${checkpoint%.safetensors}.int8.$part" ] || cp "${checkpoint%.safetensors}.int8.$part" "build/model_weights/${name%.safetensors}.int8.$part"
+    done
     chmod a+r build/model_weights/*  # the image's unprivileged user reads them
     echo "baking in $checkpoint as model_weights/$name"
 done

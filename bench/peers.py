@@ -1,19 +1,22 @@
 """Seconds per case of SPARSeg against the 3D models of the other top BONBID-HIE entries, same case, same run.
 
-    python bench/peers.py [--size 256] [--depth 64] [--repeats 1] [--device cpu]
+    python bench/peers.py [--size 256] [--depth 64] [--whole-head] [--repeats 1] [--device cpu]
 
 End to end for each (read ADC and Z_ADC, normalise, network, threshold, write
-the mask), random weights, one warm-up case first:
+the mask), random weights, one warm-up case first, on a synthetic case with
+brain on every slice (`--whole-head`: the default synthetic grid, where the
+slices without brain are skipped by SPARSeg and run by the 3D models):
 - SPARSeg: the paper's 2D UNet++ (Inception-v4, scSE) with the default
-  inference settings (`sparseg.jobs.predict_case`), and with the opt-in
-  crop to the brain's box;
+  inference settings (`sparseg.jobs.predict_case`; on the CPU, OpenVINO fp32),
+  with torch fp32 (the former CPU default), and, on the CPU, with the opt-in
+  int8 model (calibrated on other synthetic cases, as in bench/inference.py);
 - Swin-UNETR (MONAI), feature size 48, 128^3 sliding window, overlap 0.25, as
   in the Toubal et al. entry;
 - a 3D U-Net of nnU-Net's plain-conv kind (MONAI DynUNet: instance norm, leaky
   ReLU, 32-320 filters, in-plane-only first strides for the anisotropic
   spacing), patch 48x192x192, Gaussian-weighted windows at 50% overlap, one
   fold, no test-time mirroring.
-Prints one table with the ratio of each peer's time to SPARSeg's, both ways.
+Prints one table with the ratio of each time to each SPARSeg setting's.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from sparseg.io import read_image, write_mask
 from sparseg.jobs import predict_case
 from sparseg.preprocessing import channel_maps
 
-from common import checkpoint_for, input_case, machine_line
+from common import checkpoint_for, input_case, machine_line, quantize_for_bench
 
 PEER_INPUT = PreprocessingConfig(channels=("adc", "z"))
 """The 3D peers see ADC and Z_ADC, normalised as SPARSeg normalises them."""
@@ -70,35 +73,46 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--whole-head", action="store_true",
+                        help="the default synthetic grid (brain on some slices) instead of brain on every slice")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(machine_line(device))
-    print(f"case: synthetic {args.size}x{args.size}x{args.depth}; random weights; median of {args.repeats} "
-          "after one warm-up\n")
-    print("| method | seconds/case | ratio to SPARSeg (defaults) | ratio to SPARSeg with --crop-to-brain |")
-    print("|---|---|---|---|")
+    layout = "whole head" if args.whole_head else "brain on every slice"
+    print(f"case: synthetic {args.size}x{args.size}x{args.depth}, {layout}; random weights; median of "
+          f"{args.repeats} after one warm-up\n")
+    settings = {"SPARSeg 2D UNet++ (this project, defaults)": InferenceConfig(),
+                "SPARSeg with torch fp32 (the former CPU default)": InferenceConfig(engine="torch", precision="fp32")}
+    if device.type == "cpu":
+        settings["SPARSeg with --precision int8 (opt-in)"] = InferenceConfig(precision="int8")
+    print("| method | seconds/case | ratio to SPARSeg (defaults) | " + " | ".join(
+        f"ratio to {name.removeprefix('SPARSeg ')}" for name in list(settings)[1:]) + " |")
+    print("|---|---|---|" + "---|" * (len(settings) - 1))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        case = find_input_case(input_case(tmp / "case", args.size, args.depth))
+        case = find_input_case(input_case(tmp / "case", args.size, args.depth, full_brain=not args.whole_head))
         checkpoint = checkpoint_for("paper", tmp)
+        if device.type == "cpu":
+            quantize_for_bench(checkpoint, args.size, args.depth, full_brain=not args.whole_head)
         ours = {}
-        for name, settings in {"defaults": InferenceConfig(), "crop": InferenceConfig(crop_to_brain=True)}.items():
-            predictor = Predictor.load([checkpoint], device, inference=settings)
+        for name, setting in settings.items():
+            predictor = Predictor.load([checkpoint], device, inference=setting)
             times = [predict_case(case, predictor, tmp / "ours.mha").seconds for _ in range(args.repeats + 1)]
             ours[name] = float(np.median(times[1:]))
             del predictor
-        print(f"| SPARSeg 2D UNet++ (this project, defaults) | {ours['defaults']:.1f} | 1.00 "
-              f"| {ours['defaults'] / ours['crop']:.2f} |")
-        print(f"| SPARSeg 2D UNet++ with --crop-to-brain (opt-in) | {ours['crop']:.1f} "
-              f"| {ours['crop'] / ours['defaults']:.2f} | 1.00 |", flush=True)
+
+        def row(name: str, seconds: float) -> str:
+            return f"| {name} | {seconds:.1f} | " + " | ".join(f"{seconds / ours[other]:.2f}" for other in ours) + " |"
+
+        for name in ours:
+            print(row(name, ours[name]), flush=True)
         for name, (model, window, overlap, mode) in peer_models().items():
             model = model.to(device)
             times = [run_peer(model, window, overlap, mode, case, tmp / "peer.mha", device)
                      for _ in range(args.repeats + 1)]
-            peer = float(np.median(times[1:]))
-            print(f"| {name} | {peer:.1f} | {peer / ours['defaults']:.2f} | {peer / ours['crop']:.2f} |", flush=True)
+            print(row(name, float(np.median(times[1:]))), flush=True)
     return 0
 
 

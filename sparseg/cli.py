@@ -281,10 +281,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _package(args: argparse.Namespace) -> int:
     from sparseg.submission import package_model
 
-    manifest = package_model(args.weights, args.out, trace=not args.no_trace)
+    manifest = package_model(args.weights, args.out, trace=not args.no_trace, export=not args.no_export,
+                             quantize_data=args.quantize_data)
     files = ", ".join(c["file"] for c in manifest["checkpoints"])
+    int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
     print(f"wrote {args.out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
-          + (f", traced with torch {manifest['torch']}" if manifest["traced"] else ""))
+          + (f", traced with torch {manifest['torch']}" if manifest["traced"] else "")
+          + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
+          + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
+             f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else ""))
     if manifest["synthetic"]:
         print("note: trained on synthetic data: for tests only, not for real scans")
     return 0
@@ -320,7 +325,7 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
                         f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
     p.add_argument("--crop-to-brain", action="store_true",
                    help="crop the slices to the brain's box: about 2x faster, but check it keeps your network's "
-                        "masks first (bench/crop.py); default: whole slices (those with brain only)")
+                        "masks first (bench/agreement.py); default: whole slices (those with brain only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-trace", action="store_true",
                    help="leave out the traced networks (made with this torch; an image with the same torch starts "
                         "faster with them, others rebuild the networks)")
+    p.add_argument("--no-export", action="store_true",
+                   help="leave out the OpenVINO exports (the image then makes them at start-up on a CPU)")
+    p.add_argument("--quantize-data", type=Path, metavar="DATA",
+                   help="first quantize each checkpoint to int8 with these labelled training cases (as `sparseg "
+                        "quantize`) and pack the int8 models; current int8 models beside the checkpoints are packed "
+                        "anyway")
     p.set_defaults(handler=_package)
 
     p = sub.add_parser("compare", help="check a mask file against a reference mask (grid and voxels); exit 1 if not")

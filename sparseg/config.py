@@ -242,7 +242,7 @@ class InferenceConfig:
     crop_to_brain: bool = False
     """Also crop the slices to the brain's bounding box over all slices, plus `crop_margin`: fewer pixels,
     but the network sees a different border, and whether the mask stays depends on the weights
-    (bench/crop.py), so it is off unless asked for."""
+    (bench/agreement.py), so it is off unless asked for."""
     crop_margin: int = 32
     """Pixels of the resized slice kept around the brain's bounding box."""
     crop_multiple: int = NETWORK_STRIDE

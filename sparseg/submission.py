@@ -6,9 +6,12 @@ too, and ignores its baked-in weights (`sparseg.jobs.default_weights`). The
 tarball holds each checkpoint under a name of its own (fold folders all call
 theirs `best.safetensors`), its JSON copy, optionally its network traced with
 this torch (used by an image with the same torch, which then starts faster;
-any other rebuilds the network), and `sparseg-model.json`, which says what is
-inside. Checkpoints that cannot be averaged (other preprocessing or
-threshold), or that mix synthetic-data training with real, are refused.
+any other rebuilds the network) and exported to OpenVINO (the CPU engine;
+without it the image exports at start-up), its int8 model when there is a
+current one beside it (`sparseg quantize`, or `quantize_data` here: run with
+`--precision int8`), and `sparseg-model.json`, which says what is inside.
+Checkpoints that cannot be averaged (other preprocessing or threshold), or
+that mix synthetic-data training with real, are refused.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from pathlib import Path
 import torch
 
 from sparseg import __version__
+from sparseg.cases import find_any_cases
+from sparseg.engines import ExportPaths, openvino_version, read_stamp, stale_because
+from sparseg.engines import export as export_openvino
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
 from sparseg.io import atomic_path, verify_gzip
 from sparseg.model import Checkpoint, load_checkpoint, trace_checkpoint, traced_path
+from sparseg.quantization import quantize
 
 MANIFEST = "sparseg-model.json"
 FORMAT = "sparseg-model/1"
@@ -53,8 +60,22 @@ def _readable_by_anyone(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
-    """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest."""
+def _int8_summary(path: Path) -> dict | None:
+    """What the current int8 model beside checkpoint `path` agreed with fp32 (None without one)."""
+    stamp = read_stamp(ExportPaths.beside(path, "int8"))
+    if stamp is None or stale_because(ExportPaths.beside(path, "int8"), stamp.get("weights_sha256", ""), "int8"):
+        return None
+    agreement = stamp.get("agreement", {})
+    return {"held_out_cases": agreement.get("held_out_cases"), "holds": agreement.get("holds"),
+            "smallest_dice_vs_fp32": agreement.get("dice_int8_vs_fp32", {}).get("smallest")}
+
+
+def package_model(weights: list[Path], out: Path, trace: bool = True, export: bool = True,
+                  quantize_data: Path | None = None) -> dict:
+    """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest.
+
+    `quantize_data`: first quantize each checkpoint with these labelled cases (`sparseg.quantization`, each
+    with its own split) and pack the int8 models."""
     if not weights:
         raise InputError("no checkpoint given (--weights)")
     for path in weights:
@@ -69,6 +90,11 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
     require_ensemble(checkpoints)
     _require_one_kind_of_data(checkpoints)
     names = member_names(weights)
+    if quantize_data is not None:
+        cases = find_any_cases(quantize_data)  # read once, split per checkpoint
+        for path in weights:
+            quantize(path, quantize_data, cases=cases)
+    int8 = {path: _int8_summary(path) for path in weights}
     manifest = {
         "format": FORMAT,
         "sparseg": __version__,
@@ -82,7 +108,9 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
             "weights_sha256": checkpoint.metadata["weights_sha256"],
             "fold": checkpoint.metadata.get("fold"),
             "validation_dsc": checkpoint.metadata.get("validation", {}).get("all", {}).get("dsc"),
+            "int8": int8[path],
         } for name, path, checkpoint in zip(names, weights, checkpoints)],
+        "openvino": openvino_version() if export else None,
     }
     with tempfile.TemporaryDirectory() as staging:
         staging = Path(staging)
@@ -92,11 +120,19 @@ def package_model(weights: list[Path], out: Path, trace: bool = True) -> dict:
                 shutil.copyfile(path.with_suffix(".json"), (staging / name).with_suffix(".json"))
             if trace:
                 trace_checkpoint(staging / name)
+            if export:
+                export_openvino(staging / name)
+            if int8[path] is not None:
+                source, staged = ExportPaths.beside(path, "int8"), ExportPaths.beside(staging / name, "int8")
+                for kind in ("xml", "bin", "stamp"):
+                    shutil.copyfile(getattr(source, kind), getattr(staged, kind))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out, verify_gzip) as temporary, tarfile.open(temporary, "w:gz") as archive:
             for name in names:
-                for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name):
+                exports = [getattr(ExportPaths.beside(Path(name), precision), kind).name
+                           for precision in ("fp32", "int8") for kind in ("xml", "bin", "stamp")]
+                for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name, *exports):
                     if (staging / member).is_file():
                         archive.add(staging / member, arcname=member, filter=_readable_by_anyone)
             archive.add(staging / MANIFEST, arcname=MANIFEST, filter=_readable_by_anyone)

@@ -155,11 +155,28 @@ def case(tmp_path: Path) -> Path:
     return root
 
 
-def _process(input_dir: Path, output: Path, weights: Path, capsys) -> tuple[int, str, str]:
+def _process(input_dir: Path, output: Path, weights: Path, capsys, *options: str) -> tuple[int, str, str]:
     code = main(["process", "--input", str(input_dir), "--output", str(output), "--weights", str(weights),
-                 "--device", "cpu"])
+                 "--device", "cpu", *options])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def tamper_openvino(checkpoint: Path) -> None:
+    """Export the checkpoint to OpenVINO, then change bytes of the export's weights behind its stamp's back."""
+    from sparseg.engines import export
+
+    paths = export(checkpoint)
+    data = bytearray(paths.bin.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    paths.bin.write_bytes(bytes(data))
+
+
+def _process_torch(case: Path, tmp_path: Path, weights: Path) -> Path:
+    out = tmp_path / "torch-output"
+    assert main(["process", "--input", str(case), "--output", str(out), "--weights", str(weights), "--device", "cpu",
+                 "--engine", "torch"]) == 0
+    return out / OUTPUT_MASK
 
 
 def _assert_clean_error(code: int, err: str, output: Path, names: str, problem: str) -> None:
@@ -238,8 +255,32 @@ def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
     named = "model.torchscript" if damage == "tampered traced" else "model.safetensors"
     output = tmp_path / "output"
-    code, _, err = _process(case, output, weights, capsys)
+    # the traced network is torch's: the CPU's default engine (OpenVINO) has an export of its own
+    options = ("--engine", "torch") if damage == "tampered traced" else ()
+    code, _, err = _process(case, output, weights, capsys, *options)
     _assert_clean_error(code, err, output, named, _checkpoint_problem(damage))
+
+
+def test_int8_without_an_int8_model_is_a_clean_error(case: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(tiny_checkpoint.read_bytes())
+    output = tmp_path / "output"
+    code, _, err = _process(case, output, weights, capsys, "--precision", "int8")
+    _assert_clean_error(code, err, output, "model.safetensors", "no int8 model to run")
+
+
+def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(tiny_checkpoint.read_bytes())
+    tamper_openvino(weights)
+    output = tmp_path / "output"
+    code, _, err = _process(case, output, weights, capsys)
+    assert code == 0, err
+    mask = read_image(output / OUTPUT_MASK)
+    assert mask.array.shape == read_image(_adc(case)).array.shape
+    np.testing.assert_array_equal(mask.array, read_image(_process_torch(case, tmp_path, weights)).array)
 
 
 @pytest.mark.parametrize("damage", [d for d in DAMAGE if d != "tampered traced"])
@@ -343,10 +384,21 @@ def readme_table() -> str:
                    "tampered checkpoint (weights changed)": tmp / "tampered.safetensors"}
         damaged["truncated checkpoint"].write_bytes(weights.read_bytes()[:1000])
         damaged["tampered checkpoint (weights changed)"].write_bytes(weights.read_bytes()[:-8] + bytes(8))
-        damaged["traced network beside it with changed weights"] = tmp / "traced" / "tiny.safetensors"
-        damaged["traced network beside it with changed weights"].parent.mkdir()
-        damaged["traced network beside it with changed weights"].write_bytes(weights.read_bytes())
-        tamper_traced(damaged["traced network beside it with changed weights"])
+        traced = "traced network beside it with changed weights (`--engine torch`)"
+        damaged[traced] = tmp / "traced" / "tiny.safetensors"
+        damaged[traced].parent.mkdir()
+        damaged[traced].write_bytes(weights.read_bytes())
+        tamper_traced(damaged[traced])
+        exported = "OpenVINO export beside it with changed weights (it is made again)"
+        damaged[exported] = tmp / "exported" / "tiny.safetensors"
+        damaged[exported].parent.mkdir()
+        damaged[exported].write_bytes(weights.read_bytes())
+        tamper_openvino(damaged[exported])
+        no_int8 = "`--precision int8` without an int8 model (`sparseg quantize`)"
+        damaged[no_int8] = tmp / "no-int8" / "tiny.safetensors"
+        damaged[no_int8].parent.mkdir()
+        damaged[no_int8].write_bytes(weights.read_bytes())
+        options = {traced: ["--engine", "torch"], no_int8: ["--precision", "int8"]}
         for what, (change, resign, _) in HEADER_DAMAGE.items():
             damaged[f"checkpoint header: {what}"] = tmp / f"header{len(damaged)}" / "tiny.safetensors"
             damaged[f"checkpoint header: {what}"].parent.mkdir()
@@ -369,7 +421,7 @@ def readme_table() -> str:
             err = io.StringIO()
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 code = main(["process", "--input", str(root), "--output", str(output or tmp / f"out{number}"),
-                             "--weights", str(checkpoint), "--device", "cpu"])
+                             "--weights", str(checkpoint), "--device", "cpu", *options.get(what, [])])
             errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("sparseg: error:")]
             message = errors[-1] if errors else "mask written" + "".join(f"; warning: {w}" for w in warnings)
             message = message.replace(str(tmp), "...").replace("|", "/")

@@ -13,6 +13,7 @@ import torch
 
 from sparseg.cases import OUTPUT_MASK, find_cases, prediction_name
 from sparseg.cli import main
+from sparseg.engines import ExportPaths, stale_because
 from sparseg.errors import InputError
 from sparseg.io import read_mask
 from sparseg.jobs import default_weights
@@ -45,8 +46,14 @@ def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> No
         names = sorted(archive.getnames())
         assert {member.mode for member in archive.getmembers()} == {0o644}  # the container's user reads them
         archive.extractall(tmp_path / "unpacked", filter="data")
+    exports = [f"fold{k}-best.openvino.{part}" for k in range(2) for part in ("xml", "bin", "json")]
     assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors", "fold0-best.torchscript",
-                            "fold1-best.json", "fold1-best.safetensors", "fold1-best.torchscript"])
+                            "fold1-best.json", "fold1-best.safetensors", "fold1-best.torchscript", *exports])
+    assert manifest["openvino"] and all(entry["int8"] is None for entry in manifest["checkpoints"])
+    for k in range(2):  # each export is current for its checkpoint under its new name: no export at start-up
+        member = tmp_path / "unpacked" / f"fold{k}-best.safetensors"
+        assert stale_because(ExportPaths.beside(member, "fp32"), read_metadata(member)["weights_sha256"],
+                             "fp32") is None
     assert json.loads((tmp_path / "unpacked" / MANIFEST).read_text()) == manifest
     for entry, path in zip(manifest["checkpoints"], paths):
         assert read_metadata(tmp_path / "unpacked" / entry["file"])["weights_sha256"] == entry["weights_sha256"]
@@ -114,3 +121,18 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(tmp_path / "output" / OUTPUT_MASK)[0],
                                   read_mask(tmp_path / "predicted" / prediction_name(case.case_id))[0])
     assert len(find_cases(data)) == 4
+
+
+def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path, tmp_path: Path) -> None:
+    ids = sorted(case.case_id for case in find_cases(tiny_dataset))
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    path = save_checkpoint(tmp_path / "run" / "best.safetensors", model.eval(), TINY_RUN,
+                           {"data": {"case_ids": ids[:4], "synthetic": True}})
+    manifest = package_model([path], tmp_path / "model.tar.gz", trace=False, quantize_data=tiny_dataset)
+    int8 = manifest["checkpoints"][0]["int8"]
+    assert int8["held_out_cases"] == 2 and 0 <= int8["smallest_dice_vs_fp32"] <= 1
+    with tarfile.open(tmp_path / "model.tar.gz") as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    member = tmp_path / "unpacked" / "run-best.safetensors"
+    assert stale_because(ExportPaths.beside(member, "int8"), read_metadata(member)["weights_sha256"], "int8") is None
