@@ -112,9 +112,10 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
                           "--output", str(tmp_path / "output"), "--weights", str(unpacked), "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr
-    for member in ("fold0-final.safetensors", "fold1-final.safetensors"):
-        assert f"checkpoint: {unpacked / member} (sha256" in job.stderr and "network traced" in job.stderr
-    assert "device: CPU" in job.stderr
+    for member in ("fold0-final", "fold1-final"):  # the packed OpenVINO exports, used as they are
+        assert f"checkpoint: {unpacked / member}.safetensors (sha256" in job.stderr
+        assert f"fp32 ({member}.openvino.xml)" in job.stderr
+    assert "device: CPU" in job.stderr and "exporting" not in job.stderr
 
     assert main(["predict", "--data", str(tmp_path / "input"), "--out", str(tmp_path / "predicted"),
                  "--weights", *map(str, folds), "--device", "cpu"]) == 0
