@@ -245,8 +245,8 @@ def load_checkpoint_openvino(path: Path | str, precision: str = "fp32") -> Check
         paths = ExportPaths.beside(path, "int8")
         reason = stale_because(paths, metadata["weights_sha256"], "int8")
         if reason is not None:
-            raise InputError(f"{path}: no int8 model to run ({paths.xml.name}: {reason}); make one with "
-                             f"`sparseg quantize {path} --data TRAINING_DATA`")
+            raise InputError(f"{path}: no int8 model to run ({paths.xml.name}: {reason}); make one with: "
+                             f"sparseg quantize {path} --data TRAINING_DATA")
         stamp = read_stamp(paths) or {}
         agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
         smallest = agreement.get("dice_int8_vs_fp32", {}).get("smallest") if agreement else None

@@ -124,5 +124,5 @@ def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
 def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     with pytest.raises(InputError, match=r"net.safetensors: no int8 model to run \(net.int8.xml: there is none\); "
-                                         r"make one with `sparseg quantize"):
+                                         r"make one with: sparseg quantize"):
         load_checkpoint_openvino(path, "int8")
