@@ -88,7 +88,7 @@ def main() -> int:
     if device.type == "cpu":
         settings["SPARSeg with --precision int8 (opt-in)"] = InferenceConfig(precision="int8")
     print("| method | seconds/case | ratio to SPARSeg (defaults) | " + " | ".join(
-        f"ratio to {name.removeprefix('SPARSeg ')}" for name in list(settings)[1:]) + " |")
+        f"ratio to {name}" for name in list(settings)[1:]) + " |")
     print("|---|---|---|" + "---|" * (len(settings) - 1))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
