@@ -24,6 +24,7 @@ not through an ONNX file: one step and one library fewer (no `onnx` or
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
@@ -144,12 +145,13 @@ def _save(model, paths: ExportPaths, stamp: dict[str, Any]) -> ExportPaths:
 
 
 def _example_frames(checkpoint: Checkpoint) -> list[torch.Tensor]:
-    """Two random batches of other sizes: the export must hold for any batch and any frame (the brain crop)."""
+    """Two random batches of other sizes: the export must hold for any batch and any frame (the brain crop).
+    Small, because an uploaded model is exported at start-up within the container's memory limit."""
     height, width = checkpoint.config.preprocessing.slice_size
     channels = checkpoint.config.in_channels
     generator = torch.Generator().manual_seed(0)
-    return [torch.randn(2, channels, height, width, generator=generator),
-            torch.randn(3, channels, max(32, height // 2), max(32, width * 3 // 4 // 32 * 32), generator=generator)]
+    return [torch.randn(1, channels, height, width, generator=generator),
+            torch.randn(2, channels, max(32, height // 2), max(32, width * 3 // 4 // 32 * 32), generator=generator)]
 
 
 def export(path: Path | str, folder: Path | None = None) -> ExportPaths:
@@ -190,6 +192,8 @@ def current_fp32(path: Path, weights_sha256: str) -> ExportPaths:
         folder = Path(tempfile.mkdtemp(prefix="sparseg-openvino-"))
         log.info("%s; exporting into %s for this run only", exc, folder)
         return export(path, folder)
+    finally:
+        gc.collect()  # the torch network and the converted model, before the job's own peak
 
 
 def save_int8(model, path: Path, weights_sha256: str, provenance: dict[str, Any]) -> ExportPaths:
