@@ -253,8 +253,9 @@ def load_checkpoint_openvino(path: Path | str, precision: str = "fp32") -> Check
                              f"sparseg quantize {path} --data TRAINING_DATA")
         stamp = read_stamp(paths) or {}
         agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
-        smallest = agreement.get("dice_int8_vs_fp32", {}).get("smallest") if agreement else None
-        if smallest is None:
+        dice = agreement.get("dice_int8_vs_fp32")
+        smallest = dice.get("smallest") if isinstance(dice, dict) else None
+        if not isinstance(smallest, (int, float)):
             log.warning("%s: its agreement with fp32 is not recorded (not measured yet, or `sparseg quantize` did "
                         "not finish)", paths.xml)
         elif smallest < INT8_MIN_AGREEMENT:

@@ -65,9 +65,10 @@ def _int8_summary(path: Path) -> dict | None:
     stamp = read_stamp(ExportPaths.beside(path, "int8"))
     if stamp is None or stale_because(ExportPaths.beside(path, "int8"), stamp.get("weights_sha256", ""), "int8"):
         return None
-    agreement = stamp.get("agreement", {})
+    agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
+    dice = agreement.get("dice_int8_vs_fp32") if isinstance(agreement.get("dice_int8_vs_fp32"), dict) else {}
     return {"held_out_cases": agreement.get("held_out_cases"), "holds": agreement.get("holds"),
-            "smallest_dice_vs_fp32": agreement.get("dice_int8_vs_fp32", {}).get("smallest")}
+            "smallest_dice_vs_fp32": dice.get("smallest")}
 
 
 def package_model(weights: list[Path], out: Path, trace: bool = True, export: bool = True,
