@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparseg.config import INT8_MIN_AGREEMENT, run_config_from_dict
-from sparseg.errors import ConfigError, InputError, OutputError, SparsegError
+from sparseg.config import INT8_MIN_AGREEMENT
+from sparseg.errors import InputError, OutputError, SparsegError
 from sparseg.io import PARTIAL_PREFIX, write_text
-from sparseg.model import Checkpoint, load_checkpoint, read_metadata
+from sparseg.model import Checkpoint, load_checkpoint, read_header
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +240,7 @@ def load_checkpoint_openvino(path: Path | str, precision: str = "fp32") -> Check
     """Checkpoint `path` with its OpenVINO network (`Checkpoint.model` is an `OpenVINONetwork`): fp32 exported
     when there is no current export; int8 only from a current int8 model (`sparseg quantize`)."""
     path = Path(path)
-    metadata = read_metadata(path)
-    try:
-        config = run_config_from_dict(metadata["config"])
-    except ConfigError as exc:
-        raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+    metadata, config = read_header(path)
     if precision == "int8":
         paths = ExportPaths.beside(path, "int8")
         reason = stale_because(paths, metadata["weights_sha256"], "int8")

@@ -216,6 +216,15 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
     return metadata
 
 
+def read_header(path: Path) -> tuple[dict[str, Any], RunConfig]:
+    """A checkpoint's checked metadata and its run config, built from it (no weights loaded)."""
+    metadata = read_metadata(path)
+    try:
+        return metadata, run_config_from_dict(metadata["config"])
+    except ConfigError as exc:
+        raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+
+
 def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced: bool = False) -> Checkpoint:
     """Rebuild the model from the stored config, load and verify its weights.
 
@@ -223,11 +232,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced
     when there is a current one (`load_traced`), else rebuild as usual.
     """
     path = Path(path)
-    metadata = read_metadata(path)
-    try:
-        config = run_config_from_dict(metadata["config"])
-    except ConfigError as exc:
-        raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+    metadata, config = read_header(path)
     if metadata["format"] == FORMAT_WEIGHTS_HASH_ONLY:
         log.warning("%s: format %s: its run config is not covered by a hash (saved by an earlier SPARSeg)", path,
                     FORMAT_WEIGHTS_HASH_ONLY)
