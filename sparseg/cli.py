@@ -75,8 +75,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm))
     paths = write_report(report, args.out)
     print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
-    print("DSC, MASD and NSD as the BONBID-HIE leaderboard computes them (its spacing order, as in the paper); "
-          "'physical': MASD and NSD with the spacing in the voxels' own order")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -129,6 +127,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    from sparseg.evaluation import RULES
     from sparseg.quantization import quantize
 
     result = quantize(args.checkpoint, args.data, args.calibration_slices)
@@ -142,6 +141,7 @@ def _quantize(args: argparse.Namespace) -> int:
         print(f"| {c.case_id} | {c.dice_int8_vs_fp32:.4f} | {c.fp32_voxels} | {c.int8_voxels} | {c.dsc_fp32:.4f} "
               f"| {c.dsc_int8:.4f} | {c.masd_fp32:.3f} | {c.masd_int8:.3f} | {c.nsd_fp32:.4f} | {c.nsd_int8:.4f} "
               f"| {c.seconds_fp32:.2f} | {c.seconds_int8:.2f} |")
+    print(f"\nMASD and NSD: {RULES[0].label} rule (spacing (z, x, y), as the organisers' current script)")
     agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
     print(f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
           f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "

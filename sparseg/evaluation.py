@@ -5,21 +5,29 @@ non-zero voxels are the brain volume for the lesion burden); predictions are
 any image files named with the case id (`<case_id>_lesion.mha` as written by
 `sparseg baseline` and `sparseg predict`). Scores are those of
 `sparseg.metrics.score_case` (the challenge's empty-mask rules, DeepMind's
-surface distances), computed twice:
+surface distances). DSC does not depend on the spacing; MASD and NSD are
+computed under three spacing rules (`RULES`), because the organisers' script
+(bonbidhie_eval/evaluation.py of baorina/BONBID-HIE-MICCAI2023) has paired
+SimpleITK's spacing with the (z, y, x) arrays in two ways:
 
-* `masd`, `nsd`: as the organisers' evaluation container computes them
-  (bonbidhie_eval/evaluation.py of the challenge's repository). It passes
-  SimpleITK's spacing, (x, y, z), together with the (z, y, x) arrays: the slice
-  axis is measured with the x spacing and the x axis with the slice spacing.
-  The leaderboard and the paper's tables were computed this way, so these are
-  the numbers to compare with them, and the default table.
-* `masd_physical`, `nsd_physical`: with the spacing in the arrays' own order,
-  the physically correct surface distances.
+* `masd`, `nsd`: the current script (commit f5b2c78, September 2024), the
+  BONBID-HIE 2024 evaluation where the paper's numbers were computed. It
+  passes `[sp[-1], sp[0], sp[1]]` of SimpleITK's (x, y, z) spacing: (z, x, y).
+  The slice axis is right; x and y are swapped, which changes nothing for
+  square pixels. The default, first in every table.
+* `masd_physical`, `nsd_physical`: (z, y, x), the voxels' own order.
+* `masd_2023`, `nsd_2023`: the 2023 script (commits 2fecf11 to e9d4a22), which
+  passes the spacing as it comes, (x, y, z): the slice axis is measured with
+  the x spacing and the x axis with the slice spacing. For comparison with the
+  2023 leaderboard.
 
-DSC does not depend on the spacing. The organisers also score the prediction
-voxel for voxel on the label's grid, whatever geometry its header says (they
-overwrite it); a prediction whose geometry differs is scored the same way here,
-with a warning, and the difference is kept in `scores.csv`.
+Means over cases are taken as the organisers' evaluation aggregates (pandas'
+`describe()`): each column over the cases where it is defined, so a case with
+exactly one empty mask (MASD NaN) drops out of the MASD mean while its DSC 0
+and NSD 0 count. The organisers also score the prediction voxel for voxel on
+the label's grid, whatever geometry its header says (they overwrite it); a
+prediction whose geometry differs is scored the same way here, with a
+warning, and the difference is kept in `scores.csv`.
 """
 
 from __future__ import annotations
@@ -36,17 +44,54 @@ from sparseg.cases import CASE_ID, Case, find_cases, find_prediction, index_by_c
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
 from sparseg.io import Geometry, read_image, read_mask, write_csv, write_text
-from sparseg.metrics import dice, lesion_burden, score_case
+from sparseg.metrics import CaseScore, dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
 
-METRICS = ("dsc", "masd", "nsd", "masd_physical", "nsd_physical")
-"""Every score of a row: DSC, then MASD and NSD as the leaderboard computes them, then physically."""
+
+@dataclass(frozen=True)
+class SpacingRule:
+    """One way of pairing a label's spacing with the (z, y, x) mask arrays for MASD and NSD."""
+
+    suffix: str
+    """What the rule's MASD and NSD keys end with: "" (the default), "_physical" or "_2023"."""
+    label: str
+    """The rule in a few words, for table headers and logs."""
+    axes_xyz: tuple[int, int, int]
+    """Which of SimpleITK's (x, y, z) spacings is passed for array axes 0, 1 and 2."""
+    source: str
+    """Where the rule comes from, written into every summary.json."""
+
+    def spacing(self, geometry: Geometry) -> tuple[float, float, float]:
+        """The spacing (mm) this rule pairs with the (z, y, x) arrays of a mask on `geometry`."""
+        return tuple(geometry.spacing_xyz_mm[axis] for axis in self.axes_xyz)  # type: ignore[return-value]
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return f"masd{self.suffix}", f"nsd{self.suffix}"
 
 
-def leaderboard_spacing(geometry: Geometry) -> tuple[float, float, float]:
-    """The spacing the organisers' evaluation pairs with (z, y, x) arrays: SimpleITK's (x, y, z), as it comes."""
-    return geometry.spacing_xyz_mm
+RULES = (
+    SpacingRule("", "BONBID-HIE 2024", (2, 0, 1),
+                "the organisers' current evaluation.py (f5b2c78, 2024-09-03; the 2024 edition, where the paper's "
+                "numbers were computed): spacing [sp[-1], sp[0], sp[1]] of GetSpacing(), (z, x, y)"),
+    SpacingRule("_physical", "physical", (2, 1, 0),
+                "the spacing in the arrays' own (z, y, x) order, as the voxels lie"),
+    SpacingRule("_2023", "BONBID-HIE 2023", (0, 1, 2),
+                "the organisers' 2023 evaluation.py (2fecf11 to e9d4a22): GetSpacing() as it comes, (x, y, z), "
+                "for comparison with the 2023 leaderboard"),
+)
+"""The spacing rules of MASD and NSD, the default first (module docstring)."""
+METRICS = ("dsc", *(key for rule in RULES for key in rule.keys))
+"""Every score of a row: DSC, then MASD and NSD under each rule of `RULES`."""
+SCORING = {"dsc": "Dice; does not depend on the spacing",
+           **{", ".join(rule.keys): rule.source for rule in RULES},
+           "means": "over the cases where each score is defined (pandas' describe(), as the organisers): a MASD of "
+                    "NaN (exactly one mask empty) is left out of the MASD mean, its DSC 0 and NSD 0 count"}
+"""What the columns of scores.csv and the keys of summary.json mean, written into summary.json."""
+RULE_NOTE = ("DSC, MASD, NSD: the BONBID-HIE 2024 evaluation (the organisers' current script, spacing (z, x, y)); "
+             "physical: spacing (z, y, x); 2023: the 2023 script's (x, y, z)")
+"""One line under every table of scores, saying which rule each column follows."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +99,15 @@ class CaseRow:
     case_id: str
     dsc: float
     masd: float
-    """Mean average surface distance (mm) with the organisers' spacing order (the leaderboard's)."""
+    """Mean average surface distance (mm), BONBID-HIE 2024 rule (the default)."""
     nsd: float
-    """Normalised surface Dice with the organisers' spacing order (the leaderboard's)."""
+    """Normalised surface Dice, BONBID-HIE 2024 rule (the default)."""
     masd_physical: float
     """Mean average surface distance (mm) with the spacing in (z, y, x), as the voxels lie."""
     nsd_physical: float
+    masd_2023: float
+    """Mean average surface distance (mm), BONBID-HIE 2023 rule (spacing (x, y, z))."""
+    nsd_2023: float
     gt_voxels: int
     pred_voxels: int
     burden: float
@@ -95,17 +143,20 @@ def evaluate_case(case: Case, prediction: Path, config: EvaluationConfig = Evalu
 
 def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry, burden: float,
               config: EvaluationConfig = EvaluationConfig(), grid_warning: str = "") -> CaseRow:
-    """The table row of one case on the label's `geometry`: the scores in both spacing orders, voxel counts
-    and burden group."""
-    leaderboard = score_case(gt, pred, leaderboard_spacing(geometry), config.nsd_tolerance_mm)
-    physical = score_case(gt, pred, geometry.spacing_mm, config.nsd_tolerance_mm)
+    """The table row of one case on the label's `geometry`: DSC, MASD and NSD under each spacing rule
+    (`RULES`; rules that give the same spacing, as all but the 2023 one do for square pixels, are scored once),
+    voxel counts and burden group."""
+    by_spacing: dict[tuple[float, float, float], CaseScore] = {}
+    scores = {}
+    for rule in RULES:
+        spacing = rule.spacing(geometry)
+        if spacing not in by_spacing:
+            by_spacing[spacing] = score_case(gt, pred, spacing, config.nsd_tolerance_mm)
+        scores[rule.keys[0]], scores[rule.keys[1]] = by_spacing[spacing].masd, by_spacing[spacing].nsd
     return CaseRow(
         case_id=case_id,
-        dsc=leaderboard.dsc,
-        masd=leaderboard.masd,
-        nsd=leaderboard.nsd,
-        masd_physical=physical.masd,
-        nsd_physical=physical.nsd,
+        dsc=next(iter(by_spacing.values())).dsc,
+        **scores,
         gt_voxels=int(np.count_nonzero(gt)),
         pred_voxels=int(np.count_nonzero(pred)),
         burden=burden,
@@ -115,7 +166,8 @@ def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry
 
 
 def summarise(rows: list[CaseRow], config: EvaluationConfig = EvaluationConfig()) -> dict[str, dict[str, float]]:
-    """Means over cases (MASD ignores its NaNs, as the challenge does), overall and per stratum."""
+    """Means over cases, overall and per stratum: each score over the cases where it is defined, as the
+    organisers' `describe()` takes them (a MASD of NaN drops out of the MASD mean only)."""
     groups = {"all": rows}
     for name in burden_groups(config.burden_edges):
         groups[name] = [r for r in rows if r.burden_group == name]
@@ -156,17 +208,20 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 def markdown_table(summary: dict[str, dict[str, float]], tolerance_mm: float, first: str = "burden") -> str:
-    """The summary as a Markdown table like the paper's Table 3; `first` heads the row-name column and
-    `tolerance_mm` is the NSD tolerance the scores were computed with.
+    """The summary as a Markdown table like the paper's Table 3, then `RULE_NOTE`; `first` heads the row-name
+    column and `tolerance_mm` is the NSD tolerance the scores were computed with.
 
-    DSC, MASD and NSD first as the leaderboard computes them (comparable with the leaderboard and the
-    paper), then MASD and NSD with the physical spacing order (module docstring)."""
+    DSC, MASD and NSD first under the BONBID-HIE 2024 rule (comparable with the paper), then MASD and NSD
+    under the physical and the 2023 rule (module docstring)."""
     nsd = f"NSD ({tolerance_mm:g} mm)"
-    lines = [f"| {first} | n | DSC | MASD (mm) | {nsd} | MASD (mm), physical | {nsd}, physical |",
-             "|---|---|---|---|---|---|---|"]
+    columns = ["DSC", "MASD (mm)", nsd]
+    for rule in RULES[1:]:
+        name = rule.suffix.lstrip("_")
+        columns += [f"MASD (mm), {name}", f"{nsd}, {name}"]
+    lines = [f"| {first} | n | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for name, entry in summary.items():
         lines.append(f"| {name} | {int(entry['n'])} | " + " | ".join(_fmt(entry[m]) for m in METRICS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\n{RULE_NOTE}.\n"
 
 
 def _nan_to_none(value):
@@ -178,14 +233,6 @@ def _nan_to_none(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-SCORING = {
-    "dsc": "Dice; does not depend on the spacing",
-    "masd, nsd": "as the leaderboard: the organisers pass SimpleITK's (x, y, z) spacing with (z, y, x) arrays",
-    "masd_physical, nsd_physical": "with the spacing in the arrays' (z, y, x) order, as the voxels lie",
-}
-"""What the columns of scores.csv and the keys of summary.json mean, written into summary.json."""
 
 
 def write_report(report: Report, out: Path | str) -> list[Path]:

@@ -562,9 +562,10 @@ def write_text(path: Path | str, text: str) -> Path:
 
 
 def write_csv(path: Path | str, rows: list[dict]) -> Path:
-    """A table of dicts (the first row's keys are the header) as CSV, atomically."""
+    """A table of dicts as CSV, atomically: the header is every key in the order first met (a row without one
+    leaves its cell empty)."""
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())

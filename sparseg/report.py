@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sparseg import __version__
-from sparseg.evaluation import CaseRow
+from sparseg.evaluation import RULES, CaseRow
 from sparseg.io import write_text
 
 
@@ -141,6 +141,7 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
                  for name in ("dsc", "masd", "nsd")}
         overview += "; mean over the {} labelled: ".format(len(scored)) + ", ".join(
             f"{name.upper()} {sum(v) / len(v):.3f}" if v else f"{name.upper()} n/a" for name, v in means.items())
+        overview += f" (MASD and NSD: the {RULES[0].label} rule, spacing (z, x, y), as the organisers' current script)"
     top = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
     top += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in context) + "</ul>"
     return f"""<!DOCTYPE html>

@@ -52,7 +52,7 @@ from sparseg.data import (
 )
 from sparseg.environment import code_version
 from sparseg.errors import InputError
-from sparseg.evaluation import CaseRow, score_row, summarise
+from sparseg.evaluation import METRICS, RULES, SCORING, CaseRow, score_row, summarise
 from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
 from sparseg.inference import Predictor
 from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_csv, write_text
@@ -460,18 +460,14 @@ class Trainer:
             "lr": self.optimisation.optimizer.param_groups[0]["lr"],
             "focal_weight": self.optimisation.loss.weights["focal"],
             **{f"train_{k}": v for k, v in means.items()},
-            "val_dsc": overall["dsc"],
-            "val_masd": overall["masd"],
-            "val_nsd": overall["nsd"],
-            "val_masd_physical": overall["masd_physical"],
-            "val_nsd_physical": overall["nsd_physical"],
+            **{f"val_{metric}": overall[metric] for metric in METRICS},
             "val_predicted_fraction": validation.predicted_fraction,
             "val_true_fraction": float(np.mean([c.label.mean() for c in self.validation_cases])),
             "seconds": seconds,
         })
         write_csv(self.out / HISTORY, self.state.history)
-        log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%.0f s)", epoch + 1, means.get("loss", 0),
-                 overall["dsc"], overall["masd"], overall["nsd"], seconds)
+        log.info("epoch %d: loss %.4f, val DSC %.4f MASD %.3f NSD %.4f (%s rule) (%.0f s)", epoch + 1,
+                 means.get("loss", 0), overall["dsc"], overall["masd"], overall["nsd"], RULES[0].label, seconds)
 
     def _save_checkpoint(self, name: str, epoch: int, validation: Validation) -> None:
         data = self.provenance["data"]
@@ -482,6 +478,7 @@ class Trainer:
             "fold": self.fold,
             "epoch": epoch + 1,
             "validation": validation.summary,
+            "validation_scoring": SCORING,
         })
 
     def finished(self) -> bool:

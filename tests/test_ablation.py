@@ -25,7 +25,7 @@ def test_ablation_trains_each_config_and_tabulates(tiny_dataset: Path, tmp_path:
         configs.append(path)
     table = run_ablation(tiny_dataset, configs, tmp_path / "runs", folds=[0], device_name="cpu")
     lines = table.splitlines()
-    assert lines[0].startswith("| config |") and len(lines) == 4
+    assert lines[0].startswith("| config |") and len(lines) == 6 and "BONBID-HIE 2024" in lines[5]
     assert lines[2].startswith("| dice-focal | 2 |") and lines[3].startswith("| two-channels | 2 |")
     assert (tmp_path / "runs" / "ablation.md").read_text() == table
     assert (tmp_path / "runs" / "two-channels" / "fold0" / "best.safetensors").is_file()

@@ -13,7 +13,6 @@ from sparseg.cases import find_cases, prediction_name
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, Report, compare_masks, evaluate, markdown_table, summarise, write_report
 from sparseg.io import read_geometry, read_image, read_mask, write_mask
-from sparseg.metrics import score_case
 
 
 def _predict_labels(dataset: Path, out: Path) -> Path:
@@ -31,10 +30,18 @@ def test_perfect_predictions_score_perfectly(tiny_dataset: Path, tmp_path: Path)
     assert report.summary["all"]["dsc"] == 1.0
 
 
-def _organisers_scores(label: Path, prediction: Path) -> tuple[float, float, float]:
+ORGANISERS_SPACING = {
+    "2024": lambda sp: [sp[-1], sp[0], sp[1]],  # evaluation.py at f5b2c78 (2024-09-03), as written there
+    "2023": lambda sp: sp,  # evaluation.py at 2fecf11..e9d4a22 (2023): GetSpacing() as it comes
+    "physical": lambda sp: sp[::-1],  # the arrays' own (z, y, x)
+}
+"""What each rule passes to surface-distance with the (z, y, x) arrays, from SimpleITK's (x, y, z) spacing."""
+
+
+def _organisers_scores(label: Path, prediction: Path, rule: str) -> tuple[float, float, float]:
     """DSC, MASD, NSD computed the way the organisers' evaluation container does, independently of sparseg:
     SimpleITK reads and casts to uint8, the prediction takes the label's geometry, Dice from SimpleITK's label
-    overlap filter, surface-distance with `GetSpacing()` (x, y, z) beside the (z, y, x) arrays."""
+    overlap filter, surface-distance with the spacing `rule` passes beside the (z, y, x) arrays."""
     import SimpleITK as sitk
     from surface_distance import metrics as oracle
 
@@ -45,9 +52,48 @@ def _organisers_scores(label: Path, prediction: Path) -> tuple[float, float, flo
         return (1.0, 0.0, 1.0) if not (gt_array.any() or pred_array.any()) else (0.0, math.nan, 0.0)
     overlap = sitk.LabelOverlapMeasuresImageFilter()
     overlap.Execute(gt, pred)
-    distances = oracle.compute_surface_distances(gt_array, pred_array, gt.GetSpacing())
+    distances = oracle.compute_surface_distances(gt_array, pred_array, ORGANISERS_SPACING[rule](gt.GetSpacing()))
     return (overlap.GetDiceCoefficient(), float(np.mean(oracle.compute_average_surface_distance(distances))),
             float(oracle.compute_surface_dice_at_tolerance(distances, 2.0)))
+
+
+ROW_KEYS = {"2024": ("masd", "nsd"), "physical": ("masd_physical", "nsd_physical"), "2023": ("masd_2023", "nsd_2023")}
+
+
+def _non_square_dataset(out: Path) -> Path:
+    """Eight tiny synthetic cases whose pixels are not square (x, y and slice spacing all differ, so the three
+    rules give three answers), in identity, flipped and oblique orientations."""
+    from sparseg.io import write_image
+    from sparseg.synth import SynthConfig, generate_case, write_dataset
+
+    config = SynthConfig.tiny()
+    write_dataset(out, n_cases=8, seed=23, config=config)
+    assert {generate_case(23, i, config).orientation for i in range(8)} >= {"oblique", "flipped", "identity"}
+    for index, case in enumerate(find_cases(out)):
+        spacing_xyz = (0.6 + 0.1 * index, 1.3 + 0.05 * index, 4.0 + 0.3 * index)
+        for path in (case.adc, case.z, case.label):
+            volume = read_image(path)
+            geometry = replace(volume.geometry, spacing_xyz_mm=spacing_xyz)
+            write_image(volume.array.astype(np.float32), geometry, path)
+    return out
+
+
+def test_each_spacing_rule_equals_an_independent_computation(tmp_path: Path) -> None:
+    data = _non_square_dataset(tmp_path / "data")
+    pred = _dilated_z_predictions(data, tmp_path / "pred")
+    report = evaluate(data, pred)
+    scored = 0
+    for case, row in zip(find_cases(data), report.rows):
+        for rule, (masd, nsd) in ROW_KEYS.items():
+            organisers = _organisers_scores(case.label, pred / prediction_name(case.case_id), rule)
+            ours = (row.dsc, getattr(row, masd), getattr(row, nsd))
+            assert ours == pytest.approx(organisers, abs=1e-6, nan_ok=True), (case.case_id, rule)
+        if not math.isnan(row.masd):
+            scored += 1
+            assert len({round(row.masd, 6), round(row.masd_physical, 6), round(row.masd_2023, 6)}) == 3, row
+        adc = read_image(case.adc).array
+        assert row.burden == pytest.approx(np.count_nonzero(read_mask(case.label)[0]) / np.count_nonzero(adc))
+    assert scored >= 4
 
 
 def _dilated_z_predictions(dataset: Path, out: Path) -> Path:
@@ -57,31 +103,9 @@ def _dilated_z_predictions(dataset: Path, out: Path) -> Path:
     return out
 
 
-def test_scores_are_the_organisers_and_physical_ones(tmp_path: Path) -> None:
-    from sparseg.synth import SynthConfig, generate_case, write_dataset
-
-    config = SynthConfig.tiny()
-    assert {generate_case(20, i, config).orientation for i in range(8)} >= {"oblique", "identity"}
-    data = tmp_path / "data"
-    write_dataset(data, n_cases=8, seed=20, config=config)  # anisotropic: 2-3 mm pixels, 4-6 mm slices
-    pred = _dilated_z_predictions(data, tmp_path / "pred")
-    report = evaluate(data, pred)
-    scored = 0
-    for case, row in zip(find_cases(data), report.rows):
-        organisers = _organisers_scores(case.label, pred / prediction_name(case.case_id))
-        for ours, theirs in zip((row.dsc, row.masd, row.nsd), organisers):
-            assert ours == pytest.approx(theirs, abs=1e-6, nan_ok=True)
-        gt, geometry = read_mask(case.label)
-        physical = score_case(gt, read_image(case.z).array < -1.0, geometry.spacing_mm)
-        assert (row.masd_physical, row.nsd_physical) == pytest.approx((physical.masd, physical.nsd), nan_ok=True)
-        scored += not math.isnan(row.masd)
-        adc = read_image(case.adc).array
-        assert row.burden == pytest.approx(np.count_nonzero(gt) / np.count_nonzero(adc))
-    assert scored >= 4
-
-
-def test_the_two_spacing_orders_differ_on_anisotropic_voxels(tmp_path: Path) -> None:
-    """1 mm pixels, 5 mm slices, a prediction one slice off: the organisers' order measures that slice as 1 mm."""
+def test_the_2023_and_2024_rules_differ_on_anisotropic_voxels(tmp_path: Path) -> None:
+    """1 mm pixels, 5 mm slices, a prediction one slice off: the 2023 script measures that slice as 1 mm; the
+    2024 one, like the physical order, as 5 mm."""
     from sparseg.io import Geometry
 
     geometry = Geometry.from_array_order((12, 40, 40), (5.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
@@ -94,10 +118,12 @@ def test_the_two_spacing_orders_differ_on_anisotropic_voxels(tmp_path: Path) -> 
     write_mask(np.ones_like(gt), geometry, data / "2Z_ADC" / "Zmap_MGHNICU_001-VISIT_01-ADC_smooth2mm_clipped10.mha")
     write_mask(pred, geometry, tmp_path / "pred" / prediction_name("MGHNICU_001-VISIT_01"))
     [row] = evaluate(data, tmp_path / "pred").rows
-    assert row.masd_physical > 1.1 * row.masd
-    organisers = _organisers_scores(data / "3LABEL" / "MGHNICU_001-VISIT_01_lesion.mha",
-                                    tmp_path / "pred" / prediction_name("MGHNICU_001-VISIT_01"))
-    assert (row.dsc, row.masd, row.nsd) == pytest.approx(organisers, abs=1e-6)
+    assert row.masd > 1.1 * row.masd_2023
+    assert row.masd == row.masd_physical and row.nsd == row.nsd_physical  # square pixels: (z, x, y) = (z, y, x)
+    for rule in ROW_KEYS:
+        organisers = _organisers_scores(data / "3LABEL" / "MGHNICU_001-VISIT_01_lesion.mha",
+                                        tmp_path / "pred" / prediction_name("MGHNICU_001-VISIT_01"), rule)
+        assert (row.dsc, *(getattr(row, key) for key in ROW_KEYS[rule])) == pytest.approx(organisers, abs=1e-6)
 
 
 def test_a_prediction_with_another_geometry_is_scored_on_the_labels_grid_with_a_warning(
@@ -131,7 +157,7 @@ def test_prediction_on_another_grid_is_rejected(tiny_dataset: Path, tmp_path: Pa
 
 
 def _row(case_id: str, dsc: float, masd: float, nsd: float, burden: float, group: str) -> CaseRow:
-    return CaseRow(case_id, dsc, masd, nsd, masd + 1.0, nsd / 2, 1, 1, burden, group)
+    return CaseRow(case_id, dsc, masd, nsd, masd + 1.0, nsd / 2, masd * 3, nsd / 4, 1, 1, burden, group)
 
 
 def test_summary_means_skip_undefined_masd_and_stratify() -> None:
@@ -146,9 +172,11 @@ def test_summary_means_skip_undefined_masd_and_stratify() -> None:
     assert summary["all"]["masd"] == pytest.approx(1.5)
     assert summary["<1%"]["masd"] == pytest.approx(2.0) and summary["<1%"]["nsd"] == pytest.approx(0.3)
     assert summary["1%-5%"]["n"] == 0 and math.isnan(summary["1%-5%"]["dsc"])
-    assert summary["all"]["masd_physical"] == pytest.approx(2.5)
+    assert summary["all"]["masd_physical"] == pytest.approx(2.5) and summary["all"]["masd_2023"] == pytest.approx(4.5)
+    assert summary["all"]["nsd_2023"] == pytest.approx(1.5 / 4 / 3)
     table = markdown_table(summary, tolerance_mm=2.0)
-    assert "| >5% | 1 | 0.9000 | 1.0000 | 0.9000 | 2.0000 | 0.4500 |" in table and "| 1%-5% | 0 | n/a" in table
+    assert "| >5% | 1 | 0.9000 | 1.0000 | 0.9000 | 2.0000 | 0.4500 | 3.0000 | 0.2250 |" in table
+    assert "| 1%-5% | 0 | n/a" in table and "BONBID-HIE 2024" in table and "(z, x, y)" in table
     assert "NSD (2 mm)" in table and "NSD (1.5 mm)" in markdown_table(summary, tolerance_mm=1.5)
 
 
@@ -158,8 +186,13 @@ def test_report_files(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["scores.csv", "summary.json", "summary.md"]
     document = json.loads((tmp_path / "summary.json").read_text())
     assert document["cases"][0]["masd"] is None and document["summary"]["all"]["masd"] == 0.0
+    metrics = ["dsc", "masd", "nsd", "masd_physical", "nsd_physical", "masd_2023", "nsd_2023"]
+    assert list(document["summary"]["all"]) == ["n", *metrics]
+    assert "f5b2c78" in document["scoring"]["masd, nsd"] and "(x, y, z)" in document["scoring"]["masd_2023, nsd_2023"]
     with open(tmp_path / "scores.csv") as handle:
-        assert [r["case_id"] for r in csv.DictReader(handle)] == ["a", "b"]
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames[:8] == ["case_id", *metrics]
+        assert [r["case_id"] for r in reader] == ["a", "b"]
 
 
 def test_compare_masks_counts_differences_and_checks_the_grid(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -41,10 +41,13 @@ def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, 
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"train_tversky", "train_log_hausdorff", "train_focal", "val_dsc", "val_predicted_fraction"} <= set(rows[0])
+    assert {"val_masd", "val_nsd", "val_masd_physical", "val_nsd_physical", "val_masd_2023", "val_nsd_2023"} <= set(
+        rows[0])
     split = json.loads((run / "split.json").read_text())
     metadata = read_metadata(run / BEST)
     assert metadata["fold"] == 1 and metadata["validation"]["all"]["n"] == len(split["folds"][1])
     assert len(metadata["data"]["case_ids"]) == 6 and run_config_from_dict(metadata["config"]) == TINY
+    assert "(z, x, y)" in metadata["validation_scoring"]["masd, nsd"]
     checkpoint = load_checkpoint(run / BEST)
     assert checkpoint.config == TINY
 
