@@ -54,6 +54,10 @@ class ValidationCase:
     """(D, H, W) bool, on the ADC image's grid."""
     burden: float
 
+    @property
+    def burden_group(self) -> str:
+        return burden_group(self.burden, EvaluationConfig.burden_edges)
+
 
 def _read_labelled(case: Case) -> tuple[Volume, Volume, np.ndarray]:
     """ADC, Z_ADC and the label as a bool mask, all on one grid; a bad file raises InputError naming it."""
@@ -81,7 +85,7 @@ def prepare_case(case: Case, config: PreprocessingConfig) -> PreparedCase:
     )
 
 
-def stratified_folds(cases: list[PreparedCase], folds: int, seed: int) -> list[list[str]]:
+def stratified_folds(cases: list[PreparedCase] | list[ValidationCase], folds: int, seed: int) -> list[list[str]]:
     """Patient-level K-fold split, stratified by burden group: case ids of each fold."""
     if not 2 <= folds <= len(cases):
         raise InputError(f"cannot split {len(cases)} cases into {folds} folds")
@@ -100,20 +104,28 @@ def stratified_folds(cases: list[PreparedCase], folds: int, seed: int) -> list[l
 SYNTHETIC_NOTICE = "trained on synthetic data (sparseg synth): for demos and tests only, not for real scans"
 
 
+FINGERPRINT_FORMAT = "case-role/1"
+"""How `fingerprint` keys the files it hashes: `<case id>/<role>` (adc, zadc, label). Earlier versions keyed
+them by file name alone, so manifest cases `p01/adc.nii.gz` and `p02/adc.nii.gz` counted as one file."""
+ROLES = (("adc", "adc"), ("zadc", "z"), ("label", "label"))
+"""A case's files by role: (the role's name in a fingerprint, the `Case` field)."""
+
+
 def fingerprint(cases: list[Case]) -> dict[str, object]:
-    """Case ids and the sha256 of every file: which data a checkpoint was trained on.
+    """Case ids and the sha256 of every file, keyed by case id and role: which data a checkpoint was trained on.
 
     Data written by `sparseg synth` (a synth manifest beside the case folders) is flagged as synthetic.
     """
     files = {}
     for case in cases:
-        for path in (case.adc, case.z, case.label):
+        for role, field in ROLES:
+            path = getattr(case, field)
             if path is not None:
-                files[path.name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                files[f"{case.case_id}/{role}"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     digest = hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
     synthetic = any((c.adc.parent.parent / SYNTH_MANIFEST).is_file() for c in cases)
-    result: dict[str, object] = {"case_ids": sorted(c.case_id for c in cases), "files_sha256": files, "sha256": digest,
-                                 "synthetic": synthetic}
+    result: dict[str, object] = {"case_ids": sorted(c.case_id for c in cases), "format": FINGERPRINT_FORMAT,
+                                 "files_sha256": files, "sha256": digest, "synthetic": synthetic}
     if synthetic:
         result["notice"] = SYNTHETIC_NOTICE
     return result

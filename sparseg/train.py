@@ -41,6 +41,7 @@ from sparseg.augment import SliceAugmenter
 from sparseg.cases import Case, find_cases
 from sparseg.config import RunConfig, to_dict
 from sparseg.data import (
+    FINGERPRINT_FORMAT,
     EpochSampler,
     PreparedCase,
     SliceDataset,
@@ -326,7 +327,10 @@ def _require_same_split(out: Path, folds: list[list[str]], fold: int, data_sha25
     if not isinstance(earlier, dict) or earlier.get("folds") != folds or earlier.get("fold") != fold:
         raise InputError(f"{path}: the cases or the fold differ from those the run began with (another split); "
                          "resume on the same data and --fold, or start a new run")
-    if earlier.get("data_sha256") not in (None, data_sha256):
+    if earlier.get("data_sha256") is not None and earlier.get("data_fingerprint") != FINGERPRINT_FORMAT:
+        log.warning("%s: its data hash was made by an earlier SPARSeg, which hashed the files by name alone; it "
+                    "cannot be compared with this data's, so the run resumes unchecked", path)
+    elif earlier.get("data_sha256") not in (None, data_sha256):
         raise InputError(f"{path}: the cases' files changed since the run began (data sha256 "
                          f"{str(earlier['data_sha256'])[:12]} then, {data_sha256[:12]} now); resume on the same "
                          "data, or start a new run")
@@ -387,7 +391,8 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         if dist_info.main:
             write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed,
-                                                "data_sha256": data_sha256}, indent=2) + "\n")
+                                                "data_sha256": data_sha256, "data_fingerprint": FINGERPRINT_FORMAT},
+                                               indent=2) + "\n")
             write_text(out / CONFIG, json.dumps(to_dict(config), indent=2) + "\n")
         validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
         # The code that trains, not whatever is checked out when a checkpoint is saved.

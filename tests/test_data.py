@@ -71,6 +71,30 @@ def test_fingerprint_follows_the_files(tiny_dataset: Path, tmp_path: Path) -> No
     assert fingerprint(find_cases(copy))["sha256"] != before["sha256"]
 
 
+def test_fingerprint_tells_apart_files_of_the_same_name_in_other_folders(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A manifest's p01/adc.mha and p02/adc.mha are two files: changing either changes the data's hash."""
+    from sparseg.cases import manifest_cases
+
+    rows = ["case_id,adc,zadc,label"]
+    for number, case in enumerate(find_cases(tiny_dataset)[:2], start=1):
+        folder = tmp_path / f"p0{number}"
+        folder.mkdir()
+        for name, source in (("adc.mha", case.adc), ("zadc.mha", case.z), ("label.mha", case.label)):
+            shutil.copyfile(source, folder / name)
+        rows.append(f"p0{number},{folder.name}/adc.mha,{folder.name}/zadc.mha,{folder.name}/label.mha")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    before = fingerprint(manifest_cases(manifest))
+    assert sorted(before["files_sha256"]) == ["p01/adc", "p01/label", "p01/zadc", "p02/adc", "p02/label", "p02/zadc"]
+    for changed in ("p01", "p02"):
+        image = sitk.ReadImage(str(tmp_path / changed / "adc.mha"))
+        image[0, 0, 0] = 7
+        sitk.WriteImage(image, str(tmp_path / changed / "adc.mha"))
+        after = fingerprint(manifest_cases(manifest))
+        assert after["sha256"] != before["sha256"], changed
+        before = after
+
+
 def test_label_on_another_grid_is_named(tiny_dataset: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(tiny_dataset, tmp_path / "copy")
     case = find_cases(copy)[0]

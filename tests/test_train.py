@@ -273,3 +273,13 @@ def test_resume_on_changed_files_is_refused(tiny_dataset: Path, one_epoch_run: P
     write_image(volume.array * 1.01, volume.geometry, changed.adc)
     with pytest.raises(InputError, match="split.json: the cases' files changed since the run began"):
         train(data, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
+
+
+def test_resume_of_a_run_whose_data_hash_is_of_the_old_kind_says_it_cannot_check(
+        tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    split = json.loads((run / SPLIT).read_text())
+    split["data_sha256"], split["data_fingerprint"] = "0" * 64, None  # begun by an earlier SPARSeg
+    (run / SPLIT).write_text(json.dumps(split))
+    train(tiny_dataset, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
+    assert "hashed the files by name alone" in caplog.text
