@@ -11,9 +11,11 @@ challenge's metrics. The int8 model is written beside the checkpoint
 (`sparseg.engines`), its stamp holding the calibration and this agreement;
 `--precision int8` then runs it and says how well it agreed.
 
-Which cases are which: when the data's case ids are the checkpoint's own
-training data, its own split is recomputed (held out: its validation fold);
-otherwise the cases it was trained on calibrate and the others are held out.
+Which cases are which: the checkpoint records the cases it trained on and
+those it held out (`split` in its header); the cases it trained on calibrate,
+and every other case of the data is held out (its validation fold, and any
+case it never saw). For a checkpoint of an earlier SPARSeg, which records no
+split, the split is recomputed from its config, with a warning (`split_cases`).
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from sparseg.cases import Case, find_any_cases
-from sparseg.config import CALIBRATION_SLICES, INT8_MIN_AGREEMENT, EvaluationConfig, InferenceConfig, burden_group
+from sparseg.config import (
+    CALIBRATION_SLICES,
+    INT8_MIN_AGREEMENT,
+    EvaluationConfig,
+    InferenceConfig,
+    TrainConfig,
+)
 from sparseg.data import ValidationCase, read_validation_case, stratified_folds
 from sparseg.engines import ExportPaths, current_fp32, read_stamp, save_int8, update_stamp
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
 from sparseg.metrics import dice
-from sparseg.model import read_metadata
+from sparseg.model import read_header, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +103,37 @@ class QuantizationResult:
     agreement: Agreement
 
 
-def split_cases(metadata: dict, cases: list[ValidationCase], folds: int, seed: int) -> tuple[list, list, str]:
-    """(calibration cases, held-out cases, how they were chosen) of the checkpoint with `metadata`."""
-    data = metadata.get("data") if isinstance(metadata.get("data"), dict) else {}
-    trained_on = set(data.get("case_ids") or [])
+def split_cases(metadata: dict, cases: list[ValidationCase], train: TrainConfig) -> tuple[list, list, str]:
+    """(calibration cases, held-out cases, how they were chosen) of the checkpoint with `metadata`, trained with
+    `train`: its training cases calibrate, and every other case is held out.
+
+    A checkpoint records its split (`split.training`, `split.held_out`). One saved by an earlier SPARSeg does
+    not, and its data fingerprint lists its held-out cases with its training cases: then, when the data is its
+    own, the split is recomputed from its config's folds and seed, as the trainer made it (said in a warning)."""
     ids = {c.case_id for c in cases}
-    fold = metadata.get("fold")
-    if ids == trained_on and isinstance(fold, int) and 0 <= fold < folds <= len(cases):
-        groups = [SimpleNamespace(case_id=c.case_id, burden_group=burden_group(c.burden, EvaluationConfig.burden_edges))
-                  for c in cases]
-        held_out = set(stratified_folds(groups, folds, seed)[fold])
-        how = f"the checkpoint's own split: fold {fold} of {folds} held out"
+    split = metadata.get("split")
+    if isinstance(split, dict) and isinstance(split.get("training"), list):
+        trained_on = set(split["training"])
+        how = (f"the checkpoint's recorded split: its training cases calibrate, the others are held out "
+               f"({len(ids & set(split.get('held_out') or []))} of them its validation fold)")
     else:
-        held_out = ids - trained_on
-        how = "held out: the cases the checkpoint was not trained on"
-    calibration = [c for c in cases if c.case_id not in held_out]
-    validation = [c for c in cases if c.case_id in held_out]
+        data = metadata.get("data") if isinstance(metadata.get("data"), dict) else {}
+        trained_on = set(data.get("case_ids") or [])
+        fold = metadata.get("fold")
+        log.warning("the checkpoint does not record which cases it held out (saved by an earlier SPARSeg)%s",
+                    ": its split is recomputed from its config's folds and seed" if ids == trained_on else "")
+        if ids == trained_on and isinstance(fold, int) and 0 <= fold < train.folds <= len(cases):
+            trained_on -= set(stratified_folds(cases, train.folds, train.seed)[fold])
+            how = f"the checkpoint's split, recomputed: fold {fold} of {train.folds} held out"
+        else:
+            how = "held out: the cases the checkpoint was not trained on"
+    calibration = [c for c in cases if c.case_id in trained_on]
+    validation = [c for c in cases if c.case_id not in trained_on]
     if not calibration:
         raise InputError("none of these cases is one the checkpoint was trained on: calibrate with its training data")
     if not validation:
-        raise InputError("every case here was in the checkpoint's training data, and its split cannot be "
-                         "recomputed from them: add cases it was not trained on")
+        raise InputError("every case here was in the checkpoint's training data: add cases it was not trained on "
+                         "(its validation fold)")
     return calibration, validation, how
 
 
@@ -175,7 +192,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     if slices < 1:
         raise InputError(f"--calibration-slices must be 1 or more, not {slices}")
     checkpoint = Path(checkpoint)
-    metadata = read_metadata(checkpoint)
+    metadata, config = read_header(checkpoint)
     cases = find_any_cases(data) if cases is None else cases
     if not cases:
         raise InputError(f"{data}: no cases to calibrate with")
@@ -184,9 +201,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
         raise InputError(f"{data}: cases without a label ({', '.join(unlabelled[:5])}): the held-out cases are "
                          "scored against their labels")
     read = [read_validation_case(c) for c in cases]
-    train = metadata["config"].get("train", {})
-    folds, seed = int(train.get("folds", 5)), int(train.get("seed", 0))
-    calibration_cases, held_out, how = split_cases(metadata, read, folds, seed)
+    calibration_cases, held_out, how = split_cases(metadata, read, config.train)
 
     fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="openvino",
                                                                                          precision="fp32"))

@@ -396,7 +396,9 @@ class Trainer:
             write_text(out / CONFIG, json.dumps(to_dict(config), indent=2) + "\n")
         validation_cases = [read_validation_case(c) for c in cases if c.case_id in held_out] if dist_info.main else []
         # The code that trains, not whatever is checked out when a checkpoint is saved.
-        provenance = {"code_version": code_version(), "data": data}
+        split = {"training": sorted(c.case_id for c in prepared if c.case_id not in held_out),
+                 "held_out": sorted(held_out)}
+        provenance = {"code_version": code_version(), "data": data, "split": split}
         if dist_info.world > 1:
             optimisation.distribute()
         return cls(config, out, fold, dist_info, optimisation,
@@ -480,6 +482,7 @@ class Trainer:
             "code_version": self.provenance["code_version"],
             **({"notice": data["notice"]} if data["synthetic"] else {}),
             "data": data,
+            "split": self.provenance["split"],
             "fold": self.fold,
             "epoch": epoch + 1,
             "validation": validation.summary,

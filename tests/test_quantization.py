@@ -10,7 +10,7 @@ import torch
 
 from sparseg.cases import find_any_cases
 from sparseg.cli import main
-from sparseg.config import InferenceConfig
+from sparseg.config import InferenceConfig, TrainConfig
 from sparseg.data import read_validation_case
 from sparseg.engines import ExportPaths, read_stamp
 from sparseg.errors import InputError
@@ -59,12 +59,27 @@ def test_int8_is_calibrated_on_training_cases_and_its_agreement_is_measured_on_t
         assert 0.5 < got  # int8 of the same network: close to fp32, if not always equal
 
 
-def test_the_checkpoint_s_own_split_is_recomputed_when_the_data_is_its_own(tiny_dataset: Path) -> None:
+def test_the_split_a_checkpoint_records_is_the_one_used(tiny_dataset: Path) -> None:
+    """Not one recomputed from defaults: here no stratified split of 3 (or 5) folds would hold out these two."""
     cases = [read_validation_case(c) for c in find_any_cases(tiny_dataset)]
     ids = [c.case_id for c in cases]
-    calibration, held_out, how = split_cases({"data": {"case_ids": ids}, "fold": 1}, cases, folds=3, seed=0)
+    recorded = {"training": ids[1:5], "held_out": [ids[0], ids[5]]}
+    metadata = {"data": {"case_ids": ids}, "fold": 1, "split": recorded}
+    calibration, held_out, how = split_cases(metadata, cases, TrainConfig(folds=3))
+    assert [c.case_id for c in calibration] == ids[1:5] and [c.case_id for c in held_out] == [ids[0], ids[5]]
+    assert "recorded split" in how and "2 of them its validation fold" in how
+
+
+def test_an_old_checkpoint_s_split_is_recomputed_from_its_config_and_said(
+        tiny_dataset: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sparseg.data import stratified_folds
+
+    cases = [read_validation_case(c) for c in find_any_cases(tiny_dataset)]
+    ids = [c.case_id for c in cases]
+    calibration, held_out, how = split_cases({"data": {"case_ids": ids}, "fold": 1}, cases, TrainConfig(folds=3))
     assert "fold 1 of 3" in how and len(held_out) == 2 and len(calibration) == 4
-    assert not {c.case_id for c in calibration} & {c.case_id for c in held_out}
+    assert [c.case_id for c in held_out] == stratified_folds(cases, 3, 0)[1]
+    assert "does not record which cases it held out" in caplog.text
 
 
 def test_int8_is_refused_without_calibration_data(tiny_dataset: Path, tmp_path: Path, capsys) -> None:

@@ -46,6 +46,8 @@ def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, 
     split = json.loads((run / "split.json").read_text())
     metadata = read_metadata(run / BEST)
     assert metadata["fold"] == 1 and metadata["validation"]["all"]["n"] == len(split["folds"][1])
+    assert metadata["split"]["held_out"] == split["folds"][1]  # what `sparseg quantize` holds out
+    assert sorted(metadata["split"]["training"] + split["folds"][1]) == sorted(metadata["data"]["case_ids"])
     assert len(metadata["data"]["case_ids"]) == 6 and run_config_from_dict(metadata["config"]) == TINY
     assert "(z, x, y)" in metadata["validation_scoring"]["masd, nsd"]
     checkpoint = load_checkpoint(run / BEST)
