@@ -60,10 +60,12 @@ def _readable_by_anyone(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def _int8_summary(path: Path) -> dict | None:
-    """What the current int8 model beside checkpoint `path` agreed with fp32 (None without one)."""
-    stamp = read_stamp(ExportPaths.beside(path, "int8"))
-    if stamp is None or stale_because(ExportPaths.beside(path, "int8"), stamp.get("weights_sha256", ""), "int8"):
+def _int8_summary(path: Path, weights_sha256: str) -> dict | None:
+    """What the int8 model beside checkpoint `path` agreed with fp32, when it is current for the checkpoint's
+    weights `weights_sha256` (None without one, or with one made for other weights)."""
+    paths = ExportPaths.beside(path, "int8")
+    stamp = read_stamp(paths)
+    if stamp is None or stale_because(paths, weights_sha256, "int8"):
         return None
     agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
     dice = agreement.get("dice_int8_vs_fp32") if isinstance(agreement.get("dice_int8_vs_fp32"), dict) else {}
@@ -95,7 +97,8 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
         cases = find_any_cases(quantize_data)  # read once, split per checkpoint
         for path in weights:
             quantize(path, quantize_data, cases=cases)
-    int8 = {path: _int8_summary(path) for path in weights}
+    int8 = {path: _int8_summary(path, checkpoint.metadata["weights_sha256"])
+            for path, checkpoint in zip(weights, checkpoints)}
     manifest = {
         "format": FORMAT,
         "sparseg": __version__,

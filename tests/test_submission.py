@@ -137,3 +137,27 @@ def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path
         archive.extractall(tmp_path / "unpacked", filter="data")
     member = tmp_path / "unpacked" / "run-best.safetensors"
     assert stale_because(ExportPaths.beside(member, "int8"), read_metadata(member)["weights_sha256"], "int8") is None
+
+
+def test_an_int8_model_made_for_other_weights_is_not_packed(tmp_path: Path) -> None:
+    """An int8 model beside a checkpoint whose stamp names other weights (copied over from another run) is stale
+    for this checkpoint: it is neither packed nor its agreement put in the manifest."""
+    import openvino as ov
+
+    from sparseg.engines import current_fp32, save_int8
+
+    other = _checkpoint(tmp_path / "other" / "best.safetensors")
+    weights = read_metadata(other)["weights_sha256"]
+    model = ov.Core().read_model(str(current_fp32(other, weights).xml))  # stands in for a quantized model
+    made = save_int8(model, other, weights, {"agreement": {"held_out_cases": 2, "holds": True,
+                                                           "dice_int8_vs_fp32": {"smallest": 1.0}}})
+    mine = _checkpoint(tmp_path / "mine" / "best.safetensors")
+    beside = ExportPaths.beside(mine, "int8")
+    for kind in ("xml", "bin", "stamp"):
+        getattr(beside, kind).write_bytes(getattr(made, kind).read_bytes())
+    manifest = package_model([mine], tmp_path / "model.tar.gz", trace=False, export=False)
+    assert manifest["checkpoints"][0]["int8"] is None
+    with tarfile.open(tmp_path / "model.tar.gz") as archive:
+        assert not [name for name in archive.getnames() if ".int8." in name]
+    assert package_model([other], tmp_path / "own.tar.gz", trace=False, export=False)["checkpoints"][0]["int8"] == {
+        "held_out_cases": 2, "holds": True, "smallest_dice_vs_fp32": 1.0}
