@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -42,17 +41,15 @@ import numpy as np
 import torch
 
 from sparseg.config import INT8_MIN_AGREEMENT
-from sparseg.errors import InputError, OutputError, SparsegError
-from sparseg.io import PARTIAL_PREFIX, write_text
-from sparseg.model import Checkpoint, load_checkpoint, read_header
+from sparseg.errors import InputError, OutputError
+from sparseg.io import PARTIAL_PREFIX, place, write_text
+from sparseg.model import Checkpoint, load_checkpoint, parity_frames, read_header, require_parity
 
 log = logging.getLogger(__name__)
 
 ENGINE_FORMAT = "sparseg-openvino/1"
 SUFFIXES = {"fp32": ".openvino", "int8": ".int8"}
 """The name part of each export: `<checkpoint stem><suffix>.xml/.bin/.json`."""
-EXPORT_TOLERANCE = 1e-4
-"""Largest difference of logits (relative to their size, at least 1) between the export and torch on random frames."""
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO's inference precision per SPARSeg precision. It must be set: OpenVINO's CPU default is bf16 on
 processors with native bf16, which would change the masks. For int8, the layers left unquantized run in f32."""
@@ -119,60 +116,46 @@ def stale_because(paths: ExportPaths, weights_sha256: str, precision: str) -> st
 
 
 def _save(model, paths: ExportPaths, stamp: dict[str, Any]) -> ExportPaths:
-    """Write an OpenVINO model and its stamp: the IR pair into a temporary folder beside, read back, moved into
-    place, then the stamp (last, naming both files' sha256, so a half-replaced pair is never taken as current)."""
+    """Write an OpenVINO model and its stamp: the IR pair into a staging folder beside, read back whole, then
+    each file proved on disk and renamed into place (`io.place`), then the stamp, last, naming both files'
+    sha256, so a half-replaced pair is never taken as current."""
     import openvino as ov
 
     folder = paths.xml.parent
     staging = folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-openvino"
     try:
-        staging.mkdir(parents=True)
-        staged = ExportPaths(staging / paths.xml.name, staging / paths.bin.name, staging / paths.stamp.name)
-        ov.save_model(model, str(staged.xml), compress_to_fp16=False)
-        ov.Core().read_model(str(staged.xml))  # reads back whole, or raises
-        stamp = {**stamp, "xml_sha256": _sha256(staged.xml), "bin_sha256": _sha256(staged.bin)}
-        paths.stamp.unlink(missing_ok=True)  # no stamp names a pair while it is being replaced
+        try:
+            staging.mkdir(parents=True)
+            staged = ExportPaths(staging / paths.xml.name, staging / paths.bin.name, staging / paths.stamp.name)
+            ov.save_model(model, str(staged.xml), compress_to_fp16=False)
+            ov.Core().read_model(str(staged.xml))  # reads back whole, or raises
+            stamp = {**stamp, "xml_sha256": _sha256(staged.xml), "bin_sha256": _sha256(staged.bin)}
+            paths.stamp.unlink(missing_ok=True)  # no stamp names a pair while it is being replaced
+        except OSError as exc:
+            raise OutputError(f"{paths.xml}: cannot write ({exc.strerror or exc})") from None
+        except RuntimeError as exc:  # OpenVINO's errors, a full disk among them
+            raise OutputError(f"{paths.xml}: cannot write ({str(exc).splitlines()[0]})") from None
         for kind in ("bin", "xml"):
-            os.replace(getattr(staged, kind), getattr(paths, kind))
-    except OSError as exc:
-        raise OutputError(f"{paths.xml}: cannot write ({exc.strerror or exc})") from None
-    except RuntimeError as exc:  # OpenVINO's errors, a full disk among them
-        raise OutputError(f"{paths.xml}: cannot write ({str(exc).splitlines()[0]})") from None
+            place(getattr(staged, kind), getattr(paths, kind))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_text(paths.stamp, json.dumps(stamp, indent=2) + "\n")
     return paths
 
 
-def _example_frames(checkpoint: Checkpoint) -> list[torch.Tensor]:
-    """Two random batches of other sizes: the export must hold for any batch and any frame (the brain crop).
-    Small, because an uploaded model is exported at start-up within the container's memory limit."""
-    height, width = checkpoint.config.preprocessing.slice_size
-    channels = checkpoint.config.in_channels
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randn(1, channels, height, width, generator=generator),
-            torch.randn(2, channels, max(32, height // 2), max(32, width * 3 // 4 // 32 * 32), generator=generator)]
-
-
 def export(path: Path | str, folder: Path | None = None) -> ExportPaths:
-    """Export checkpoint `path`'s network to OpenVINO fp32 beside it (or into `folder`), after checking that
-    OpenVINO's logits equal torch's on two random frames of different sizes."""
+    """Export checkpoint `path`'s network to OpenVINO fp32 beside it (or into `folder`), once `require_parity`
+    holds for it."""
     import openvino as ov
 
     path = Path(path)
     checkpoint = load_checkpoint(path)
-    frames = _example_frames(checkpoint)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings of the converter
-        model = ov.convert_model(checkpoint.model, example_input=frames[0],
+        model = ov.convert_model(checkpoint.model, example_input=parity_frames(checkpoint.config)[0],
                                  input=[(-1, checkpoint.config.in_channels, -1, -1)])
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        for frame in frames:
-            expected = checkpoint.model(frame).numpy()
-            difference = float(np.abs(compiled(frame.numpy())[0] - expected).max())
-            if difference > EXPORT_TOLERANCE * max(1.0, float(np.abs(expected).max())):
-                raise SparsegError(f"{path}: OpenVINO's network differs from torch's by {difference:.2g} on "
-                                   f"{tuple(frame.shape)} slices; it cannot be exported")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS["fp32"]})
+    require_parity(checkpoint, "OpenVINO's network", lambda frame: compiled(frame.numpy())[0])
     stamp = {"format": ENGINE_FORMAT, "precision": "fp32", "weights_sha256": checkpoint.metadata["weights_sha256"],
              "checkpoint": path.name, "openvino": openvino_version(), "torch": torch.__version__}
     return _save(model, ExportPaths.beside(path, "fp32", folder), stamp)

@@ -490,17 +490,33 @@ def atomic_path(path: Path, verify: Callable[[Path], None] | None = None) -> Ite
         name = name[: -len(suffix)] + suffix
     temporary = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
     try:
-        yield temporary
-        _settle(temporary, verify)
-        os.replace(temporary, path)
-        _sync_folder(path.parent)
+        with _as_output_error(path):
+            yield temporary
+        place(temporary, path, verify)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _as_output_error(path: Path) -> Iterator[None]:
+    """A file system error or an IncompleteWrite in the block becomes an OutputError naming `path`."""
+    try:
+        yield
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except IncompleteWrite as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+
+
+def place(temporary: Path, path: Path, verify: Callable[[Path], None] | None = None) -> None:
+    """Rename a written file `temporary` (in `path`'s folder, or a folder beside on the same file system) to
+    `path` once proved complete, as `atomic_path` does; for writers that make files `atomic_path` does not name
+    (OpenVINO writes a model's .bin beside its .xml)."""
+    with _as_output_error(path):
+        _settle(temporary, verify)
+        os.replace(temporary, path)
+        _sync_folder(path.parent)
 
 
 def _make_folder(path: Path) -> None:

@@ -126,3 +126,44 @@ def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(
     with pytest.raises(InputError, match=r"net.safetensors: no int8 model to run \(net.int8.xml: there is none\); "
                                          r"make one with: sparseg quantize"):
         load_checkpoint_openvino(path, "int8")
+
+
+def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports are written like every other output (`io.place`): a write error that only fsync reports (a full
+    disk with delayed allocation) is an OutputError naming the file, and nothing is left under the export's names."""
+    import errno
+    import os
+
+    from sparseg.errors import OutputError
+
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"net.openvino.bin: cannot write \(No space left on device\)"):
+        export(path)
+    paths = ExportPaths.beside(path, "fp32")
+    assert not any(p.exists() for p in (paths.xml, paths.bin, paths.stamp))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
+
+
+def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace and the OpenVINO export are held to the same `model.PARITY_TOLERANCE`: with none left, both are
+    refused, naming the checkpoint; within it, a derived network off by less than the tolerance passes."""
+    from sparseg import model
+    from sparseg.errors import SparsegError
+
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    checkpoint = model.load_checkpoint(path)
+    scale = 1e-4 * max(1.0, max(float(checkpoint.model(f).abs().max()) for f in model.parity_frames(TINY_RUN)))
+    model.require_parity(checkpoint, "close", lambda frame: checkpoint.model(frame) + 0.5 * scale)
+    with pytest.raises(SparsegError, match=r"net.safetensors: off differs from torch's by"):
+        model.require_parity(checkpoint, "off", lambda frame: checkpoint.model(frame) + 2.0 * scale)
+    monkeypatch.setattr(model, "PARITY_TOLERANCE", -1.0)
+    with pytest.raises(SparsegError, match=r"net.safetensors: the traced network differs from torch's"):
+        model.trace_checkpoint(path)
+    with pytest.raises(SparsegError, match=r"net.safetensors: OpenVINO's network differs from torch's"):
+        export(path)
+    assert not model.traced_path(path).exists() and not ExportPaths.beside(path, "fp32").xml.exists()
