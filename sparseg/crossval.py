@@ -2,9 +2,10 @@
 
 Every fold is trained in its own folder (`fold<k>/`, resumable); then each
 fold's network segments the cases it was not trained on, through
-`sparseg.jobs.predict_case`, the container's own path, into `out_of_fold/`;
-then all of those masks are scored once (`out_of_fold_scores/`: both spacing
-orders, burden strata). That is nnU-Net's way of reporting cross-validation.
+`sparseg.jobs.predict_batch`, the path of `sparseg predict` and the
+container, into `out_of_fold/` (with `summary_fold<k>.csv`, the record of what
+made each mask); then all of those masks are scored once
+(`out_of_fold_scores/`: the three spacing rules, burden strata). That is nnU-Net's way of reporting cross-validation.
 By default the network of each fold's last epoch (`final.safetensors`) is
 scored, as nnU-Net does: the best epoch (`best.safetensors`) was picked on
 the very cases it would be scored on, so its score is optimistic (the
@@ -15,26 +16,25 @@ sigmoid thresholds (`threshold_sweep.csv`); the checkpoints keep their own.
 Several machines or GPUs can share one `--out`: each takes folds with `only`,
 and whichever finds every fold finished writes the out-of-fold masks and
 scores. A rerun skips finished folds, resumes unfinished ones and keeps the
-out-of-fold masks whose network has not changed.
+out-of-fold masks made from the same inputs, weights and resolved settings.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, find_cases, prediction_name, probabilities_name
-from sparseg.config import InferenceConfig, RunConfig
+from sparseg.cases import Case, find_cases, probabilities_name
+from sparseg.config import RunConfig
 from sparseg.errors import InputError
 from sparseg.evaluation import Report, evaluate, write_report
-from sparseg.io import read_image, read_mask, write_csv, write_text
-from sparseg.jobs import load_predictor, predict_case
+from sparseg.io import read_image, read_mask, write_csv
+from sparseg.jobs import load_predictor, predict_batch
 from sparseg.metrics import dice
-from sparseg.model import read_metadata
 from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, train
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,7 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     held_out = _held_out(out, scored)
     masks, scores, sweep_csv = outputs(out, checkpoint)
     for fold in scored:
-        _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], masks,
-                      device_name, masks / f".fold{fold}.json")
+        _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], masks, device_name, fold)
     ids = {case_id for fold in scored for case_id in held_out[fold]}
     report = evaluate(data, masks, case_ids=ids)
     write_report(report, scores)
@@ -148,20 +147,21 @@ def _held_out(out: Path, folds: list[int]) -> dict[int, list[str]]:
     return {fold: first[fold] for fold in folds}
 
 
-def _segment_fold(checkpoint: Path, cases: list[Case], out: Path, device_name: str, stamp: Path) -> None:
-    """The out-of-fold masks and probabilities of one fold's held-out cases, unless those of these weights and
-    settings are there already."""
-    made_by = {"checkpoint": str(checkpoint), "weights_sha256": read_metadata(checkpoint)["weights_sha256"],
-               "inference": asdict(InferenceConfig())}
-    done = all((out / prediction_name(c.case_id)).is_file() and (out / probabilities_name(c.case_id)).is_file()
-               for c in cases)
-    if done and stamp.is_file() and json.loads(stamp.read_text()) == made_by:
-        log.info("%s: out-of-fold masks made earlier with these weights", checkpoint)
-        return
-    predictor = load_predictor([checkpoint], device_name)
-    for case in cases:
-        predict_case(case, predictor, out / prediction_name(case.case_id), out / probabilities_name(case.case_id))
-    write_text(stamp, json.dumps(made_by, indent=2) + "\n")
+def fold_summary(fold: int) -> str:
+    """The name of the summary that records what made fold `fold`'s out-of-fold masks (as `sparseg predict`'s)."""
+    return f"summary_fold{fold}.csv"
+
+
+def _segment_fold(checkpoint: Path, cases: list[Case], out: Path, device_name: str, fold: int) -> None:
+    """The out-of-fold masks and probabilities of one fold's held-out cases, by `sparseg predict`'s batch: a
+    rerun keeps those made from the same inputs, weights and resolved settings (device, engine, precision),
+    recorded in the fold's summary, and makes the others again."""
+    summaries = predict_batch(cases, out, load_predictor([checkpoint], device_name), save_probabilities=True,
+                              mask_format="mha", summary_name=fold_summary(fold))
+    failed = [s for s in summaries if s.status == "failed"]
+    if failed:
+        raise InputError(f"{checkpoint}: could not segment its held-out case(s): "
+                         + "; ".join(f"{s.case_id}: {s.error}" for s in failed))
 
 
 def threshold_sweep(cases: list[Case], folder: Path, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> list[dict]:

@@ -128,7 +128,7 @@ class Predictor:
         return {
             "checkpoints_sha256": "+".join(c.sha256[:16] for c in self.checkpoints),
             "settings": f"tta={on_off[self.tta]} min_lesion_mm3={self.min_lesion_mm3:g} "
-                        f"engine={self.engine} precision={self.precision} "
+                        f"device={self.device.type} engine={self.engine} precision={self.precision} "
                         f"crop_to_brain={on_off[self.inference.crop_to_brain]}",
         }
 

@@ -312,7 +312,7 @@ def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path
 
 def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
                  overlay_path: Path | None = None) -> CaseSummary:
-    """Read, segment and write one case (the container job; the out-of-fold masks of cross-validation)."""
+    """Read, segment and write one case (the container job; `sparseg predict` of one case)."""
     return segment(load_case(case), predictor, CaseOutputs(mask_path, probabilities_path, overlay_path)).summary
 
 
@@ -352,7 +352,8 @@ def _log_case(index: int, total: int, result: CaseResult) -> None:
 
 def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_probabilities: bool = False,
                   overlays: bool = False, overwrite: bool = False, mask_format: str = "auto",
-                  report: bool = False, part: int = 0, parts: int = 1, read_depth: int = 2) -> list[CaseSummary]:
+                  report: bool = False, part: int = 0, parts: int = 1, read_depth: int = 2,
+                  summary_name: str = BATCH_SUMMARY) -> list[CaseSummary]:
     """Segment `cases` (part `part` of `parts` of them); a failing case is reported and the others go on.
 
     Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
@@ -367,14 +368,15 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     matches (unless `overwrite`): it continues where an interrupted run
     stopped, and redoes, saying why, a case whose inputs, weights or settings
     changed. With `parts` > 1 the summary and report are named by part, so N
-    machines can share one output folder.
+    machines can share one output folder; `summary_name` names the summary
+    otherwise (cross-validation keeps one per fold in one folder).
     """
     cases = batch_part(cases, part, parts)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{PARTIAL_PREFIX}*"):
         with contextlib.suppress(OSError):  # another part's file may be gone already
             stale.unlink()
-    summary_path = out / part_name(BATCH_SUMMARY, part, parts)
+    summary_path = out / part_name(summary_name, part, parts)
     earlier = {} if overwrite else _earlier_rows(summary_path)
     made_by = predictor.made_by()
     results: list[CaseResult] = []

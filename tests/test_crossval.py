@@ -74,6 +74,27 @@ def test_a_rerun_trains_nothing_and_keeps_the_masks(tiny_dataset: Path, cross_va
     assert again.report.summary == json.loads((out / SCORES / "summary.json").read_text())["summary"]
 
 
+def test_out_of_fold_masks_are_made_again_when_their_inputs_change(tiny_dataset: Path, cross_validated,
+                                                                   tmp_path: Path) -> None:
+    """The out-of-fold masks are keyed like `sparseg predict`'s: inputs' hash, weights, resolved settings."""
+    import shutil
+
+    from sparseg.io import write_image
+
+    out = shutil.copytree(cross_validated[0], tmp_path / "cv")
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    with open(out / OUT_OF_FOLD / "summary_fold0.csv") as handle:
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    assert all("device=cpu engine=openvino precision=fp32" in row["settings"] for row in rows.values())
+    changed = sorted(rows)[0]
+    adc = read_image(next(c for c in find_cases(data) if c.case_id == changed).adc)
+    write_image(adc.array * 0.5, adc.geometry, adc.path)
+    masks = {p: p.stat().st_mtime_ns for p in (out / OUT_OF_FOLD).glob("*_lesion.mha")}
+    run_cv(data, TWO_FOLDS, out, device_name="cpu")
+    redone = {p.name for p in masks if p.stat().st_mtime_ns != masks[p]}
+    assert redone == {prediction_name(changed)}
+
+
 def test_folds_shared_between_machines_are_scored_once_all_are_finished(tiny_dataset: Path, tmp_path: Path) -> None:
     first = run_cv(tiny_dataset, TWO_FOLDS, tmp_path, only=[1], device_name="cpu")
     assert first.report is None and first.waiting == [0]
