@@ -82,44 +82,45 @@ def test_batch_overlays_are_pngs_of_every_case(tiny_dataset: Path, tiny_checkpoi
     assert not list(tmp_path.glob(".partial-*"))
 
 
+INTERRUPT = Path(__file__).resolve().parent / "interrupt.py"
+
+
 def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
         tiny_checkpoint: Path, tmp_path: Path) -> None:
-    import os
+    """Killed right after it recorded its second case (`tests/interrupt.py`), a batch leaves those two cases'
+    complete masks and a summary naming them; a rerun keeps them and finishes the rest as a straight run would."""
     import signal
     import subprocess
     import sys
-    import time
 
     from sparseg.io import read_mask
     from sparseg.synth import write_dataset
 
     data = tmp_path / "data"
-    write_dataset(data, n_cases=16, seed=3, config=SynthConfig.tiny())
-    command = [sys.executable, "-m", "sparseg", "predict", "--data", str(data), "--weights", str(tiny_checkpoint),
-               "--device", "cpu", "--out"]
+    write_dataset(data, n_cases=8, seed=3, config=SynthConfig.tiny())
+    arguments = ["predict", "--data", str(data), "--weights", str(tiny_checkpoint), "--device", "cpu", "--out"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(killed.glob("*_lesion.mha")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    process = subprocess.run([sys.executable, str(INTERRUPT), "sparseg.jobs:write_csv", "2", "after", *arguments,
+                              str(killed)], capture_output=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr
     done = sorted(killed.glob("*_lesion.mha"))
-    assert 0 < len(done) < 16
+    ids = sorted(case.case_id for case in find_cases(data))
+    assert [p.name for p in done] == [f"{case_id}_lesion.mha" for case_id in ids[:2]]
     for path in done:  # every file with a final name is complete
         assert read_mask(path)[0].ndim == 3
-    recorded = list(_statuses(killed)) if (killed / "summary.csv").exists() else []  # rewritten after each case
-    assert set(recorded) <= {p.name.removesuffix("_lesion.mha") for p in done} and len(recorded) >= len(done) - 1
+    recorded = _statuses(killed)
+    assert {case_id for case_id, row in recorded.items() if row["status"] == "ok"} == set(ids[:2])
 
-    assert subprocess.run([*command, str(killed)], capture_output=True).returncode == 0
+    rerun = subprocess.run([sys.executable, "-m", "sparseg", *arguments, str(killed)], capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr
     straight = tmp_path / "straight"
-    assert subprocess.run([*command, str(straight)], capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "sparseg", *arguments, str(straight)],
+                          capture_output=True).returncode == 0
     assert not list(killed.glob(".partial-*"))
     for path in sorted(straight.glob("*_lesion.mha")):
         np.testing.assert_array_equal(read_mask(killed / path.name)[0], read_mask(path)[0])
-    with open(killed / "summary.csv") as handle:
-        statuses = [row["status"] for row in csv.DictReader(handle)]
-    assert len(statuses) == 16 and statuses.count("done earlier") == len(recorded) and "failed" not in statuses
+    statuses = {case_id: row["status"] for case_id, row in _statuses(killed).items()}
+    assert statuses == {case_id: "done earlier" if case_id in ids[:2] else "ok" for case_id in ids}
 
 
 def _statuses(out: Path) -> dict[str, dict[str, str]]:
