@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,15 +235,40 @@ def find_input_case(root: Path | str) -> Case:
     return Case(case_id=case_id, adc=adc, z=zmap)
 
 
-SAFE_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-"""Case ids name output files: letters, digits and . _ + - only, not starting with a dot."""
+MAX_CASE_ID_BYTES = 200
+"""The longest case id, in bytes of UTF-8: with `_probabilities.nii.gz` and a temporary prefix, an output's name
+stays within the 255 bytes file systems allow."""
 
 
-def _require_safe_ids(source: Path, ids: list[str]) -> None:
-    bad = sorted({repr(cid) for cid in ids if not SAFE_CASE_ID.fullmatch(cid)})
-    if bad:
-        raise InputError(f"{source}: case ids must be letters, digits and . _ + - (they name the output files), "
-                         f"not {', '.join(bad)}")
+def case_id_problem(case_id: str) -> str | None:
+    """Why `case_id` cannot name output files (`<case_id>_lesion.mha`), or None when it can. Any name people give
+    files can: spaces, accents, apostrophes, commas, brackets. Refused: what is not one file-name component (a
+    `/`, NUL or another control character, `.` or `..`), a leading `-` (read as an option) or `.` (hidden
+    outputs; the temporary files start with one), and over `MAX_CASE_ID_BYTES` bytes."""
+    if not case_id:
+        return "is empty"
+    try:
+        size = len(case_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if "/" in case_id:
+        return "holds a /"
+    if any(unicodedata.category(char) == "Cc" for char in case_id):
+        return "holds a control character"
+    if case_id.startswith("-"):
+        return "starts with - (it would read as an option)"
+    if case_id.startswith("."):
+        return "starts with . (its outputs would be hidden files)"
+    if size > MAX_CASE_ID_BYTES:
+        return f"is {size} bytes of UTF-8, over {MAX_CASE_ID_BYTES}"
+    return None
+
+
+def _require_usable_ids(source: Path, ids: list[str]) -> None:
+    """Every id that cannot name output files, with the reason, in one InputError naming `source`."""
+    problems = sorted({f"{cid!r} {problem}" for cid in ids if (problem := case_id_problem(cid)) is not None})
+    if problems:
+        raise InputError(f"{source}: case ids name the output files, and these cannot: {'; '.join(problems)}")
 
 
 def is_manifest(path: Path) -> bool:
@@ -291,7 +317,7 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
         problems.append("no cases")
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
-    _require_safe_ids(path, [c.case_id for c in found])
+    _require_usable_ids(path, [c.case_id for c in found])
     return sorted(found, key=lambda c: c.case_id)
 
 
@@ -337,7 +363,7 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
         problems.append(f"no file matches {adc_pattern} or {z_pattern}")
     if problems:
         raise InputError(f"{folder}: " + "; ".join(problems))
-    _require_safe_ids(folder, list(adc))
+    _require_usable_ids(folder, list(adc))
     return [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
 
 
@@ -358,7 +384,7 @@ def input_folder_cases(root: Path) -> list[Case]:
         found.append(Case(case_id=folder.name, adc=case.adc, z=case.z))
     if problems:
         raise InputError("; ".join(problems))
-    _require_safe_ids(root, [c.case_id for c in found])
+    _require_usable_ids(root, [c.case_id for c in found])
     return found
 
 
@@ -373,7 +399,9 @@ def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: 
     if is_manifest(root):
         return manifest_cases(root)
     if is_input_layout(root):
-        return [find_input_case(root)]
+        case = find_input_case(root)
+        _require_usable_ids(root, [case.case_id])
+        return [case]
     if root.is_dir() and not (root / ADC_DIR).is_dir() and any(
             p.is_dir() and is_input_layout(p) for p in root.iterdir()):
         return input_folder_cases(root)

@@ -356,7 +356,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

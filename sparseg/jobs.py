@@ -180,7 +180,7 @@ def inputs_sha256(case: Case) -> str:
 def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
     """The rows of an earlier run's summary.csv by case id ({} when there is none or it cannot be read)."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             return {row["case_id"]: row for row in csv.DictReader(handle) if row.get("case_id")}
     except (OSError, csv.Error, UnicodeDecodeError, KeyError):
         return {}

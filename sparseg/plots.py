@@ -66,7 +66,7 @@ def overlay_png(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spa
             ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted{true}", fontsize=9)
             ax.axis("off")
         legend = "red: predicted" + (", green: true" if label is not None else "")
-        fig.suptitle(f"{title} ({legend})", fontsize=10)
+        fig.suptitle(f"{title} ({legend})", fontsize=10, parse_math=False)  # a case id's $ is not TeX
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi)

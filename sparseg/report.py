@@ -100,9 +100,8 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
     if labelled:
         headers[4:4] = ["DSC", "MASD (mm)", "NSD"]
     rows = []
-    for case in cases:
-        cells = [_cell(f'<a href="#{html.escape(case.case_id)}">{html.escape(case.case_id)}</a>', case.case_id,
-                       text=True),
+    for number, case in enumerate(cases):
+        cells = [_cell(f'<a href="#case-{number}">{html.escape(case.case_id)}</a>', case.case_id, text=True),
                  _cell(html.escape(case.status), text=True),
                  _cell(*_number(case.lesion_ml, 2)),
                  _cell(html.escape(case.burden_group), text=True)]
@@ -115,7 +114,7 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
         klass = "failed" if case.status == "failed" else "flagged" if case.flags else ""
         rows.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>")
     sections = []
-    for case in cases:
+    for number, case in enumerate(cases):
         facts = [f"status {html.escape(case.status)}", f"lesion {_number(case.lesion_ml, 2)[0]} mL",
                  f"burden {html.escape(case.burden_group or 'n/a')}"]
         if case.scores is not None:
@@ -127,7 +126,7 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
             picture = (f'<img src="data:image/png;base64,{data}" alt="{html.escape(case.case_id)}: ADC with the '
                        'predicted contour">')
         error = f'<p class="warning">{html.escape(case.error)}</p>' if case.error else ""
-        sections.append(f'<section class="case" id="{html.escape(case.case_id)}"><h3>{html.escape(case.case_id)}'
+        sections.append(f'<section class="case" id="case-{number}"><h3>{html.escape(case.case_id)}'
                         f"</h3><p>{'; '.join(facts)} {_flags(case.flags)}</p>{error}{picture}</section>")
     counts: dict[str, int] = {}
     for case in cases:

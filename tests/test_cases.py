@@ -171,7 +171,7 @@ def test_every_problem_of_a_manifest_is_listed(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs the columns case_id, adc, zadc"):
         cases.find_any_cases(manifest)
     manifest.write_text("case_id,adc,zadc\n../escape,a.mha,z.mha\n")
-    with pytest.raises(InputError, match="case ids must be letters"):
+    with pytest.raises(InputError, match=r"case ids name the output files, and these cannot: '../escape' holds a /"):
         cases.find_any_cases(manifest)
     manifest.write_text("case_id,adc,zadc\np1,a.mha,z.mha\n")
     with pytest.raises(InputError, match="no label column"):
@@ -202,3 +202,40 @@ def test_parts_are_disjoint_and_together_all_cases() -> None:
                                                    ("x.mha", "nii.gz", ".nii.gz"), ("x.nii.gz", "mha", ".mha")])
 def test_masks_take_the_input_format_unless_told(adc: str, choice: str, expected: str) -> None:
     assert cases.mask_suffix(Path(adc), choice) == expected
+
+
+PEOPLE_S_IDS = ["subject 1", "O'Brien", "twin a, visit 2", "Zoë Ångström", "<script>", "(b) [c] {d} #e $f% & ~",
+                "x" * 200]
+"""Case ids as clinical exports name files: all of them name outputs."""
+
+
+@pytest.mark.parametrize("case_id", PEOPLE_S_IDS)
+def test_a_case_id_is_any_name_a_file_can_have(case_id: str) -> None:
+    assert cases.case_id_problem(case_id) is None
+
+
+@pytest.mark.parametrize("case_id, problem", [
+    ("", "is empty"), (".", "starts with ."), ("..", "starts with ."), ("a/b", "holds a /"),
+    ("a\x00b", "control character"), ("tab\there", "control character"), ("line\nbreak", "control character"),
+    ("\x7f", "control character"), ("-rf", "starts with -"), (".hidden", "starts with ."),
+    ("é" * 101, "202 bytes of UTF-8, over 200"), ("bad\udcffbyte", "not valid UTF-8"),
+])
+def test_a_case_id_that_cannot_name_a_file_is_refused_saying_why(case_id: str, problem: str) -> None:
+    assert problem in cases.case_id_problem(case_id)
+
+
+def test_every_unusable_id_of_a_manifest_is_named_in_one_error(tmp_path: Path) -> None:
+    _flat(tmp_path, ["a.mha", "z.mha"])
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text('case_id,adc,zadc\n-x,a.mha,z.mha\n"a/b",a.mha,z.mha\nfine one,a.mha,z.mha\n')
+    with pytest.raises(InputError) as info:
+        cases.find_any_cases(manifest)
+    assert "'-x' starts with -" in str(info.value) and "'a/b' holds a /" in str(info.value)
+    assert "fine one" not in str(info.value)
+
+
+def test_ids_with_spaces_and_accents_pair_by_pattern(tmp_path: Path) -> None:
+    names = [f"{case_id}_{kind}.nii.gz" for case_id in ("subject 1", "Zoë", "O'Brien, J") for kind in ("adc", "zadc")]
+    _flat(tmp_path, names)
+    found = cases.find_any_cases(tmp_path, "*_adc.nii.gz", "*_zadc.nii.gz")
+    assert [c.case_id for c in found] == sorted(["subject 1", "Zoë", "O'Brien, J"])

@@ -38,7 +38,7 @@ def test_the_page_holds_every_case_its_flags_and_no_external_reference() -> None
     cases = [ReportCase("b-case", "ok", 1.5, "<=5% burden", 2.0, flags=["empty mask"], overlay_png=b"\x89PNG..."),
              ReportCase("a-case", "failed", float("nan"), "", float("nan"), flags=["failed"], error="x.mha: damaged")]
     page = render(cases, "SPARSeg QA report", ["device: CPU"], ["CHECKPOINT WAS TRAINED ON SYNTHETIC DATA"])
-    assert page.count('<tr class="') == 2 and 'id="b-case"' in page and 'id="a-case"' in page
+    assert page.count('<tr class="') == 2 and "<h3>b-case</h3>" in page and "<h3>a-case</h3>" in page
     assert "empty mask" in page and "x.mha: damaged" in page and "SYNTHETIC" in page
     assert "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page and "src=\"/" not in page
@@ -56,7 +56,7 @@ def report(tiny_dataset: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.T
 def test_a_batch_report_has_every_case_with_its_picture_and_scores(report: Path, tiny_dataset: Path) -> None:
     page = report.read_text()
     ids = [case.case_id for case in find_any_cases(tiny_dataset)]
-    assert all(f'id="{case_id}"' in page for case_id in ids)
+    assert all(f"<h3>{case_id}</h3>" in page for case_id in ids)
     assert page.count("data:image/png;base64,") == len(ids)
     assert "<th>DSC</th>" in page and "against its label" in page and "BONBID-HIE 2024 rule" in page
     assert "checkpoint: " in page and "settings: tta=off" in page
@@ -94,3 +94,69 @@ def test_the_report_in_a_real_browser(report: Path, chromium: str) -> None:
         finally:
             browser.close()
     assert requests and all(url.startswith(("file://", "data:")) for url in requests), requests
+
+
+PEOPLE_S_IDS = ["subject 1", "O'Brien", "twin a, visit 2", "Zoë Ångström", "<script>"]
+"""Case ids as clinical exports name files (tests/test_cases.py has more)."""
+
+
+@pytest.fixture(scope="module")
+def people_s_ids(tiny_dataset: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sparseg predict --report` on a manifest whose case ids have spaces, an apostrophe, a comma, accents and
+    `<script>`, writing NIfTI masks; the output folder."""
+    import csv
+
+    from sparseg.cli import main
+
+    folder = tmp_path_factory.mktemp("people")
+    with open(folder / "cohort.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "adc", "zadc", "label"])
+        for case_id, case in zip(PEOPLE_S_IDS, find_any_cases(tiny_dataset)):
+            writer.writerow([case_id, case.adc, case.z, case.label])
+    out = folder / "out"
+    assert main(["predict", "--data", str(folder / "cohort.csv"), "--out", str(out), "--weights", str(tiny_checkpoint),
+                 "--device", "cpu", "--report", "--mask-format", "nii.gz"]) == 0
+    return out
+
+
+def test_people_s_case_ids_name_outputs_rows_and_scores(people_s_ids: Path) -> None:
+    import csv
+
+    from sparseg.evaluation import evaluate
+
+    for case_id in PEOPLE_S_IDS:
+        for name in (f"{case_id}_lesion.nii.gz", f"{case_id}_overlay.png"):
+            assert (people_s_ids / name).is_file(), name
+    with open(people_s_ids / "summary.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["case_id"] for row in rows) == sorted(PEOPLE_S_IDS)
+    assert {row["status"] for row in rows} == {"ok"}
+    report = evaluate(people_s_ids.parent / "cohort.csv", people_s_ids)
+    assert sorted(row.case_id for row in report.rows) == sorted(PEOPLE_S_IDS)
+    page = (people_s_ids / "report.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;" in page and page.count("<script>") == 1  # the page's own sorting script only
+    assert "O&#x27;Brien" in page and "Zoë Ångström" in page
+
+
+def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path, chromium: str) -> None:
+    """The page shows each id as text, runs no script but its own, and each id's link leads to its case."""
+    from playwright.sync_api import sync_playwright
+
+    dialogs: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto((people_s_ids / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            shown = page.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+            assert sorted(shown) == sorted(PEOPLE_S_IDS)
+            assert page.eval_on_selector_all("script", "scripts => scripts.length") == 1
+            for case_id in PEOPLE_S_IDS:
+                target = page.get_by_role("link", name=case_id, exact=True).get_attribute("href")
+                assert page.eval_on_selector(target, "section => section.querySelector('h3').textContent") == case_id
+        finally:
+            browser.close()
+    assert dialogs == []
