@@ -12,12 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparseg.config import PreprocessingConfig  # noqa: E402
-from sparseg.evaluation import RULES  # noqa: E402
 from sparseg.io import atomic_path, verify_png, write_bytes  # noqa: E402
 
 
-def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
-    """losses.png, validation.png and lesion_fraction.png in `out` (the paper's Fig. 2 view is the last)."""
+def plot_history(history: list[dict[str, float]], out: Path, rule: str) -> list[Path]:
+    """losses.png, validation.png and lesion_fraction.png in `out` (the paper's Fig. 2 view is the last); `rule`
+    names the spacing rule of the validation NSD (`sparseg.evaluation.RULES`)."""
     epochs = [row["epoch"] for row in history]
     paths = []
 
@@ -38,7 +38,7 @@ def plot_history(history: list[dict[str, float]], out: Path) -> list[Path]:
         paths.append(path)
 
     figure("losses.png", [k for k in history[0] if k.startswith("train_")], "training loss terms", "loss")
-    figure("validation.png", ["val_dsc", "val_nsd"], f"validation (whole volumes; NSD: {RULES[0].label} rule)",
+    figure("validation.png", ["val_dsc", "val_nsd"], f"validation (whole volumes; NSD: {rule} rule)",
            "score")
     figure("lesion_fraction.png", ["val_predicted_fraction", "val_true_fraction"],
            "predicted vs true lesion fraction (loss collapse shows as ~0)", "fraction of voxels")

@@ -457,7 +457,7 @@ class Trainer:
         if self.dist.main:
             with atomic_path(self.out / STATE, verify_zip) as temporary:
                 torch.save(self.optimisation.state_dict(self.state), temporary)
-            plot_history(self.state.history, self.out)
+            plot_history(self.state.history, self.out, RULES[0].label)
         self.dist.barrier()
 
     def _log(self, epoch: int, means: dict[str, float], validation: Validation, seconds: float) -> None:
