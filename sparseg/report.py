@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sparseg import __version__
+from sparseg.config import EvaluationConfig, burden_groups
 from sparseg.evaluation import RULES, CaseRow
 from sparseg.io import write_text
 
@@ -89,6 +90,12 @@ def _cell(shown: str, key: str | None = None, text: bool = False) -> str:
     return f'<td{klass} data-sort="{html.escape(key if key is not None else shown)}">{shown}</td>'
 
 
+def _group_order(group: str) -> str:
+    """The sort key of a burden group: its rank from the smallest burden up ("" for none: sorts last)."""
+    groups = burden_groups(EvaluationConfig.burden_edges)
+    return str(groups.index(group)) if group in groups else ""
+
+
 def _flags(flags: list[str]) -> str:
     return "".join(f'<span class="flag">{html.escape(flag)}</span>' for flag in flags)
 
@@ -102,9 +109,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
     rows = []
     for number, case in enumerate(cases):
         cells = [_cell(f'<a href="#case-{number}">{html.escape(case.case_id)}</a>', case.case_id, text=True),
-                 _cell(html.escape(case.status), text=True),
+                 _cell(html.escape(case.status), case.status, text=True),
                  _cell(*_number(case.lesion_ml, 2)),
-                 _cell(html.escape(case.burden_group), text=True)]
+                 _cell(html.escape(case.burden_group), _group_order(case.burden_group), text=True)]
         if labelled:
             scores = case.scores
             cells += [_cell(*_number(scores.dsc if scores else None, 3)),
@@ -132,7 +139,8 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
     for case in cases:
         counts[case.status] = counts.get(case.status, 0) + 1
     flagged = sum(1 for case in cases if case.flags)
-    overview = (f"{len(cases)} cases: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    plural = "" if len(cases) == 1 else "s"
+    overview = (f"{len(cases)} case{plural}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                 + f"; {flagged} flagged for a look")
     if labelled:
         scored = [case.scores for case in cases if case.scores is not None]

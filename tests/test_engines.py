@@ -157,7 +157,8 @@ def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypat
 
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     checkpoint = model.load_checkpoint(path)
-    scale = 1e-4 * max(1.0, max(float(checkpoint.model(f).abs().max()) for f in model.parity_frames(TINY_RUN)))
+    with torch.no_grad():
+        scale = 1e-4 * max(1.0, max(float(checkpoint.model(f).abs().max()) for f in model.parity_frames(TINY_RUN)))
     model.require_parity(checkpoint, "close", lambda frame: checkpoint.model(frame) + 0.5 * scale)
     with pytest.raises(SparsegError, match=r"net.safetensors: off differs from torch's by"):
         model.require_parity(checkpoint, "off", lambda frame: checkpoint.model(frame) + 2.0 * scale)

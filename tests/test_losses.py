@@ -111,7 +111,7 @@ def test_equal_to_monai(seed: int) -> None:
         monai_focal = FocalLoss(gamma=3.0, alpha=alpha, use_softmax=False)
         expected = float(monai_focal(logits, target))
         assert float(focal_loss(logits, target, 3.0, alpha)) == pytest.approx(expected, rel=1e-4)
-    monai_lh = LogHausdorffDTLoss(sigmoid=True, alpha=2.0)
+    monai_lh = LogHausdorffDTLoss(sigmoid=True, alpha=2.0, include_background=True)  # one channel: the lesion
     assert float(log_hausdorff_loss(logits, target, 2.0)) == pytest.approx(float(monai_lh(logits, target)), rel=1e-4)
 
 

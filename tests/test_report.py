@@ -23,9 +23,9 @@ INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"
 REQUIRE_BROWSER = "SPARSEG_REQUIRE_BROWSER"
 
 
-@pytest.fixture
 def chromium() -> str:
-    """The path of Debian's Chromium; without it the test is skipped (failed when REQUIRE_BROWSER is 1)."""
+    """The path of Debian's Chromium, called in a test's body; without it the test is skipped (failed when
+    REQUIRE_BROWSER is 1)."""
     if CHROMIUM is None:
         reason = f"no Chromium for the browser test: install Debian's package (as root: {INSTALL_CHROMIUM})"
         if os.environ.get(REQUIRE_BROWSER) == "1":
@@ -42,6 +42,30 @@ def test_the_page_holds_every_case_its_flags_and_no_external_reference() -> None
     assert "empty mask" in page and "x.mha: damaged" in page and "SYNTHETIC" in page
     assert "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page and "src=\"/" not in page
+
+
+def test_text_cells_sort_by_their_own_text_and_burden_groups_by_burden(tmp_path: Path) -> None:
+    """A status or burden group cell's sort key was escaped twice ("&amp;lt;1%"), and "1%-5%" sorted as 1."""
+    groups = [">5%", "<1%", "1%-5%", "", "<1%"]
+    cases = [ReportCase(f"c{k}", "ok", 1.0, group, 1.0) for k, group in enumerate(groups)]
+    page = render(cases, "t", [], [])
+    assert "&amp;lt;" not in page and 'data-sort="0"' in page and 'data-sort="2"' in page
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    browser_path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page_ = browser.new_page()
+            page_.goto(path.as_uri())
+            headers = page_.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
+            page_.click(f"#cases th:nth-child({headers.index('burden group') + 1})")
+            shown = page_.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[3].textContent)")
+            assert shown == ["<1%", "<1%", "1%-5%", ">5%", ""]
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +86,14 @@ def test_a_batch_report_has_every_case_with_its_picture_and_scores(report: Path,
     assert "checkpoint: " in page and "settings: tta=off" in page
 
 
-def test_the_report_in_a_real_browser(report: Path, chromium: str) -> None:
+def test_the_report_in_a_real_browser(report: Path) -> None:
     """Every picture loads, the table sorts, and the page asks the network for nothing."""
+    browser_path = chromium()
     from playwright.sync_api import sync_playwright
 
     requests: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.on("request", lambda request: requests.append(request.url))
@@ -139,13 +164,14 @@ def test_people_s_case_ids_name_outputs_rows_and_scores(people_s_ids: Path) -> N
     assert "O&#x27;Brien" in page and "Zoë Ångström" in page
 
 
-def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path, chromium: str) -> None:
+def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path) -> None:
     """The page shows each id as text, runs no script but its own, and each id's link leads to its case."""
+    browser_path = chromium()
     from playwright.sync_api import sync_playwright
 
     dialogs: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
