@@ -208,3 +208,30 @@ def test_compare_masks_counts_differences_and_checks_the_grid(tiny_dataset: Path
     moved = replace(geometry, origin_xyz_mm=tuple(v + 0.5 for v in geometry.origin_xyz_mm))
     shifted = compare_masks(write_mask(label, moved, tmp_path / "shifted.mha"), case.label)
     assert not shifted.within(0.0) and "origin" in shifted.describe()
+
+
+@pytest.mark.parametrize("value", [255, 2, 0.5, -1])
+def test_a_mask_of_other_values_than_0_and_1_is_refused(tiny_dataset: Path, tmp_path: Path, value: float) -> None:
+    """The organisers' uint8 cast and label-overlap Dice count such voxels otherwise (255 as another label than 1,
+    0.5 as background): a DSC of 0.56 here was 0.0 there."""
+    from sparseg.io import write_image
+
+    pred = _predict_labels(tiny_dataset, tmp_path / "pred")
+    case = find_cases(tiny_dataset)[0]
+    label, geometry = read_mask(case.label)
+    write_image(np.where(label, value, 0).astype(np.float32), geometry, pred / prediction_name(case.case_id))
+    refused = rf"{case.case_id}_lesion.mha: a mask holds 0 and 1 only, this holds {value:g}"
+    with pytest.raises(InputError, match=refused):
+        evaluate(tiny_dataset, pred)
+
+
+def test_a_label_on_another_grid_than_its_adc_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    pred = _predict_labels(data, tmp_path / "pred")
+    case = find_cases(data)[0]
+    label, geometry = read_mask(case.label)
+    write_mask(label, replace(geometry, spacing_xyz_mm=tuple(v * 2 for v in geometry.spacing_xyz_mm)), case.label)
+    with pytest.raises(InputError, match="_lesion.mha: the label's grid differs from its ADC image"):
+        evaluate(data, pred)
