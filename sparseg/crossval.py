@@ -30,6 +30,7 @@ import numpy as np
 
 from sparseg.cases import Case, find_cases, probabilities_name
 from sparseg.config import RunConfig
+from sparseg.data import FINGERPRINT_FORMAT, fingerprint
 from sparseg.errors import InputError
 from sparseg.evaluation import Report, evaluate, write_report
 from sparseg.io import read_image, read_mask, write_csv
@@ -92,7 +93,8 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
         raise InputError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINTS)}")
     scored_file = CHECKPOINTS[checkpoint]
     data, out = Path(data), Path(out)
-    cases = {case.case_id: case for case in find_cases(data, require_labels=True)}  # the data first
+    listed = find_cases(data, require_labels=True)  # the data first
+    cases = {case.case_id: case for case in listed}
     folds = list(range(config.train.folds))
     chosen = sorted(set(only)) if only else folds
     for fold in chosen:
@@ -100,6 +102,7 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
             raise InputError(f"fold {fold}: expected 0 to {config.train.folds - 1} ({config.train.folds} folds)")
     for fold in folds:
         _require_same_config(fold_dir(out, fold), config)
+    _require_same_data(out, folds, listed)
     for fold in chosen:
         run = fold_dir(out, fold)
         if (run / FINISHED).is_file():
@@ -126,6 +129,34 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     sweep = threshold_sweep([cases[i] for i in sorted(ids)], masks)
     write_csv(sweep_csv, sweep)
     return CrossValidation(scored, scored_file, [], report, sweep)
+
+
+def _require_same_data(out: Path, folds: list[int], cases: list[Case]) -> None:
+    """Folds begun earlier must have been split over these very cases and files: a finished fold is not trained
+    again, so a case added, removed or changed since would go unscored or be scored by a network that saw it."""
+    splits = {}
+    for fold in folds:
+        try:
+            split = json.loads((fold_dir(out, fold) / SPLIT).read_text())
+        except (OSError, ValueError, RecursionError):
+            continue
+        splits[fold] = split if isinstance(split, dict) else {}
+    if not splits:
+        return
+    ids = {case.case_id for case in cases}
+    data_sha256 = fingerprint(cases)["sha256"]
+    for fold, split in splits.items():
+        path = fold_dir(out, fold) / SPLIT
+        earlier = {case_id for group in split.get("folds", []) for case_id in group}
+        if earlier != ids:
+            changes = [f"{what}: {', '.join(sorted(group)[:20])}" for what, group in
+                       (("new", ids - earlier), ("gone", earlier - ids)) if group]
+            raise InputError(f"{path}: this fold was split over other cases ({'; '.join(changes)}); use another --out "
+                             "for this data")
+        if split.get("data_fingerprint") == FINGERPRINT_FORMAT and split.get("data_sha256") != data_sha256:
+            raise InputError(f"{path}: the cases' files changed since this fold was split (data sha256 "
+                             f"{str(split.get('data_sha256'))[:12]} then, {data_sha256[:12]} now); use another --out "
+                             "for this data")
 
 
 def _require_same_config(run: Path, config: RunConfig) -> None:

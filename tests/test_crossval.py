@@ -74,25 +74,51 @@ def test_a_rerun_trains_nothing_and_keeps_the_masks(tiny_dataset: Path, cross_va
     assert again.report.summary == json.loads((out / SCORES / "summary.json").read_text())["summary"]
 
 
-def test_out_of_fold_masks_are_made_again_when_their_inputs_change(tiny_dataset: Path, cross_validated,
+def test_out_of_fold_masks_made_with_other_settings_are_made_again(cross_validated, tiny_dataset: Path,
                                                                    tmp_path: Path) -> None:
-    """The out-of-fold masks are keyed like `sparseg predict`'s: inputs' hash, weights, resolved settings."""
+    """The out-of-fold masks are keyed like `sparseg predict`'s: inputs' hash, weights, resolved settings (a mask
+    made on a GPU in bf16 is not kept by a CPU rerun)."""
     import shutil
 
-    from sparseg.io import write_image
+    out = shutil.copytree(cross_validated[0], tmp_path / "cv")
+    summary = out / OUT_OF_FOLD / "summary_fold0.csv"
+    with open(summary, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all("device=cpu engine=openvino precision=fp32" in row["settings"] for row in rows)
+    gpu = rows[0]["settings"].replace("device=cpu engine=openvino precision=fp32", "device=cuda engine=torch "
+                                      "precision=bf16")
+    rows[0]["settings"] = gpu  # as if a GPU had made this one
+    with open(summary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    masks = {p: p.stat().st_mtime_ns for p in (out / OUT_OF_FOLD).glob("*_lesion.mha")}
+    run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu")
+    redone = {p.name for p in masks if p.stat().st_mtime_ns != masks[p]}
+    assert redone == {prediction_name(rows[0]["case_id"])}
+
+
+def test_finished_folds_are_not_reused_on_other_data(tiny_dataset: Path, cross_validated, tmp_path: Path) -> None:
+    """A finished fold is not trained again: rerun on changed or other cases it once rescored without a word, and a
+    case removed since raised a KeyError."""
+    import shutil
 
     out = shutil.copytree(cross_validated[0], tmp_path / "cv")
     data = shutil.copytree(tiny_dataset, tmp_path / "data")
-    with open(out / OUT_OF_FOLD / "summary_fold0.csv") as handle:
-        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
-    assert all("device=cpu engine=openvino precision=fp32" in row["settings"] for row in rows.values())
-    changed = sorted(rows)[0]
-    adc = read_image(next(c for c in find_cases(data) if c.case_id == changed).adc)
-    write_image(adc.array * 0.5, adc.geometry, adc.path)
-    masks = {p: p.stat().st_mtime_ns for p in (out / OUT_OF_FOLD).glob("*_lesion.mha")}
-    run_cv(data, TWO_FOLDS, out, device_name="cpu")
-    redone = {p.name for p in masks if p.stat().st_mtime_ns != masks[p]}
-    assert redone == {prediction_name(changed)}
+    case = find_cases(data)[0]
+    label = read_image(case.label)
+    from sparseg.io import write_image
+
+    changed = label.array.copy()
+    changed[0] = 1 - changed[0]
+    write_image(changed, label.geometry, case.label)
+    with pytest.raises(InputError, match="split.json: the cases' files changed since this fold was split"):
+        run_cv(data, TWO_FOLDS, out, device_name="cpu")
+    for path in (case.adc, case.z, case.label):
+        path.unlink()
+    gone = f"split.json: this fold was split over other cases \\(gone: {case.case_id}\\)"
+    with pytest.raises(InputError, match=gone):
+        run_cv(data, TWO_FOLDS, out, device_name="cpu")
 
 
 def test_folds_shared_between_machines_are_scored_once_all_are_finished(tiny_dataset: Path, tmp_path: Path) -> None:
