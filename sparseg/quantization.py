@@ -38,13 +38,20 @@ from sparseg.config import (
     InferenceConfig,
     TrainConfig,
 )
-from sparseg.data import ValidationCase, read_validation_case, stratified_folds
-from sparseg.engines import ExportPaths, current_fp32, read_stamp, save_int8, update_stamp
+from sparseg.data import (
+    FINGERPRINT_FORMAT,
+    ROLES,
+    ValidationCase,
+    fingerprint,
+    read_validation_case,
+    stratified_folds,
+)
+from sparseg.engines import ExportPaths, OpenVINONetwork, current_fp32, read_stamp, save_int8, update_stamp
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
 from sparseg.metrics import dice
-from sparseg.model import read_header, read_metadata
+from sparseg.model import Checkpoint, read_header, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +144,26 @@ def split_cases(metadata: dict, cases: list[ValidationCase], train: TrainConfig)
     return calibration, validation, how
 
 
+def _require_trained_files(checkpoint: Path, metadata: dict, cases: list[Case]) -> None:
+    """The cases that share an id with the checkpoint's training data must be its files, byte for byte (its data
+    fingerprint), else calibration and the held-out split would rest on other data under the same names."""
+    data = metadata.get("data") if isinstance(metadata.get("data"), dict) else {}
+    recorded = data.get("files_sha256") if isinstance(data.get("files_sha256"), dict) else {}
+    trained = set(data.get("case_ids") or [])
+    mine = [case for case in cases if case.case_id in trained]
+    if not recorded or not mine:
+        return
+    ours = fingerprint(mine)["files_sha256"]
+    if data.get("format") != FINGERPRINT_FORMAT:  # an earlier SPARSeg keyed the files by name
+        ours = {Path(getattr(case, field)).name: ours[f"{case.case_id}/{role}"] for case in mine
+                for role, field in ROLES if getattr(case, field) is not None}
+    differing = sorted(key for key, value in ours.items() if key in recorded and recorded[key] != value)
+    if differing:
+        raise InputError(f"{checkpoint}: the data holds other files than those it was trained on under the same case "
+                         f"ids ({', '.join(differing[:10])}{' ...' if len(differing) > 10 else ''}); quantize with its "
+                         "own training data")
+
+
 def calibration_slices(predictor: Predictor, volumes: Iterable[tuple[np.ndarray, np.ndarray]], count: int,
                        seed: int = 0) -> np.ndarray:
     """`count` preprocessed slices with brain, drawn at random from the (ADC, Z_ADC) volumes as inference
@@ -200,6 +227,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     if unlabelled:
         raise InputError(f"{data}: cases without a label ({', '.join(unlabelled[:5])}): the held-out cases are "
                          "scored against their labels")
+    _require_trained_files(checkpoint, metadata, cases)
     read = [read_validation_case(c) for c in cases]
     calibration_cases, held_out, how = split_cases(metadata, read, config.train)
 
@@ -212,7 +240,9 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
 
     reference = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="torch",
                                                                                               precision="fp32"))
-    int8 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(precision="int8"))
+    # the int8 model just written, as saved; not through the loader, which warns that no agreement is recorded yet
+    int8 = Predictor([Checkpoint(OpenVINONetwork(paths, "int8", torch.get_num_threads()), config, metadata,
+                                 checkpoint)], torch.device("cpu"), inference=InferenceConfig(precision="int8"))
     agreement = measure_agreement(reference, int8, held_out)
     update_stamp(paths, {"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
     return QuantizationResult(paths, read_stamp(paths)["calibration"], agreement)

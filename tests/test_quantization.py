@@ -112,3 +112,20 @@ def test_a_stale_int8_model_is_refused(tiny_dataset: Path, tmp_path: Path) -> No
     restored = Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
     adc = np.full((2, 40, 40), 1000.0, np.float32)
     assert np.isfinite(restored.probabilities(adc, np.zeros_like(adc))).all()
+
+
+def test_other_files_under_the_checkpoint_s_case_ids_are_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Other data with the same ids once calibrated an int8 model as if it were the checkpoint's training data."""
+    from sparseg.data import fingerprint
+    from sparseg.io import read_image, write_image
+
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    cases = find_any_cases(data)
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    checkpoint = save_checkpoint(tmp_path / "net.safetensors", model.eval(), TINY_RUN, {"data": fingerprint(cases)})
+    label = read_image(cases[1].label)
+    write_image(1 - label.array, label.geometry, cases[1].label)
+    with pytest.raises(InputError, match=rf"other files than those it was trained on .*{cases[1].case_id}/label"):
+        quantize(checkpoint, data, slices=8)
+    assert not ExportPaths.beside(checkpoint, "int8").xml.exists()
