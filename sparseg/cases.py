@@ -244,7 +244,9 @@ def case_id_problem(case_id: str) -> str | None:
     """Why `case_id` cannot name output files (`<case_id>_lesion.mha`), or None when it can. Any name people give
     files can: spaces, accents, apostrophes, commas, brackets. Refused: what is not one file-name component (a
     `/`, NUL or another control character, `.` or `..`), a leading `-` (read as an option) or `.` (hidden
-    outputs; the temporary files start with one), and over `MAX_CASE_ID_BYTES` bytes."""
+    outputs; the temporary files start with one), a leading `=`, `+` or `@` (a spreadsheet opening summary.csv
+    would run it as a formula), characters that reorder the text around them (bidirectional controls: the name
+    shown is not the name), and over `MAX_CASE_ID_BYTES` bytes."""
     if not case_id:
         return "is empty"
     try:
@@ -259,14 +261,29 @@ def case_id_problem(case_id: str) -> str | None:
         return "starts with - (it would read as an option)"
     if case_id.startswith("."):
         return "starts with . (its outputs would be hidden files)"
+    if case_id.startswith(("=", "+", "@")):
+        return f"starts with {case_id[0]} (a spreadsheet would run it as a formula)"
+    if any(unicodedata.bidirectional(char) in BIDI_CONTROLS for char in case_id):
+        return "holds a bidirectional control character (the name shown would not be the name)"
     if size > MAX_CASE_ID_BYTES:
         return f"is {size} bytes of UTF-8, over {MAX_CASE_ID_BYTES}"
     return None
 
 
+BIDI_CONTROLS = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+"""Unicode's explicit bidirectional formatting characters (U+202A-E, U+2066-9)."""
+
+
 def _require_usable_ids(source: Path, ids: list[str]) -> None:
-    """Every id that cannot name output files, with the reason, in one InputError naming `source`."""
+    """Every id that cannot name output files, with the reason, in one InputError naming `source`; ids that
+    differ only in letter case or Unicode normalisation are refused too: on macOS and Windows file systems they
+    would share their output files."""
     problems = sorted({f"{cid!r} {problem}" for cid in ids if (problem := case_id_problem(cid)) is not None})
+    alike: dict[str, list[str]] = defaultdict(list)
+    for cid in dict.fromkeys(ids):
+        alike[unicodedata.normalize("NFC", cid).casefold()].append(cid)
+    problems += [f"{' and '.join(map(repr, group))} differ only in letter case or Unicode normalisation (they would "
+                 "share output files on macOS and Windows)" for group in alike.values() if len(group) > 1]
     if problems:
         raise InputError(f"{source}: case ids name the output files, and these cannot: {'; '.join(problems)}")
 

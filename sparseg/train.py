@@ -322,8 +322,9 @@ def _require_same_split(out: Path, folds: list[list[str]], fold: int, data_sha25
     path = out / SPLIT
     try:
         earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
+    except (OSError, ValueError, RecursionError):
+        raise InputError(f"{path}: missing or unreadable, so the split and the data this run began with cannot be "
+                         "checked; start a new run") from None
     if not isinstance(earlier, dict) or earlier.get("folds") != folds or earlier.get("fold") != fold:
         raise InputError(f"{path}: the cases or the fold differ from those the run began with (another split); "
                          "resume on the same data and --fold, or start a new run")

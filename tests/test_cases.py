@@ -219,6 +219,8 @@ def test_a_case_id_is_any_name_a_file_can_have(case_id: str) -> None:
     ("a\x00b", "control character"), ("tab\there", "control character"), ("line\nbreak", "control character"),
     ("\x7f", "control character"), ("-rf", "starts with -"), (".hidden", "starts with ."),
     ("é" * 101, "202 bytes of UTF-8, over 200"), ("bad\udcffbyte", "not valid UTF-8"),
+    ('=HYPERLINK("x")', "starts with = (a spreadsheet would run it as a formula)"),
+    ("+SUM(1)", "starts with +"), ("@x", "starts with @"), ("abc\u202efdp.exe", "bidirectional control"),
 ])
 def test_a_case_id_that_cannot_name_a_file_is_refused_saying_why(case_id: str, problem: str) -> None:
     assert problem in cases.case_id_problem(case_id)
@@ -239,3 +241,15 @@ def test_ids_with_spaces_and_accents_pair_by_pattern(tmp_path: Path) -> None:
     _flat(tmp_path, names)
     found = cases.find_any_cases(tmp_path, "*_adc.nii.gz", "*_zadc.nii.gz")
     assert [c.case_id for c in found] == sorted(["subject 1", "Zoë", "O'Brien, J"])
+
+
+def test_ids_that_differ_only_in_case_or_normalisation_are_refused(tmp_path: Path) -> None:
+    """They would write one file on macOS and Windows file systems (a volume shared with a cluster, a USB disk)."""
+    _flat(tmp_path, ["a.mha", "z.mha"])
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc\nPatient,a.mha,z.mha\npatient,a.mha,z.mha\nb\u00e9b\u00e9,a.mha,z.mha\n"
+                        "be\u0301be\u0301,a.mha,z.mha\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        cases.find_any_cases(manifest)
+    assert "'Patient' and 'patient' differ only in letter case" in str(info.value)
+    assert "'b\u00e9b\u00e9' and 'be\u0301be\u0301' differ only in letter case or Unicode" in str(info.value)

@@ -285,3 +285,12 @@ def test_resume_of_a_run_whose_data_hash_is_of_the_old_kind_says_it_cannot_check
     (run / SPLIT).write_text(json.dumps(split))
     train(tiny_dataset, replace(TINY, train=replace(TINY.train, epochs=1)), run, resume=True, progress=False)
     assert "hashed the files by name alone" in caplog.text
+
+
+def test_resume_without_the_run_s_split_is_refused(tiny_dataset: Path, one_epoch_run: Path, tmp_path: Path) -> None:
+    """With split.json gone, a resume on changed data once went on and recorded the new data's fingerprint."""
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    (run / SPLIT).unlink()
+    with pytest.raises(InputError, match="split.json: missing or unreadable, so the split and the data"):
+        train(tiny_dataset, replace(TINY, train=replace(TINY.train, epochs=2)), run, resume=True, progress=False,
+              allow_config_change=True)
