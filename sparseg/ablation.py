@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sparseg.cases import data_inputs, find_cases
 from sparseg.config import EvaluationConfig, load_run_config
 from sparseg.crossval import run_cv
 from sparseg.errors import ConfigError
 from sparseg.evaluation import METRICS, markdown_table
-from sparseg.io import write_csv, write_text
+from sparseg.io import require_apart, write_csv, write_text
 
 
 def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: list[int] | None = None,
@@ -17,10 +18,13 @@ def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: 
     out-of-fold masks, not on the epoch picked on them; writes ablation.csv and ablation.md; returns the table."""
     out = Path(out)
     runs = {Path(path).stem: (Path(path), load_run_config(path)) for path in configs}  # all checked first
+    require_apart([out / "ablation.md", out / "ablation.csv"],
+                  [*data_inputs(data, find_cases(data, require_labels=True)), *map(Path, configs)])
     summaries = {}
     for name, (path, config) in runs.items():
         try:
-            result = run_cv(data, config, out / name, only=folds, device_name=device_name, partial=True)
+            result = run_cv(data, config, out / name, only=folds, device_name=device_name, partial=True,
+                            config_file=path)
         except ConfigError as exc:  # what only building the network finds (the encoder's name)
             raise ConfigError(f"{path}: {exc.field}", exc.problem) from None
         assert result.report is not None  # partial: the folds just trained are scored

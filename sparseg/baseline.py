@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, find_any_cases, prediction_name
+from sparseg.cases import Case, data_inputs, find_any_cases, prediction_name
 from sparseg.config import PreprocessingConfig
-from sparseg.io import read_image, require_same_grid, write_mask
+from sparseg.io import read_image, require_apart, require_same_grid, write_mask
 
 
 def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:
@@ -21,11 +21,11 @@ def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingCon
 
 
 def run_baseline(data: Path | str, out: Path | str, config: PreprocessingConfig = PreprocessingConfig()) -> list[Path]:
-    """Write `<case_id>_lesion.mha` = Z_ADC < threshold for every case, on the ADC grid."""
-    written = []
-    for case in find_any_cases(data):
-        written.append(_baseline_case(case, Path(out), config))
-    return written
+    """Write `<case_id>_lesion.mha` = Z_ADC < threshold for every case, on the ADC grid; none of them may be, or
+    replace, an input (`sparseg baseline --out RELEASE/3LABEL` would write over the labels)."""
+    cases = find_any_cases(data)
+    require_apart([Path(out) / prediction_name(case.case_id) for case in cases], data_inputs(data, cases))
+    return [_baseline_case(case, Path(out), config) for case in cases]
 
 
 def _baseline_case(case: Case, out: Path, config: PreprocessingConfig) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparseg.errors import InputError
-from sparseg.io import IMAGE_SUFFIXES, has_image_suffix
+from sparseg.io import IMAGE_SUFFIXES, has_image_suffix, image_files, same_file
 
 CASE_ID = re.compile(r"MGHNICU_\d+-VISIT_\d+")
 
@@ -85,6 +85,13 @@ def overlay_name(case_id: str) -> str:
     return f"{case_id}_overlay.png"
 
 
+def case_outputs(case_id: str) -> list[str]:
+    """Every file name a batch may write, or remove as stale, for a case: its mask and probabilities in each of
+    `MASK_FORMATS`, and its overlay."""
+    return [*(name(case_id, suffix) for suffix in MASK_FORMATS for name in (prediction_name, probabilities_name)),
+            overlay_name(case_id)]
+
+
 BATCH_SUMMARY = "summary.csv"
 """One row per case of a batch output folder: status, lesion volume, burden, seconds, flags, what made it."""
 BATCH_REPORT = "report.html"
@@ -117,6 +124,18 @@ class Case:
     label: Path | None = None
 
 
+def case_inputs(case: Case) -> list[Path]:
+    """Every file a case is read from: its images (with a MetaImage header's data files) and its label."""
+    return [path for image in (case.adc, case.z, case.label) if image is not None for path in image_files(image)]
+
+
+def data_inputs(root: Path | str, cases: list[Case]) -> list[Path]:
+    """Every file a command reads for `cases` found in `root`: the manifest when `root` is one, and each case's
+    files (`case_inputs`)."""
+    root = Path(root)
+    return [*([root] if root.is_file() else []), *(path for case in cases for path in case_inputs(case))]
+
+
 def case_id_of(path: Path) -> str | None:
     """The MGHNICU case id in a file name, or None."""
     match = CASE_ID.search(path.name)
@@ -127,25 +146,13 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith("."))
 
 
-def index_by_case_id(folder: Path, masks_only: bool = False) -> dict[str, Path]:
-    """Map case id -> image file in `folder`; files without an id or sharing one are an error.
-
-    `masks_only` (a folder of predictions): a `sparseg predict` probability file is not a mask, so it is
-    left out, as are files of another name where the case's `prediction_name` file is there.
-    """
+def index_by_case_id(folder: Path) -> dict[str, Path]:
+    """Map case id -> image file in `folder`; files without an id or sharing one are an error."""
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     found: dict[str, list[Path]] = defaultdict(list)
     nameless = []
     files = _image_files(folder)
-    if masks_only:
-        def is_prediction(path: Path, case_id: str) -> bool:
-            return path.name.startswith(prediction_name(case_id, "."))
-
-        named = {case_id for path in files if (case_id := case_id_of(path)) and is_prediction(path, case_id)}
-        files = [path for path in files if (case_id := case_id_of(path)) is None
-                 or (not path.name.startswith(probabilities_name(case_id, "."))
-                     and (is_prediction(path, case_id) or case_id not in named))]
     for path in files:
         case_id = case_id_of(path)
         if case_id is None:
@@ -166,6 +173,8 @@ def index_by_case_id(folder: Path, masks_only: bool = False) -> dict[str, Path]:
 def dataset_root(root: Path) -> Path:
     """The folder holding 1ADC_ss/2Z_ADC: `root` itself or its only such subfolder."""
     root = Path(root)
+    if root.is_file():
+        raise InputError(f"{root}: a file, not a folder of cases; a manifest is a CSV file named .csv")
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
     if (root / ADC_DIR).is_dir():
@@ -205,10 +214,10 @@ def find_cases(root: Path | str, require_labels: bool = False) -> list[Case]:
         raise InputError(f"{root}: unpaired cases: " + "; ".join(missing))
     if not all_ids:
         raise InputError(f"{root}: no cases found in {ADC_DIR}/")
-    return [
-        Case(case_id=cid, adc=adc[cid], z=zmap[cid], label=labels[cid] if labels is not None else None)
-        for cid in sorted(all_ids)
-    ]
+    found = [Case(case_id=cid, adc=adc[cid], z=zmap[cid], label=labels[cid] if labels is not None else None)
+             for cid in sorted(all_ids)]
+    _require_distinct_files(root, found)
+    return found
 
 
 def _single_image(folder: Path) -> Path:
@@ -232,7 +241,9 @@ def find_input_case(root: Path | str) -> Case:
     if len(ids) > 1:
         raise InputError(f"{root}: ADC and Z_ADC name different cases: {adc.name}, {zmap.name}")
     case_id = ids.pop() if ids else adc.name.split(".")[0]
-    return Case(case_id=case_id, adc=adc, z=zmap)
+    case = Case(case_id=case_id, adc=adc, z=zmap)
+    _require_distinct_files(root, [case])
+    return case
 
 
 MAX_CASE_ID_BYTES = 200
@@ -274,42 +285,63 @@ BIDI_CONTROLS = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
 """Unicode's explicit bidirectional formatting characters (U+202A-E, U+2066-9)."""
 
 
-def _require_usable_ids(source: Path, ids: list[str]) -> None:
-    """Every id that cannot name output files, with the reason, in one InputError naming `source`; ids that
-    differ only in letter case or Unicode normalisation are refused too: on macOS and Windows file systems they
-    would share their output files."""
-    problems = sorted({f"{cid!r} {problem}" for cid in ids if (problem := case_id_problem(cid)) is not None})
+def _id_problems(ids: list[str]) -> list[str]:
+    """Why ids cannot name output files: each id's `case_id_problem`, and ids that differ only in letter case or
+    Unicode normalisation (on macOS and Windows file systems they would share their output files)."""
+    problems = sorted({f"case id {cid!r} {problem}" for cid in ids if (problem := case_id_problem(cid)) is not None})
     alike: dict[str, list[str]] = defaultdict(list)
     for cid in dict.fromkeys(ids):
         alike[unicodedata.normalize("NFC", cid).casefold()].append(cid)
-    problems += [f"{' and '.join(map(repr, group))} differ only in letter case or Unicode normalisation (they would "
-                 "share output files on macOS and Windows)" for group in alike.values() if len(group) > 1]
+    return problems + [f"case ids {' and '.join(map(repr, group))} differ only in letter case or Unicode "
+                       "normalisation (they would share output files on macOS and Windows)"
+                       for group in alike.values() if len(group) > 1]
+
+
+def _require_usable_ids(source: Path, ids: list[str]) -> None:
+    """Every id that cannot name output files (`_id_problems`), with the reason, in one InputError naming
+    `source`."""
+    problems = _id_problems(ids)
     if problems:
-        raise InputError(f"{source}: case ids name the output files, and these cannot: {'; '.join(problems)}")
+        raise _problems(source, problems)
 
 
 def is_manifest(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
+MAX_LISTED = 20
+"""An error lists this many problems, then counts the rest."""
+
+
+def _problems(source: Path, problems: list[str]) -> InputError:
+    """One InputError naming `source` and its first `MAX_LISTED` problems, then how many more."""
+    shown = problems[:MAX_LISTED]
+    more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return InputError(f"{source}: " + "; ".join(shown) + more)
+
+
 def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
     """The cases of a CSV manifest: columns case_id, adc, zadc and optionally label; paths relative to the
-    CSV's folder. Every problem (a missing file, a repeated id, a row without a label) is listed in one error."""
+    CSV's folder. Every problem (a missing file, a repeated id, a row without a label, one file in two roles) is
+    listed in one error, by the line it is on."""
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not a CSV manifest")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
-    columns = set(rows[0]) if rows else set()
+    columns = set(rows[0][1]) if rows else set(reader.fieldnames or [])
     if not {"case_id", "adc", "zadc"} <= columns:
         raise InputError(f"{path}: a manifest needs the columns case_id, adc, zadc (and optionally label); "
                          f"found {', '.join(sorted(c for c in columns if c)) or 'none'}")
     if require_labels and "label" not in columns:
         raise InputError(f"{path}: no label column, but labels are needed")
     problems, found, seen = [], [], set()
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         cid = (row.get("case_id") or "").strip()
         if not cid:
             problems.append(f"line {number}: no case_id")
@@ -325,33 +357,75 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
                     problems.append(f"line {number} ({cid}): no {column}")
                 continue
             file = (path.parent / value) if not Path(value).is_absolute() else Path(value)
-            if not file.is_file():
+            if file.is_dir():
+                problems.append(f"line {number} ({cid}): {column} {value} is a folder, not an image file")
+            elif not file.is_file():
                 problems.append(f"line {number} ({cid}): {column} {value} does not exist")
             files[column] = file
-        found.append(Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()),
-                          label=files.get("label")))
+        case = Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()), label=files.get("label"))
+        problems += [f"line {number} ({cid}): {shared}" for shared in _shared_files(case)]
+        found.append(case)
     if not found and not problems:
         problems.append("no cases")
     if problems:
-        raise InputError(f"{path}: " + "; ".join(problems))
+        raise _problems(path, problems)
     _require_usable_ids(path, [c.case_id for c in found])
     return sorted(found, key=lambda c: c.case_id)
 
 
+def _shared_files(case: Case) -> list[str]:
+    """Where one file plays two roles in a case (ADC and Z_ADC, or the label too): the same path, a symbolic link
+    to it, or a hard link. Such a case would segment nothing, or score a mask against itself."""
+    roles = [(name, path) for name, path in (("ADC", case.adc), ("Z_ADC", case.z), ("label", case.label))
+             if path is not None and path != Path()]
+    return [f"its {first} and {second} are the same file ({path})"
+            for index, (first, path) in enumerate(roles) for second, other in roles[index + 1 :]
+            if same_file(path, other)]
+
+
+def _require_distinct_files(source: Path, cases: list[Case]) -> None:
+    problems = [f"{case.case_id}: {shared}" for case in cases for shared in _shared_files(case)]
+    if problems:
+        raise _problems(source, problems)
+
+
 def _pattern_regex(pattern: str) -> re.Pattern:
-    """`pattern`'s glob as a regex whose groups are what its `*`s match (the case id's parts)."""
-    pieces = {"*": "(.+?)", "?": "."}
-    return re.compile("".join(pieces.get(char, re.escape(char)) for char in pattern) + "$")
+    """`pattern`'s glob as a regex over paths relative to the folder, matching what `Path.glob` matches, whose
+    groups are what its wildcards match (the case id's parts): `*` within one name (empty too), `?` one
+    character, `[...]` a character class (`[!...]` its complement), `**/` any number of folders."""
+    regex, index = "", 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            regex += "(?:(.+)/)?"
+            index += 3
+            continue
+        if char == "*":
+            regex += "([^/]*)"
+        elif char == "?":
+            regex += "([^/])"
+        elif char == "[" and (close := pattern.find("]", index + 2)) > 0:
+            body = pattern[index + 1 : close]
+            body = "^" + body[1:] if body.startswith("!") else body
+            regex += f"([{body.replace(chr(92), chr(92) * 2)}])"
+            index = close + 1
+            continue
+        else:
+            regex += re.escape(char)
+        index += 1
+    return re.compile(regex + "$")
 
 
 def _by_pattern(folder: Path, pattern: str) -> dict[str, list[Path]]:
+    """Files of `folder` matching `pattern`, by case id: what its wildcards matched, joined by "_" (a "/" of a
+    `**/` match too)."""
     regex = _pattern_regex(pattern)
     found: dict[str, list[Path]] = defaultdict(list)
     for path in sorted(folder.glob(pattern)):
         if path.is_file() and not path.name.startswith("."):
             match = regex.match(path.relative_to(folder).as_posix())
             if match:
-                found["_".join(g for g in match.groups() if g)].append(path)
+                found["_".join(g.replace("/", "_") for g in match.groups() if g)].append(path)
     return found
 
 
@@ -362,26 +436,40 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
         raise InputError(f"{folder}: no such folder")
     if "*" not in adc_pattern or "*" not in z_pattern:
         raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: each pattern needs a * where the case id is")
-    adc, zmap = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
+    for pattern in (adc_pattern, z_pattern):
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise InputError(f"{pattern}: a pattern names files inside --data {folder}, relative to it")
+    try:
+        adc, zmap = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
+    except (ValueError, NotImplementedError) as exc:  # a pattern pathlib cannot take ("a**b")
+        raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: not a usable pattern ({exc})") from None
     problems = []
-    adc_files, z_files = ({p.name for paths in index.values() for p in paths} for index in (adc, zmap))
+    adc_files, z_files = ({p for paths in index.values() for p in paths} for index in (adc, zmap))
     both = sorted(adc_files & z_files)
     if both:
-        problems.append(f"matched by both patterns: {', '.join(both)}")
+        problems.append(f"matched by both patterns: {_some(p.relative_to(folder).as_posix() for p in both)}")
     for name, index in (("ADC", adc), ("Z_ADC", zmap)):
         for cid, paths in sorted(index.items()):
             if len(paths) > 1:
-                problems.append(f"{name} of {cid} ambiguous: {', '.join(p.name for p in paths)}")
+                names = ", ".join(p.relative_to(folder).as_posix() for p in paths)
+                problems.append(f"{name} of {cid} ambiguous: {names}")
     if set(adc) - set(zmap):
-        problems.append(f"no Z_ADC ({z_pattern}) for: {', '.join(sorted(set(adc) - set(zmap)))}")
+        problems.append(f"no Z_ADC ({z_pattern}) for: {_some(sorted(set(adc) - set(zmap)))}")
     if set(zmap) - set(adc):
-        problems.append(f"no ADC ({adc_pattern}) for: {', '.join(sorted(set(zmap) - set(adc)))}")
+        problems.append(f"no ADC ({adc_pattern}) for: {_some(sorted(set(zmap) - set(adc)))}")
     if not adc and not zmap:
         problems.append(f"no file matches {adc_pattern} or {z_pattern}")
+    problems += _id_problems(sorted(set(adc) | set(zmap)))
     if problems:
-        raise InputError(f"{folder}: " + "; ".join(problems))
-    _require_usable_ids(folder, list(adc))
+        raise _problems(folder, problems)
     return [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
+
+
+def _some(names) -> str:
+    """Up to `MAX_LISTED` names, then how many more."""
+    names = list(names)
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(names[:MAX_LISTED]) + more
 
 
 def is_input_layout(folder: Path) -> bool:
@@ -425,10 +513,54 @@ def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: 
     return find_cases(root)
 
 
-def find_prediction(folder: Path, case_id: str) -> Path | None:
-    """A case's mask in a batch output folder, as `prediction_name` names it in any image format; None if absent."""
-    for suffix in IMAGE_SUFFIXES:
-        path = folder / prediction_name(case_id, suffix)
-        if path.is_file():
-            return path
-    return None
+FINISHED = ("ok", "done earlier")
+"""The statuses of a summary row whose mask the run finished (others: "failed", "in progress")."""
+
+
+def recorded_masks(folder: Path) -> dict[str, Path | None]:
+    """The mask of each case that the summaries of a batch output folder record (`summary*.csv`, of `sparseg
+    predict` and of cross-validation's folds): the file its last run finished, or None where that run did not
+    finish it. Cases no summary names are absent."""
+    found: dict[str, Path | None] = {}
+    for summary in sorted(folder.glob("summary*.csv")):
+        try:
+            with open(summary, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            continue
+        for row in rows:
+            if row.get("case_id") and "mask" in row:
+                finished = row.get("status") in FINISHED and row["mask"]
+                found[row["case_id"]] = folder / row["mask"] if finished else None
+    return found
+
+
+def find_masks(folder: Path, case_ids: list[str]) -> dict[str, Path]:
+    """The mask of each case in a folder of predictions, where there is one: the file the last run's summary
+    names (`recorded_masks`), else the one file named for the case (`prediction_name` in any format; for BONBID
+    ids, any file whose name holds the id, `<id>_lesion.*` first). Two candidates and no record of which is
+    current are an InputError naming both."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    recorded = recorded_masks(folder)
+    files = [p for p in _image_files(folder) if not any(p.name == probabilities_name(case_id_of(p) or "", sfx)
+                                                         for sfx in IMAGE_SUFFIXES)]
+    found, problems = {}, []
+    for case_id in case_ids:
+        if case_id in recorded:
+            path = recorded[case_id]
+            if path is not None and path.is_file():
+                found[case_id] = path
+            continue
+        named = [p for p in files if p.name in {prediction_name(case_id, sfx) for sfx in IMAGE_SUFFIXES}]
+        if not named and CASE_ID.fullmatch(case_id):
+            named = [p for p in files if case_id_of(p) == case_id and not p.name.startswith(probabilities_name(
+                case_id, "."))]
+        if len(named) > 1:
+            problems.append(f"{case_id} has {len(named)} masks and no summary says which is current: "
+                            f"{', '.join(p.name for p in named)}")
+        elif named:
+            found[case_id] = named[0]
+    if problems:
+        raise _problems(folder, problems)
+    return found

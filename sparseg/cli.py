@@ -72,7 +72,7 @@ def _baseline(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from sparseg.evaluation import evaluate, markdown_table, write_report
 
-    report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm))
+    report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm), out=args.out)
     paths = write_report(report, args.out)
     print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
     print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_run_config(args.config)
     try:
         result = train(args.data, config, args.out, fold=args.fold, resume=args.resume, device_name=args.device,
-                       skip_bad=args.skip_bad, allow_config_change=args.allow_config_change)
+                       skip_bad=args.skip_bad, allow_config_change=args.allow_config_change, config_file=args.config)
     except ConfigError as exc:  # what only building the network finds (the encoder's name)
         raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result["rank"] == 0:
@@ -174,7 +174,7 @@ def _cv(args: argparse.Namespace) -> int:
         config = replace(config, train=replace(config.train, folds=args.folds))
     try:
         result = run_cv(args.data, config, args.out, only=args.only, device_name=args.device,
-                        checkpoint=args.checkpoint)
+                        checkpoint=args.checkpoint, config_file=args.config)
     except ConfigError as exc:  # what only building the network finds (the encoder's name)
         raise ConfigError(f"{args.config}: {exc.field}", exc.problem) from None
     if result.report is None:
@@ -212,42 +212,65 @@ def _predictor(args: argparse.Namespace):
                           inference=inference)
 
 
+def _weights_files(weights: list[Path] | None) -> list[Path]:
+    """The checkpoints `--weights` resolves to, and every file derived from them (`engines.checkpoint_files`)."""
+    from sparseg.engines import checkpoint_files
+    from sparseg.jobs import resolve_weights
+
+    return [path for checkpoint in resolve_weights(weights) for path in checkpoint_files(checkpoint)]
+
+
 def _process(args: argparse.Namespace) -> int:
-    from sparseg.cases import find_input_case
+    from sparseg.cases import OUTPUT_MASK, case_inputs, find_input_case
+    from sparseg.io import remove_stale, require_apart
     from sparseg.jobs import run_container_job
 
     _check_inference_options(args)
     case = find_input_case(args.input)  # the input is checked before the network is loaded
+    require_apart([args.output / OUTPUT_MASK], [*case_inputs(case), *_weights_files(args.weights)])
+    remove_stale([args.output / OUTPUT_MASK])  # an earlier job's mask is not left to look like this one's
     path = run_container_job(case, args.output, _predictor(args))
     print(f"wrote {path}")
     return 0
 
 
+ONE_FILE_MASKS = (".mha", ".nii.gz", ".nii", ".nrrd")
+"""What `--out` of one case may be: image types written as one file (not a .mhd header with its .raw)."""
+
+
 def _one_case(args: argparse.Namespace) -> int:
     """`sparseg predict --adc A --zadc Z --out mask.nii.gz`: one case, no layout."""
-    from sparseg.cases import Case
-    from sparseg.io import has_image_suffix
+    from sparseg.cases import Case, case_inputs
+    from sparseg.io import remove_stale, require_apart
     from sparseg.jobs import predict_case
 
     batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
     if batch_only or args.parts != 1:
         options = ", ".join("--" + name.replace("_", "-") for name in batch_only) or "--parts"
         raise SparsegError(f"{options}: for a batch into an output folder, not one case into {args.out}")
-    if not has_image_suffix(args.out):
-        raise SparsegError(f"--out {args.out}: with --adc and --zadc files, name the mask file (.mha or .nii.gz)")
+    suffix = next((s for s in ONE_FILE_MASKS if args.out.name.lower().endswith(s)), None)
+    if suffix is None:
+        raise SparsegError(f"--out {args.out}: with --adc and --zadc files, name the mask file "
+                           f"({', '.join(ONE_FILE_MASKS)})")
+    if args.mask_format != "auto" and f".{args.mask_format}" != suffix:
+        raise SparsegError(f"--out {args.out} is a {suffix} file but --mask-format says {args.mask_format}: "
+                           "give one of them")
     for flag, path in (("--adc", Path(args.adc)), ("--zadc", Path(args.zadc))):
         if not path.is_file():
             raise SparsegError(f"{path}: no such file ({flag})")
     adc = Path(args.adc)
-    case_id = adc.name.split(".")[0]
-    summary = predict_case(Case(case_id=case_id, adc=adc, z=Path(args.zadc)), _predictor(args), args.out)
+    case = Case(case_id=adc.name.split(".")[0], adc=adc, z=Path(args.zadc))
+    require_apart([args.out], [*case_inputs(case), *_weights_files(args.weights)])
+    remove_stale([args.out])  # an earlier run's mask is not left to look like this one's
+    summary = predict_case(case, _predictor(args), args.out)
     print(f"wrote {args.out}: {summary.lesion_ml:.2f} mL of lesion ({summary.burden_group} burden)")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sparseg.cases import batch_part, find_any_cases, part_name
-    from sparseg.jobs import predict_batch
+    from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name
+    from sparseg.io import require_apart
+    from sparseg.jobs import batch_outputs, predict_batch
 
     _check_inference_options(args)
     if args.data is None:
@@ -260,6 +283,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise SparsegError(f"--out {args.out}: not a folder (a batch writes a folder of masks)")
     cases = find_any_cases(args.data, args.adc, args.zadc)  # checked before the network is loaded
     mine = batch_part(cases, args.part - 1, args.parts)
+    require_apart(batch_outputs(mine, args.out, args.part - 1, args.parts, args.report),
+                  [*data_inputs(args.data, cases), *_weights_files(args.weights)])
     if args.parts > 1:
         print(f"part {args.part} of {args.parts}: {len(mine)} of the {len(cases)} cases")
     summaries = predict_batch(cases, args.out, _predictor(args), save_probabilities=args.save_probabilities,

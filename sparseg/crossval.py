@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, find_cases, probabilities_name
+from sparseg.cases import Case, data_inputs, find_cases, probabilities_name
 from sparseg.config import RunConfig
 from sparseg.data import FINGERPRINT_FORMAT, fingerprint
 from sparseg.errors import InputError
 from sparseg.evaluation import Report, evaluate, write_report
-from sparseg.io import read_image, read_mask, write_csv
+from sparseg.io import read_image, read_mask, require_apart, write_csv
 from sparseg.jobs import load_predictor, predict_batch
 from sparseg.metrics import dice
-from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, train
+from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, run_files, train
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,14 @@ class CrossValidation:
 
 
 def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int] | None = None,
-           device_name: str = "auto", partial: bool = False, checkpoint: str = "final") -> CrossValidation:
+           device_name: str = "auto", partial: bool = False, checkpoint: str = "final",
+           config_file: Path | None = None) -> CrossValidation:
     """Train the folds in `only` (all by default), then score the out-of-fold masks of each fold's
     `checkpoint` ("final" or "best", `CHECKPOINTS`).
 
     Without `partial`, scoring waits until every fold of the config is finished (a cluster shares the folds);
-    with it, only the folds in `only` are scored (an ablation on some folds).
+    with it, only the folds in `only` are scored (an ablation on some folds). No file it writes may be, or
+    replace, an input (the cases' files, a manifest, `config_file`, the file `config` was read from).
     """
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINTS)}")
@@ -95,6 +97,9 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     data, out = Path(data), Path(out)
     listed = find_cases(data, require_labels=True)  # the data first
     cases = {case.case_id: case for case in listed}
+    inputs = [*data_inputs(data, listed), *([config_file] if config_file else [])]
+    require_apart([path for fold in range(config.train.folds) for path in run_files(fold_dir(out, fold))]
+                  + [outputs(out, name)[2] for name in CHECKPOINTS], inputs)
     folds = list(range(config.train.folds))
     chosen = sorted(set(only)) if only else folds
     for fold in chosen:
@@ -109,7 +114,8 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
             log.info("fold %d: finished earlier (%s)", fold, run)
             continue
         log.info("fold %d: training in %s", fold, run)
-        train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name)
+        train(data, config, run, fold=fold, resume=(run / STATE).exists(), device_name=device_name,
+              config_file=config_file)
     scored = chosen if partial else folds
     waiting = [fold for fold in scored if not (fold_dir(out, fold) / FINISHED).is_file()]
     if waiting:
@@ -124,7 +130,7 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     for fold in scored:
         _segment_fold(fold_dir(out, fold) / scored_file, [cases[i] for i in held_out[fold]], masks, device_name, fold)
     ids = {case_id for fold in scored for case_id in held_out[fold]}
-    report = evaluate(data, masks, case_ids=ids)
+    report = evaluate(data, masks, case_ids=ids, out=scores)
     write_report(report, scores)
     sweep = threshold_sweep([cases[i] for i in sorted(ids)], masks)
     write_csv(sweep_csv, sweep)

@@ -22,7 +22,7 @@ from sparseg.augment import SliceAugmenter
 from sparseg.cases import SYNTH_MANIFEST, Case
 from sparseg.config import EvaluationConfig, PreprocessingConfig, burden_group
 from sparseg.errors import InputError
-from sparseg.io import Volume, read_image, require_same_grid
+from sparseg.io import Volume, image_files, read_image, require_same_grid
 from sparseg.metrics import lesion_burden
 from sparseg.preprocessing import label_to_slices, to_slices
 
@@ -120,8 +120,11 @@ def fingerprint(cases: list[Case]) -> dict[str, object]:
     for case in cases:
         for role, field in ROLES:
             path = getattr(case, field)
-            if path is not None:
-                files[f"{case.case_id}/{role}"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if path is not None:  # a MetaImage header with its data files (`io.image_files`): every byte read
+                digest = hashlib.sha256()
+                for part in image_files(path):
+                    digest.update(Path(part).read_bytes())
+                files[f"{case.case_id}/{role}"] = digest.hexdigest()
     digest = hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
     synthetic = any((c.adc.parent.parent / SYNTH_MANIFEST).is_file() for c in cases)
     result: dict[str, object] = {"case_ids": sorted(c.case_id for c in cases), "format": FINGERPRINT_FORMAT,

@@ -43,7 +43,7 @@ import torch
 from sparseg.config import INT8_MIN_AGREEMENT
 from sparseg.errors import InputError, OutputError
 from sparseg.io import PARTIAL_PREFIX, place, write_text
-from sparseg.model import Checkpoint, load_checkpoint, parity_frames, read_header, require_parity
+from sparseg.model import Checkpoint, load_checkpoint, parity_frames, read_header, require_parity, traced_path
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ class ExportPaths:
         return cls(folder / f"{base}.xml", folder / f"{base}.bin", folder / f"{base}.json")
 
 
+def checkpoint_files(path: Path) -> list[Path]:
+    """A checkpoint and every file derived from it beside it: its JSON copy, traced network, OpenVINO export and
+    int8 model (what a command must never write over)."""
+    path = Path(path)
+    exports = [getattr(ExportPaths.beside(path, precision), kind) for precision in SUFFIXES
+               for kind in ("xml", "bin", "stamp")]
+    return [path, path.with_suffix(".json"), traced_path(path), *exports]
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -90,7 +99,7 @@ def read_stamp(paths: ExportPaths) -> dict[str, Any] | None:
     """The stamp of an export, or None when there is none or it is unreadable."""
     try:
         stamp = json.loads(paths.stamp.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return stamp if isinstance(stamp, dict) and stamp.get("format") == ENGINE_FORMAT else None
 

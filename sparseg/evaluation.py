@@ -40,10 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import CASE_ID, Case, find_cases, find_prediction, index_by_case_id
+from sparseg.cases import Case, case_id_of, data_inputs, find_cases, find_masks
 from sparseg.config import EvaluationConfig, burden_group, burden_groups
 from sparseg.errors import InputError
-from sparseg.io import Geometry, read_image, read_mask, write_csv, write_text
+from sparseg.io import (
+    Geometry,
+    image_files,
+    read_image,
+    read_mask,
+    remove_stale,
+    require_apart,
+    write_csv,
+    write_text,
+)
 from sparseg.metrics import CaseScore, dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
@@ -200,23 +209,32 @@ def summarise(rows: list[CaseRow], config: EvaluationConfig = EvaluationConfig()
     return summary
 
 
+REPORT_FILES = ("scores.csv", "summary.json", "summary.md")
+"""What `write_report` writes into its folder."""
+
+
 def evaluate(gt_root: Path | str, pred_dir: Path | str, config: EvaluationConfig = EvaluationConfig(),
-             case_ids: set[str] | None = None) -> Report:
-    """Score every labelled case of `gt_root` (or those of `case_ids`) against its prediction in `pred_dir`."""
+             case_ids: set[str] | None = None, out: Path | str | None = None) -> Report:
+    """Score every labelled case of `gt_root` (or those of `case_ids`) against its mask in `pred_dir`: the one
+    its last run recorded in its summary, else the one file named for the case (`cases.find_masks`). With `out`,
+    the folder the report will be written to, its files are first checked against every input."""
     cases = [c for c in find_cases(gt_root, require_labels=True) if case_ids is None or c.case_id in case_ids]
     pred_dir = Path(pred_dir)
-    if all(CASE_ID.fullmatch(c.case_id) for c in cases):  # BONBID ids: found in any file name, as organisers name
-        predictions = index_by_case_id(pred_dir, masks_only=True)
-    else:  # a manifest's own ids: the names `sparseg predict` writes
-        if not pred_dir.is_dir():
-            raise InputError(f"{pred_dir}: no such folder")
-        predictions = {c.case_id: p for c in cases if (p := find_prediction(pred_dir, c.case_id)) is not None}
+    predictions = find_masks(pred_dir, [c.case_id for c in cases])
+    if out is not None:
+        report_files = [Path(out) / name for name in REPORT_FILES]
+        require_apart(report_files,
+                      [*data_inputs(gt_root, cases), *(p for path in predictions.values() for p in image_files(path))])
+        remove_stale(report_files)  # an evaluation that fails leaves no earlier table to look like its own
     missing = [c.case_id for c in cases if c.case_id not in predictions]
     if missing:
-        raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing)}")
-    extra = sorted(set(predictions) - {c.case_id for c in cases})
-    if extra and case_ids is None:
-        log.warning("%s: %d prediction(s) without ground truth ignored: %s", pred_dir, len(extra), ", ".join(extra))
+        raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s): {', '.join(missing[:20])}"
+                         + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+    if case_ids is None:
+        ids = {c.case_id for c in cases}
+        extra = sorted({cid for path in pred_dir.iterdir() if (cid := case_id_of(path)) and cid not in ids})
+        if extra:
+            log.warning("%s: %d prediction(s) without ground truth ignored: %s", pred_dir, len(extra), ", ".join(extra))
     rows = [evaluate_case(case, predictions[case.case_id], config) for case in cases]
     return Report(rows=rows, summary=summarise(rows, config), config=config)
 
@@ -257,7 +275,7 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     """scores.csv (per case), summary.json, summary.md in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path, md_path = out / "scores.csv", out / "summary.json", out / "summary.md"
+    csv_path, json_path, md_path = (out / name for name in REPORT_FILES)
     write_csv(csv_path, [asdict(row) for row in report.rows])
     document = {"summary": report.summary, "scoring": SCORING, "nsd_tolerance_mm": report.config.nsd_tolerance_mm,
                 "cases": [asdict(r) for r in report.rows]}

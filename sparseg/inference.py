@@ -10,6 +10,7 @@ job, batch prediction and the trainer's validation all call it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,10 +124,17 @@ class Predictor:
 
     def made_by(self) -> dict[str, str]:
         """What decides this predictor's masks besides the inputs: the checkpoints (each's sha256 covers its
-        weights and run config, the threshold included) and the settings that change voxels."""
+        weights and run config, the threshold included; an int8 model's own bytes follow it, since it is not made
+        from the weights alone) and the settings that change voxels."""
         on_off = {True: "on", False: "off"}
+
+        def identity(checkpoint: Checkpoint) -> str:
+            stamp = getattr(checkpoint.model, "stamp", {}) if self.precision == "int8" else {}
+            model = hashlib.sha256(f"{stamp.get('xml_sha256')}{stamp.get('bin_sha256')}".encode()).hexdigest()
+            return checkpoint.sha256[:16] + (f"/int8:{model[:16]}" if stamp else "")
+
         return {
-            "checkpoints_sha256": "+".join(c.sha256[:16] for c in self.checkpoints),
+            "checkpoints_sha256": "+".join(identity(c) for c in self.checkpoints),
             "settings": f"tta={on_off[self.tta]} min_lesion_mm3={self.min_lesion_mm3:g} "
                         f"device={self.device.type} engine={self.engine} precision={self.precision} "
                         f"crop_to_brain={on_off[self.inference.crop_to_brain]}",

@@ -14,6 +14,7 @@ an impossible spacing, origin or direction, file names that are not UTF-8.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
 import gzip
@@ -24,7 +25,7 @@ import os
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,30 +309,206 @@ def _nifti_header(path: Path) -> bytes:
         raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
-def _check_nifti(path: Path, reader: sitk.ImageFileReader, data_bytes: int) -> None:
-    """A NIfTI file's pixdim must be positive numbers (ITK otherwise takes a spacing from the sform without a
-    word), and its data must be as long as its header says (ITK reads a short file as zeros)."""
+NIFTI_LAYOUT = {
+    348: {"dim": (40, "i2"), "bitpix": (72, "i2"), "pixdim": (76, "f4"), "vox_offset": (108, "f4"), "first": 352},
+    540: {"dim": (16, "i8"), "bitpix": (14, "i2"), "pixdim": (104, "f8"), "vox_offset": (168, "i8"), "first": 544},
+}
+"""Where NIfTI-1 (header of 348 bytes) and NIfTI-2 (540) keep what the checks read: byte offset and type of dim[8],
+bitpix, pixdim[8] and vox_offset, and the first byte data may start at (after the header and its extension flag)."""
+
+
+def _check_nifti(path: Path, data_bytes: int) -> None:
+    """A NIfTI file's header must agree with its data, as nibabel checks it: dim[0] from 1 to 7 and every used dim
+    positive (ITK reads an 8-slice volume with a negative dim as one slice), pixdim positive numbers (ITK otherwise
+    takes a spacing from the sform without a word), vox_offset after the header (not inside it), and exactly
+    vox_offset + the voxels' stored bytes (bitpix, not the scaled type ITK returns) of data: ITK reads a short
+    file as zeros and a long one as the wrong voxels."""
     header = _nifti_header(path)
     for order in ("<", ">"):
         size = int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) if len(header) >= 4 else 0
-        if size in (348, 540):
+        if size in NIFTI_LAYOUT:
             break
     else:
         return  # not a NIfTI header ITK would have read; ITK's own error stands
-    if size == 348:
-        pixdim = np.frombuffer(header[76:108], dtype=f"{order}f4")
-        offset = float(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
-    else:
-        pixdim = np.frombuffer(header[104:168], dtype=f"{order}f8")
-        offset = float(np.frombuffer(header[168:176], dtype=f"{order}i8")[0])
-    spacing = pixdim[1:4]
+    layout = NIFTI_LAYOUT[size]
+
+    def field(name: str, count: int = 1) -> np.ndarray:
+        offset, kind = layout[name]
+        return np.frombuffer(header[offset : offset + count * np.dtype(kind).itemsize], dtype=f"{order}{kind}")
+
+    dim = field("dim", 8)
+    rank = int(dim[0])
+    if not 1 <= rank <= 7 or not np.all(dim[1 : rank + 1] >= 1):
+        raise InputError(f"{path}: NIfTI dim {tuple(int(v) for v in dim[: rank + 1 if 0 <= rank <= 7 else 8])}: "
+                         "the number of dimensions must be 1 to 7 and every size positive")
+    spacing = field("pixdim", 8)[1:4]
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
         raise InputError(f"{path}: NIfTI pixdim {tuple(float(v) for v in spacing)}: every voxel spacing must be a "
                          "positive number")
-    needed = int(max(offset, size)) + int(np.prod(reader.GetSize(), dtype=np.int64)) * \
-        PIXEL_BYTES.get(reader.GetPixelID(), 0)
-    if data_bytes < needed:
-        raise InputError(f"{path}: pixel data is cut short ({data_bytes} bytes, the header needs {needed})")
+    offset = float(field("vox_offset")[0])
+    if not math.isfinite(offset) or offset < layout["first"]:
+        raise InputError(f"{path}: NIfTI vox_offset {offset:g} lies inside the header (data starts at byte "
+                         f"{layout['first']} or later)")
+    bits = int(field("bitpix")[0])
+    needed = int(offset) + int(np.prod(dim[1 : rank + 1].astype(np.int64))) * bits // 8
+    if data_bytes != needed:
+        how = "cut short" if data_bytes < needed else "longer than its header says"
+        raise InputError(f"{path}: pixel data is {how} ({data_bytes} bytes, the header needs {needed})")
+
+
+NRRD_TYPES = {"signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned char": 1, "uint8": 1, "uint8_t": 1,
+              "short": 2, "short int": 2, "signed short": 2, "signed short int": 2, "int16": 2, "int16_t": 2,
+              "ushort": 2, "unsigned short": 2, "unsigned short int": 2, "uint16": 2, "uint16_t": 2,
+              "int": 4, "signed int": 4, "int32": 4, "int32_t": 4, "uint": 4, "unsigned int": 4, "uint32": 4,
+              "uint32_t": 4, "longlong": 8, "long long": 8, "long long int": 8, "signed long long": 8,
+              "signed long long int": 8, "int64": 8, "int64_t": 8, "ulonglong": 8, "unsigned long long": 8,
+              "unsigned long long int": 8, "uint64": 8, "uint64_t": 8, "float": 4, "double": 8}
+"""Bytes per value of each NRRD type name (the format's own list)."""
+
+
+def _check_nrrd(path: Path) -> None:
+    """A NRRD file's data must be what its header says: a gzip or bzip2 stream decoded to its end (where the
+    checksum is) into exactly sizes x type bytes, raw data exactly that long (ITK reads a damaged stream, or data
+    of another length, without a word). Text encodings (ascii, hex) are left to ITK."""
+    with open(path, "rb") as handle:
+        head = handle.read(METAIMAGE_HEADER_BYTES)
+    end = head.find(b"\n\n")
+    if not head.startswith(b"NRRD") or end < 0:
+        return  # ITK's own error stands
+    fields = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        key, colon, value = line.partition(":")
+        if colon and not line.startswith("#"):
+            fields[key.strip().lower()] = value.strip().lstrip("=").strip()
+    data_file = fields.get("data file") or fields.get("datafile")
+    source, start = (path, end + 2) if not data_file else (path.parent / data_file, 0)
+    if data_file and (" " in data_file or data_file.upper().startswith("LIST")):
+        return  # several data files: ITK checks their number
+    if fields.get("line skip", "0") != "0" or fields.get("byte skip", "0") not in ("0", "-1"):
+        return
+    try:
+        expected = math.prod(int(v) for v in fields.get("sizes", "").split()) * NRRD_TYPES[fields.get("type", "")]
+    except (KeyError, ValueError):
+        return
+    encoding = fields.get("encoding", "raw").lower()
+    if encoding in ("gzip", "gz", "bzip2", "bz2"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding.startswith("g") else bz2.BZ2Decompressor()
+        decoded = 0
+        try:
+            with open(source, "rb") as handle:
+                handle.seek(start)
+                while (chunk := handle.read(1 << 20)) and not decoder.eof:
+                    decoded += len(decoder.decompress(chunk))
+        except (OSError, zlib.error) as exc:
+            raise InputError(f"{source}: compressed pixel data is damaged ({exc})") from None
+        if not decoder.eof:
+            raise InputError(f"{source}: compressed pixel data is cut short (its {encoding} stream does not end)")
+    elif encoding == "raw":
+        decoded = source.stat().st_size - start
+        if fields.get("byte skip") == "-1":  # the data is the file's last bytes
+            decoded = min(decoded, expected)
+    else:
+        return
+    if decoded != expected:
+        raise InputError(f"{source}: holds {decoded} bytes of pixel data, its header says {expected}")
+
+
+def _check_raw_length(path: Path, fields: dict[str, str], data_start: int, expected_bytes: int) -> None:
+    """An uncompressed MetaImage's pixel data must be exactly as long as its header says (ITK reads a longer file
+    as the wrong voxels without a word)."""
+    data_file = fields.get("ElementDataFile", "LOCAL")
+    if data_file.upper().startswith("LIST") or "%" in data_file:
+        return  # several files: ITK checks their number and size
+    source, start = (path, data_start) if data_file == "LOCAL" else (path.parent / data_file, 0)
+    skip = fields.get("HeaderSize", "")
+    available = source.stat().st_size - start if data_file == "LOCAL" else source.stat().st_size
+    if skip == "-1":  # the data is the file's last bytes
+        return
+    if skip.isdigit() and data_file != "LOCAL":
+        available -= int(skip)
+    if available != expected_bytes:
+        how = "cut short" if available < expected_bytes else "longer than its header says"
+        raise InputError(f"{source}: pixel data is {how} ({available} bytes, the header needs {expected_bytes})")
+
+
+def image_files(path: Path | str) -> list[Path]:
+    """Every file an image is read from: the file itself and, for a MetaImage header (.mhd), the pixel data
+    files its ElementDataFile names (one file, a LIST of files, or a printf pattern with its range)."""
+    path = Path(path)
+    if image_io(path) != "MetaImageIO" or not path.is_file():
+        return [path]
+    try:
+        fields, data_start = _metaimage_fields(path)
+    except InputError:
+        return [path]
+    value = fields.get("ElementDataFile", "LOCAL")
+    if value == "LOCAL":
+        return [path]
+    if value.upper().startswith("LIST"):
+        with open(path, "rb") as handle:
+            handle.seek(data_start)
+            names = [line.strip() for line in handle.read().decode("latin-1").splitlines() if line.strip()]
+    elif "%" in value and len(value.split()) >= 3:
+        pattern, *numbers = value.split()
+        try:
+            first, last, step = (int(v) for v in (numbers + ["1"])[:3])
+            names = [pattern % number for number in range(first, last + 1, step or 1)]
+        except (ValueError, TypeError):
+            names = []
+    else:
+        names = [value]
+    return [path, *(path.parent / name for name in names)]
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: the same path once symbolic links are followed, or one file under two
+    names (a hard link)."""
+    try:
+        if first.resolve() == second.resolve():
+            return True
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def remove_stale(paths: Iterable[Path]) -> None:
+    """Remove an earlier run's outputs before a run that will write them again, so that a run that fails leaves
+    none that look finished (the caller has checked that none is an input: `require_apart`)."""
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except NotADirectoryError:  # a folder on the way is a file: there is no earlier output (writing will say)
+            continue
+        except IsADirectoryError:
+            raise OutputError(f"{path}: a folder where this command writes a file") from None
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot remove the earlier output ({exc.strerror or exc})") from None
+
+
+def require_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """Refuse, before anything is read or written, any output path that is, or would replace, one of the inputs
+    (symbolic links followed, hard links seen): an InputError naming both."""
+    inputs = [Path(p) for p in dict.fromkeys(inputs)]
+    by_path = {}
+    by_inode = {}
+    for path in inputs:
+        with contextlib.suppress(OSError, RuntimeError):
+            by_path.setdefault(path.resolve(), path)
+            status = path.stat()
+            by_inode.setdefault((status.st_dev, status.st_ino), path)
+    for output in outputs:
+        output = Path(output)
+        hit = None
+        with contextlib.suppress(OSError, RuntimeError):
+            hit = by_path.get(output.resolve())
+            if hit is None and output.exists():
+                status = output.stat()
+                hit = by_inode.get((status.st_dev, status.st_ino))
+        if hit is not None:
+            raise InputError(f"{output}: this command would write there, but it is an input ({hit}); choose another "
+                             "output")
+
+
 def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`, on a
     grid with positive spacings, a finite origin and an invertible direction matrix."""
@@ -367,19 +544,23 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
 
 
 def _check_pixel_data(path: Path, reader: sitk.ImageFileReader) -> None:
-    """Check a compressed file's stream whole before ITK decodes it (ITK does not report every damage)."""
-    if image_io(path) == "MetaImageIO":
+    """Check a file's pixel data against its header before ITK reads it: a compressed stream whole, to its
+    checksum, and the data's length (ITK does not report every damage, nor data of another length)."""
+    io_name = image_io(path)
+    if io_name == "MetaImageIO":
         fields, data_start = _metaimage_fields(path)
+        expected = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents() * \
+            PIXEL_BYTES.get(reader.GetPixelID(), 0)
         if fields.get("CompressedData", "False").lower() == "true":
-            expected = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents() * \
-                PIXEL_BYTES.get(reader.GetPixelID(), 0)
             _check_compressed_data(path, fields, data_start, expected)
+        elif expected:
+            _check_raw_length(path, fields, data_start, expected)
+    elif io_name == "NiftiImageIO":
+        _check_nifti(path, _check_gzip(path) if path.name.lower().endswith(".gz") else path.stat().st_size)
+    elif io_name == "NrrdImageIO":
+        _check_nrrd(path)
     elif path.name.lower().endswith(".gz"):
-        size = _check_gzip(path)
-        if image_io(path) == "NiftiImageIO":
-            _check_nifti(path, reader, size)
-    elif image_io(path) == "NiftiImageIO":
-        _check_nifti(path, reader, path.stat().st_size)
+        _check_gzip(path)
 
 
 def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
@@ -577,11 +758,11 @@ def write_text(path: Path | str, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_csv(path: Path | str, rows: list[dict]) -> Path:
-    """A table of dicts as CSV, atomically: the header is every key in the order first met (a row without one
-    leaves its cell empty)."""
+def write_csv(path: Path | str, rows: list[dict], columns: tuple[str, ...] = ()) -> Path:
+    """A table of dicts as CSV, atomically: the header is `columns`, then every other key in the order first met
+    (a row without one leaves its cell empty); a table without rows is its header alone."""
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys([*columns, *(key for row in rows for key in row)])))
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())

@@ -32,6 +32,8 @@ from sparseg.cases import (
     OUTPUT_MASK,
     Case,
     batch_part,
+    case_inputs,
+    case_outputs,
     mask_suffix,
     overlay_name,
     part_name,
@@ -50,6 +52,7 @@ from sparseg.io import (
     Volume,
     read_image,
     read_mask,
+    require_apart,
     require_same_grid,
     write_bytes,
     write_csv,
@@ -145,6 +148,10 @@ class CaseSummary:
 
     case_id: str
     status: str
+    """"ok", "done earlier", "failed", or "in progress" (recorded before its outputs are written: a run killed
+    then leaves it so, and a rerun redoes it)."""
+    mask: str = ""
+    """The file name of the case's mask in the output folder, once written (`sparseg evaluate` scores that one)."""
     lesion_ml: float = float("nan")
     burden: float = float("nan")
     burden_group: str = ""
@@ -156,6 +163,9 @@ class CaseSummary:
     """The sha256 (first 16 hex digits) of the ADC and Z_ADC files' bytes."""
     checkpoints_sha256: str = ""
     settings: str = ""
+    outputs_sha256: str = ""
+    """The sha256 (16 hex digits) of the case's output files as this run wrote them: a file changed since (another
+    tool or run writing into the folder) is not kept."""
 
 
 SUMMARY_COLUMNS = tuple(CaseSummary.__dataclass_fields__)
@@ -163,10 +173,15 @@ MADE_BY = ("inputs_sha256", "checkpoints_sha256", "settings")
 """The columns of summary.csv that say what made a mask; a rerun keeps a mask only when all three match."""
 
 
+IN_PROGRESS = "in progress"
+
+
 def inputs_sha256(case: Case) -> str:
-    """The sha256 (16 hex digits) of a case's ADC and Z_ADC files, byte for byte."""
+    """The sha256 (16 hex digits) of every byte a case's outputs are made from: its ADC and Z_ADC files, its
+    label where it has one (it draws the overlay's true contour and gives the report's scores) and, for a
+    MetaImage header (.mhd), the pixel data files each names (`cases.case_inputs`)."""
     digest = hashlib.sha256()
-    for path in (case.adc, case.z):
+    for path in case_inputs(case):
         try:
             with open(path, "rb") as handle:
                 while chunk := handle.read(1 << 20):
@@ -186,15 +201,18 @@ def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
-def _why_redo(row: dict[str, str] | None, made_by: dict[str, str]) -> str | None:
-    """Why a case's existing mask cannot be kept, or None when the earlier run made it as this one would."""
+def _why_redo(row: dict[str, str] | None, made_by: dict[str, str], outputs: CaseOutputs) -> str | None:
+    """Why a case's existing outputs cannot be kept, or None when the earlier run made them as this one would and
+    they are the files it wrote."""
     if row is None:
         return "no record of what made its mask in the summary"
     if row.get("status") == "failed":
         return "it failed before"
+    if row.get("status") == IN_PROGRESS:
+        return "the run that was writing its outputs was interrupted"
     changed = [key for key in MADE_BY if row.get(key) != made_by[key]]
     if not changed:
-        return None
+        return None if row.get("outputs_sha256") == outputs.sha256() else "its files are not those the run wrote"
     what = {"inputs_sha256": "its input files changed", "checkpoints_sha256": "other weights made it",
             "settings": "other settings made it"}
     details = {"checkpoints_sha256": f" ({row.get('checkpoints_sha256') or 'unrecorded'} then, "
@@ -218,12 +236,12 @@ class LoadedCase:
 
 
 def load_case(case: Case, predictor: Predictor | None = None) -> LoadedCase:
-    """Hash a case's input files, read them, and with `predictor` check their grids and make the network
-    input (`Predictor.prepare`); an error is kept, not raised."""
+    """Read a case's images (their checks name a bad file best), hash its input files, and with `predictor`
+    check their grids and make the network input (`Predictor.prepare`); an error is kept, not raised."""
     started = time.perf_counter()
     try:
-        digest = inputs_sha256(case)
         adc, z = read_image(case.adc), read_image(case.z)
+        digest = inputs_sha256(case)
         prepared = None
         if predictor is not None:
             require_same_grid(adc, z)
@@ -266,6 +284,30 @@ class CaseOutputs:
     def exist(self) -> bool:
         return all(p is None or p.is_file() for p in (self.mask, self.probabilities, self.overlay))
 
+    def sha256(self) -> str:
+        """The sha256 (16 hex digits) of the outputs asked for, byte for byte ("" when one is missing)."""
+        digest = hashlib.sha256()
+        for path in (self.mask, self.probabilities, self.overlay):
+            if path is not None:
+                try:
+                    digest.update(path.read_bytes() + b"\0")
+                except OSError:
+                    return ""
+        return digest.hexdigest()[:16]
+
+    def remove_others(self, case_id: str, keep: bool = True) -> list[str]:
+        """Remove the case's outputs in the folder that this run does not write (another format's mask,
+        probabilities or an overlay not asked for), or all of them without `keep`; the names removed. Every
+        output of a case is then one run's."""
+        mine = {self.mask, self.probabilities, self.overlay} if keep else set()
+        removed = []
+        for name in case_outputs(case_id):
+            path = self.mask.parent / name
+            if path not in mine and path.is_file():
+                path.unlink()
+                removed.append(name)
+        return removed
+
 
 @dataclass
 class CaseResult:
@@ -287,18 +329,32 @@ def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, pict
     if outputs.probabilities is not None:
         write_image(result.probabilities.astype(np.float32), adc.geometry, outputs.probabilities)
     write_mask(result.mask, adc.geometry, outputs.mask)
-    png, scores = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
-    summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags, time.perf_counter() - started)
+    png, scores, label_flags = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
+    summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags + label_flags,
+                       time.perf_counter() - started)
     return CaseResult(summary, png, scores)
 
 
+def _label(case: Case, adc: Volume) -> tuple[np.ndarray | None, list[str]]:
+    """The case's label where it has one on the ADC image's grid; one on another grid is left out, flagged."""
+    if case.label is None:
+        return None, []
+    label, grid = read_mask(case.label)
+    differences = grid.differences(adc.geometry)
+    if differences:
+        log.warning("%s: the label's grid differs from the ADC image's (%s): left out of the overlay and scores",
+                    case.label, "; ".join(differences))
+        return None, ["label on another grid"]
+    return label, []
+
+
 def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path | None,
-                        picture: bool) -> tuple[bytes | None, CaseRow | None]:
-    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), and with `picture` its
-    scores against its label where it has one."""
+                        picture: bool) -> tuple[bytes | None, CaseRow | None, list[str]]:
+    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), with `picture` its scores
+    against its label where it has one, and flags about the label."""
     if overlay is None and not picture:
-        return None, None
-    label = read_mask(case.label)[0] if case.label is not None else None
+        return None, None, []
+    label, flags = _label(case, adc)
     from sparseg.plots import overlay_png
 
     png = overlay_png(adc.array, mask, label, adc.geometry.spacing_mm, case.case_id)
@@ -307,7 +363,7 @@ def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path
     scores = None
     if picture and label is not None:
         scores = score_row(case.case_id, label, mask, adc.geometry, lesion_burden(label, adc.array))
-    return (png if picture else None), scores
+    return (png if picture else None), scores, flags
 
 
 def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
@@ -334,8 +390,8 @@ def _earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> 
     mask, grid = read_mask(outputs.mask)
     if grid.differences(loaded.adc.geometry):
         raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
-    png, scores = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
-    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc))
+    png, scores, label_flags = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
+    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc) + label_flags)
     return CaseResult(summary, png, scores)
 
 
@@ -348,6 +404,14 @@ def _log_case(index: int, total: int, result: CaseResult) -> None:
     flags = f"; look: {s.flags}" if s.flags else ""
     log.info("[%d/%d] %s: %.2f mL lesion (%s burden), %s%s", index, total, s.case_id, s.lesion_ml, s.burden_group,
              what, flags)
+
+
+def batch_outputs(cases: list[Case], out: Path, part: int = 0, parts: int = 1, report: bool = False,
+                  summary_name: str = BATCH_SUMMARY) -> list[Path]:
+    """Every file `predict_batch` may write, or remove as stale, in `out` for `cases` (one part's)."""
+    folder = [out / part_name(summary_name, part, parts), *([out / part_name(BATCH_REPORT, part, parts)] if report
+                                                            else [])]
+    return [*folder, *(out / name for case in cases for name in case_outputs(case.case_id))]
 
 
 def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_probabilities: bool = False,
@@ -372,26 +436,40 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     otherwise (cross-validation keeps one per fold in one folder).
     """
     cases = batch_part(cases, part, parts)
+    summary_path = out / part_name(summary_name, part, parts)
+    require_apart(batch_outputs(cases, out, part, parts, report, summary_name),
+                  [path for case in cases for path in case_inputs(case)])
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{PARTIAL_PREFIX}*"):
         with contextlib.suppress(OSError):  # another part's file may be gone already
             stale.unlink()
-    summary_path = out / part_name(summary_name, part, parts)
     earlier = {} if overwrite else _earlier_rows(summary_path)
     made_by = predictor.made_by()
     results: list[CaseResult] = []
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(cases), desc="cases", unit="case", disable=not terminal)
+
+    def record(upcoming: list[Case], current: CaseSummary | None = None) -> None:
+        """summary.csv: the cases done, the one being written (`current`), and the earlier run's rows of those
+        still to come (their files are still on disk)."""
+        rows = [asdict(r.summary) for r in results] + ([asdict(current)] if current is not None else [])
+        rows += [{name: row.get(name, "") for name in SUMMARY_COLUMNS}
+                 for c in upcoming if (row := earlier.get(c.case_id)) is not None]
+        write_csv(summary_path, rows, SUMMARY_COLUMNS)
+
+    if not cases:
+        record([])  # an empty part: its summary says so, and no earlier run's rows stay in it
     for index, loaded in enumerate(read_ahead(cases, predictor, read_depth)):
-        case = loaded.case
+        case, upcoming = loaded.case, cases[index + 1 :]
         suffix = mask_suffix(case.adc, mask_format)
         outputs = CaseOutputs(out / prediction_name(case.case_id, suffix),
                               out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
                               out / overlay_name(case.case_id) if overlays else None)
+        key = {"inputs_sha256": loaded.inputs_sha256, **made_by}
         try:
             result = None
             if not overwrite and loaded.error is None and outputs.exist():
-                reason = _why_redo(earlier.get(case.case_id), {"inputs_sha256": loaded.inputs_sha256, **made_by})
+                reason = _why_redo(earlier.get(case.case_id), key, outputs)
                 if reason is None:
                     try:
                         result = _earlier_result(loaded, outputs, report)
@@ -399,24 +477,25 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
                         log.info("%s: segmenting again: its earlier output cannot be used (%s)", case.case_id, exc)
                 else:
                     log.info("%s: segmenting again: %s", case.case_id, reason)
-            result = result or segment(loaded, predictor, outputs, picture=report)
-            result.summary = replace(result.summary, inputs_sha256=loaded.inputs_sha256, **made_by)
+            if result is None:
+                # Recorded as in progress, with what is about to make them, before any output is replaced: a run
+                # killed from here on leaves a row that a rerun redoes, never a stale mask under a new key.
+                record(upcoming, CaseSummary(case_id=case.case_id, status=IN_PROGRESS, **key))
+                outputs.remove_others(case.case_id)
+                result = segment(loaded, predictor, outputs, picture=report)
+            result.summary = replace(result.summary, mask=outputs.mask.name, outputs_sha256=outputs.sha256(), **key)
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             result = CaseResult(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
-            stale = [p for p in (outputs.mask, outputs.probabilities, outputs.overlay) if p is not None and p.is_file()]
-            for path in stale:  # an earlier run's outputs, from inputs that no longer give them
-                path.unlink()
-            if stale:
+            stale = outputs.remove_others(case.case_id, keep=False)
+            if stale:  # an earlier run's outputs, from inputs that no longer give them
                 log.warning("%s: removed its earlier outputs (%s): they were not made from these inputs",
-                            case.case_id, ", ".join(p.name for p in stale))
+                            case.case_id, ", ".join(stale))
         results.append(result)
         bar.update()
         if not terminal:
             _log_case(index + 1, len(cases), result)
-        not_yet = [{name: row.get(name, "") for name in SUMMARY_COLUMNS}  # still on disk, from the earlier run
-                   for c in cases[index + 1 :] if (row := earlier.get(c.case_id)) is not None]
-        write_csv(summary_path, [asdict(r.summary) for r in results] + not_yet)
+        record(upcoming)
     bar.close()
     if report:
         path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor)

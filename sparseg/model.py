@@ -198,7 +198,7 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
                 raise ValueError("bad header size")
             header = json.loads(handle.read(header_size))
         metadata = json.loads(header["__metadata__"]["sparseg"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InputError(f"{path}: not a SPARSeg checkpoint (no readable safetensors header)") from None
     if not isinstance(metadata, dict) or metadata.get("format") not in (FORMAT, FORMAT_WEIGHTS_HASH_ONLY):
         found = metadata.get("format") if isinstance(metadata, dict) else None
@@ -321,7 +321,7 @@ def traced_stamp(path: Path) -> dict[str, Any] | None:
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TRACED_STAMP}")), None)
             return json.loads(archive.read(name)) if name else None
-    except (OSError, zipfile.BadZipFile, ValueError):
+    except (OSError, zipfile.BadZipFile, ValueError, RecursionError):
         return None
 
 

@@ -14,6 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sparseg.config import PreprocessingConfig  # noqa: E402
 from sparseg.io import atomic_path, verify_png, write_bytes  # noqa: E402
 
+HISTORY_PLOTS = ("losses.png", "validation.png", "lesion_fraction.png")
+"""What `plot_history` writes."""
+
 
 def plot_history(history: list[dict[str, float]], out: Path, rule: str) -> list[Path]:
     """losses.png, validation.png and lesion_fraction.png in `out` (the paper's Fig. 2 view is the last); `rule`
@@ -37,10 +40,10 @@ def plot_history(history: list[dict[str, float]], out: Path, rule: str) -> list[
         plt.close(fig)
         paths.append(path)
 
-    figure("losses.png", [k for k in history[0] if k.startswith("train_")], "training loss terms", "loss")
-    figure("validation.png", ["val_dsc", "val_nsd"], f"validation (whole volumes; NSD: {rule} rule)",
+    figure(HISTORY_PLOTS[0], [k for k in history[0] if k.startswith("train_")], "training loss terms", "loss")
+    figure(HISTORY_PLOTS[1], ["val_dsc", "val_nsd"], f"validation (whole volumes; NSD: {rule} rule)",
            "score")
-    figure("lesion_fraction.png", ["val_predicted_fraction", "val_true_fraction"],
+    figure(HISTORY_PLOTS[2], ["val_predicted_fraction", "val_true_fraction"],
            "predicted vs true lesion fraction (loss collapse shows as ~0)", "fraction of voxels")
     return paths
 

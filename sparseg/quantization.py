@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparseg.cases import Case, find_any_cases
+from sparseg.cases import Case, data_inputs, find_any_cases
 from sparseg.config import (
     CALIBRATION_SLICES,
     INT8_MIN_AGREEMENT,
@@ -50,6 +50,7 @@ from sparseg.engines import ExportPaths, OpenVINONetwork, current_fp32, read_sta
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
+from sparseg.io import require_apart
 from sparseg.metrics import dice
 from sparseg.model import Checkpoint, read_header, read_metadata
 
@@ -223,6 +224,9 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     cases = find_any_cases(data) if cases is None else cases
     if not cases:
         raise InputError(f"{data}: no cases to calibrate with")
+    int8, fp32 = ExportPaths.beside(checkpoint, "int8"), ExportPaths.beside(checkpoint, "fp32")
+    require_apart([int8.xml, int8.bin, int8.stamp, fp32.xml, fp32.bin, fp32.stamp],
+                  [checkpoint, *(data_inputs(data, cases) if data is not None else [])])
     unlabelled = [c.case_id for c in cases if c.label is None]
     if unlabelled:
         raise InputError(f"{data}: cases without a label ({', '.join(unlabelled[:5])}): the held-out cases are "

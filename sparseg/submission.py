@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from sparseg import __version__
-from sparseg.cases import find_any_cases
-from sparseg.engines import ExportPaths, openvino_version, read_stamp, stale_because
+from sparseg.cases import data_inputs, find_any_cases
+from sparseg.engines import ExportPaths, checkpoint_files, openvino_version, read_stamp, stale_because
 from sparseg.engines import export as export_openvino
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
-from sparseg.io import atomic_path, verify_gzip
+from sparseg.io import atomic_path, require_apart, verify_gzip
 from sparseg.model import Checkpoint, load_checkpoint, trace_checkpoint, traced_path
 from sparseg.quantization import quantize
 
@@ -84,6 +84,11 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
     for path in weights:
         if path.is_dir():
             raise InputError(f"{path}: a folder; name its checkpoints, e.g. {path}/fold*/final.safetensors")
+    if not out.name.lower().endswith((".tar.gz", ".tgz")):
+        raise InputError(f"{out}: a model tarball is a .tar.gz file; name it so")
+    cases = None if quantize_data is None else find_any_cases(quantize_data)  # listed once, split per checkpoint
+    data = [] if cases is None else data_inputs(quantize_data, cases)
+    require_apart([out], [*(p for path in weights for p in checkpoint_files(path)), *data])
     checkpoints = [load_checkpoint(path) for path in weights]  # each verified against its sha256
     seen: dict[str, Path] = {}
     for path, checkpoint in zip(weights, checkpoints):
@@ -94,7 +99,6 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
     _require_one_kind_of_data(checkpoints)
     names = member_names(weights)
     if quantize_data is not None:
-        cases = find_any_cases(quantize_data)  # read once, split per checkpoint
         for path in weights:
             quantize(path, quantize_data, cases=cases)
     int8 = {path: _int8_summary(path, checkpoint.metadata["weights_sha256"])

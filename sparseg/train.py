@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sparseg.augment import SliceAugmenter
-from sparseg.cases import Case, find_cases
+from sparseg.cases import Case, data_inputs, find_cases
 from sparseg.config import RunConfig, to_dict
 from sparseg.data import (
     FINGERPRINT_FORMAT,
@@ -56,10 +56,10 @@ from sparseg.errors import InputError
 from sparseg.evaluation import METRICS, RULES, SCORING, CaseRow, score_row, summarise
 from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
 from sparseg.inference import Predictor
-from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_csv, write_text
+from sparseg.io import IncompleteWrite, atomic_path, require_apart, verify_zip, write_csv, write_text
 from sparseg.losses import CompoundLoss, build_loss
 from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
-from sparseg.plots import plot_history
+from sparseg.plots import HISTORY_PLOTS, plot_history
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,12 @@ SKIPPED = "skipped_cases.csv"
 SPLIT = "split.json"
 CONFIG = "config.json"
 FINISHED = "finished.json"
+
+
+def run_files(out: Path) -> list[Path]:
+    """What a training run writes in its folder `out` (besides the per-process samples of `record_samples`)."""
+    return [out / name for name in (BEST, FINAL, STATE, HISTORY, SKIPPED, SPLIT, CONFIG, FINISHED, *HISTORY_PLOTS)] + [
+        (out / name).with_suffix(".json") for name in (BEST, FINAL)]
 
 
 @dataclass
@@ -287,7 +293,7 @@ def config_changes(run: Path, config: RunConfig) -> list[str]:
         return []
     try:
         theirs = _flatten(json.loads(path.read_text()))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         raise InputError(f"{path}: cannot be read as the run's config (JSON)") from None
     ours = _flatten(json.loads(json.dumps(to_dict(config))))
     differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
@@ -359,12 +365,15 @@ class Trainer:
     @classmethod
     def set_up(cls, data: Path, config: RunConfig, out: Path, fold: int = 0, resume: bool = False,
                device_name: str = "auto", progress: bool = True, dist_info: Distributed | None = None,
-               skip_bad: bool = False, allow_config_change: bool = False) -> Trainer:
+               skip_bad: bool = False, allow_config_change: bool = False,
+               config_file: Path | None = None) -> Trainer:
         """Check the arguments, build the network, read every case, split them and restore the run's state
         with `resume`, before any file is written; then write the split and the config.
 
         `resume` continues the run in `out` with the config it was made with: another config (its
         fields are named) is refused unless `allow_config_change`, and so is another split of the cases.
+        No file the run writes may be, or replace, one of its inputs: the cases' files, a manifest, or
+        `config_file`, the file `config` was read from.
         """
         dist_info = dist_info or Distributed()
         if not 0 <= fold < config.train.folds:
@@ -378,7 +387,9 @@ class Trainer:
         if device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
         optimisation = Optimisation.build(config, device)
-        cases, prepared = _prepare_all(find_cases(data, require_labels=True), config, out, skip_bad, dist_info.main)
+        listed = find_cases(data, require_labels=True)
+        require_apart(run_files(out), [*data_inputs(data, listed), *([config_file] if config_file else [])])
+        cases, prepared = _prepare_all(listed, config, out, skip_bad, dist_info.main)
         folds = stratified_folds(prepared, config.train.folds, config.train.seed)
         held_out = set(folds[fold])
         data = fingerprint(cases)
@@ -524,6 +535,7 @@ def train(
     progress: bool = True,
     skip_bad: bool = False,
     allow_config_change: bool = False,
+    config_file: Path | None = None,
 ) -> dict:
     """Train one fold; returns the best validation DSC, its epoch, the epochs run and the checkpoint path.
 
@@ -533,7 +545,7 @@ def train(
     dist_info = Distributed.start()
     try:
         trainer = Trainer.set_up(Path(data), config, Path(out), fold, resume, device_name, progress, dist_info,
-                                 skip_bad, allow_config_change)
+                                 skip_bad, allow_config_change, config_file)
         return trainer.run()
     finally:
         dist_info.stop()

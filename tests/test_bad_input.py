@@ -80,6 +80,53 @@ def _mhd_without_data(root: Path) -> None:
         raw.unlink()
 
 
+def _as_file(root: Path, suffix: str, compress: bool = False, pixel: str | None = None) -> Path:
+    """Replace the case's ADC .mha by the same image as `suffix` (.nii, .nrrd), optionally of another pixel type."""
+    import SimpleITK as sitk
+
+    adc = _adc(root)
+    image = sitk.ReadImage(str(adc))
+    if pixel is not None:
+        image = sitk.Cast(sitk.Round(image), getattr(sitk, pixel))
+    adc.unlink()
+    path = adc.with_name(adc.name.removesuffix(".mha") + suffix)
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(compress)
+    writer.Execute(image)
+    return path
+
+
+def _poke(path: Path, offset: int, fmt: str, value: float) -> None:
+    """Overwrite one header field of a file in place (NIfTI-1: little-endian, fields at fixed offsets)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    path.write_bytes(bytes(data))
+
+
+def _nifti_short_dim(root: Path) -> None:
+    import struct
+
+    path = _as_file(root, ".nii")
+    _poke(path, 46, "<h", struct.unpack("<h", path.read_bytes()[46:48])[0] - 1)  # dim[3]: one slice fewer
+
+
+def _damaged_nrrd(root: Path) -> None:
+    path = _as_file(root, ".nrrd", compress=True)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\n\n") + 2
+    data[start + 100 : start + 116] = bytes(range(7, 23))
+    path.write_bytes(bytes(data))
+
+
+def _int16_scaled_nifti(root: Path) -> None:
+    path = _as_file(root, ".nii", pixel="sitkInt16")
+    _poke(path, 112, "<f", 0.5)  # scl_slope: scanners store int16 with a scale
+    _poke(path, 116, "<f", 0.0)
+
+
 def _over_budget(root: Path) -> None:
     adc = _adc(root)
     adc.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 1024\nElementType = MET_FLOAT\n"
@@ -107,7 +154,18 @@ REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     "truncated": ("ADC file cut short", lambda r: _adc(r).write_bytes(_adc(r).read_bytes()[:-200]), "ADC_ss.mha",
                   "compressed pixel data is cut short"),
     "truncated-raw": ("uncompressed ADC file cut short", lambda r: (lambda p: p.write_bytes(p.read_bytes()[:-200]))(
-        _uncompressed(_adc(r))), "ADC_ss.mha", "pixel data cannot be read"),
+        _uncompressed(_adc(r))), "ADC_ss.mha", "pixel data is cut short"),
+    "raw-longer": ("uncompressed .mha whose DimSize is one slice short of its data", lambda r: _edit_header(
+        _uncompressed(_adc(r)), r"DimSize = (\d+) (\d+) (\d+)", lambda m: f"DimSize = {m[1]} {m[2]} {int(m[3]) - 1}"),
+        "ADC_ss.mha", "pixel data is longer than its header says"),
+    "nii-longer": (".nii whose dim is one slice short of its data", _nifti_short_dim, "ADC_ss.nii",
+                   "pixel data is longer than its header says"),
+    "nii-vox-offset": (".nii whose vox_offset lies inside its header", lambda r: _poke(_as_file(r, ".nii"), 108, "<f",
+                       100.0), "ADC_ss.nii", "vox_offset 100 lies inside the header"),
+    "nii-negative-dim": (".nii with a negative dim", lambda r: _poke(_as_file(r, ".nii"), 46, "<h", -8),
+                         "ADC_ss.nii", "every size positive"),
+    "nrrd-gzip-damaged": ("gzip-encoded .nrrd with damaged data", _damaged_nrrd, "ADC_ss.nrrd",
+                          "compressed pixel data is damaged"),
     "zlib-start": ("compressed pixel data damaged at its start", lambda r: _damage_stream(_adc(r), 0.0), "ADC_ss.mha",
                    "compressed pixel data is damaged"),
     "zlib-middle": ("compressed pixel data damaged in the middle", lambda r: _damage_stream(_adc(r), 0.5),
@@ -129,7 +187,8 @@ REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     "text": ("a text file renamed .mha", lambda r: _adc(r).write_text("not an image\n"), "ADC_ss.mha",
              "not a readable image"),
     "wrong-dimsize": ("header DimSize larger than the data", lambda r: _edit_header(_uncompressed(_adc(r)),
-                      r"DimSize = (\d+) (\d+) (\d+)", r"DimSize = \1 \2 999"), "ADC_ss.mha", "cannot be read"),
+                      r"DimSize = (\d+) (\d+) (\d+)", r"DimSize = \1 \2 999"), "ADC_ss.mha",
+                      "pixel data is cut short"),
     "wrong-elementtype": ("header ElementType unknown", lambda r: _edit_header(_adc(r), r"ElementType = \w+",
                           "ElementType = MET_BOGUS"), "ADC_ss.mha", "not a readable image"),
     "mhd-no-data": (".mhd whose data file is missing", _mhd_without_data, "ADC_ss.mhd", "data file"),
@@ -337,6 +396,7 @@ ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
     "no-spacing": ("header without ElementSpacing", lambda r: [_edit_header(p, r"ElementSpacing = [^\n]*\n", "")
                                                              for p in (_adc(r), _z(r))], "1 mm is assumed"),
     "capital-suffix": ("ADC file named .MHA (capitals)", lambda r: _adc(r).rename(_adc(r).with_suffix(".MHA")), None),
+    "nii-int16-scaled": ("int16 .nii with scl_slope 0.5 (as scanners write)", _int16_scaled_nifti, None),
 }
 
 

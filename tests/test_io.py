@@ -99,7 +99,7 @@ def test_rejects_truncated_pixel_data(tmp_path: Path) -> None:
     sitk.WriteImage(_image(np.ones((5, 6, 7), np.float32)), str(path), False)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 50])
-    _expect_input_error(path, "cannot be read")
+    _expect_input_error(path, "pixel data is cut short (790 bytes, the header needs 840)")
 
 
 def test_rejects_2d_image(tmp_path: Path) -> None:

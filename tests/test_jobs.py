@@ -87,8 +87,9 @@ INTERRUPT = Path(__file__).resolve().parent / "interrupt.py"
 
 def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
         tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """Killed right after it recorded its second case (`tests/interrupt.py`), a batch leaves those two cases'
-    complete masks and a summary naming them; a rerun keeps them and finishes the rest as a straight run would."""
+    """Killed right after it recorded its second case finished (`tests/interrupt.py`: each case is recorded twice,
+    in progress and finished), a batch leaves those two cases' complete masks and a summary naming them; a rerun
+    keeps them and finishes the rest as a straight run would."""
     import signal
     import subprocess
     import sys
@@ -100,7 +101,7 @@ def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
     write_dataset(data, n_cases=8, seed=3, config=SynthConfig.tiny())
     arguments = ["predict", "--data", str(data), "--weights", str(tiny_checkpoint), "--device", "cpu", "--out"]
     killed = tmp_path / "killed"
-    process = subprocess.run([sys.executable, str(INTERRUPT), "sparseg.jobs:write_csv", "2", "after", *arguments,
+    process = subprocess.run([sys.executable, str(INTERRUPT), "sparseg.jobs:write_csv", "4", "after", *arguments,
                               str(killed)], capture_output=True)
     assert process.returncode == -signal.SIGKILL, process.stderr
     done = sorted(killed.glob("*_lesion.mha"))

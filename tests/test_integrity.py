@@ -1,0 +1,424 @@
+"""The README's integrity rules, one section each, with the symptom that showed each rule missing.
+
+1. No output path ever replaces an input.
+2. A resume key covers every byte that made a mask, and a killed run leaves nothing a rerun could take as finished.
+3. `sparseg evaluate` scores the masks the last run made.
+4. A header must agree with its data, both ways (the bad-input matrix of tests/test_bad_input.py holds the rest).
+5. No traceback and no silent skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparseg.cases import find_any_cases, find_cases
+from sparseg.cli import main
+from sparseg.errors import InputError
+from sparseg.io import read_image, write_image
+
+INTERRUPT = Path(__file__).resolve().parent / "interrupt.py"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> str:
+    """The command failed with exit 2 and one error line holding every fragment; that line."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("sparseg: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+    return lines[0]
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture
+def data(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A writable copy of the six tiny labelled cases (release layout)."""
+    return shutil.copytree(tiny_dataset, tmp_path / "data")
+
+
+# Rule 1: no output path ever replaces an input
+
+def test_predict_into_the_label_folder_is_refused(data: Path, tiny_checkpoint: Path, capsys) -> None:
+    """It once replaced every `<id>_lesion.mha` label by the prediction, and the report showed DSC 1.000."""
+    before = _digests(data)
+    code = main(["predict", "--data", str(data), "--out", str(data / "3LABEL"), "--weights", str(tiny_checkpoint),
+                 "--report"])
+    _refused(capsys, code, "3LABEL/MGHNICU_", "_lesion.mha: this command would write there, but it is an input")
+    assert _digests(data) == before
+
+
+def test_a_manifest_s_labels_in_the_output_folder_are_refused(data: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rows = ["case_id,adc,zadc,label"]
+    for case in find_cases(data)[:2]:
+        for path in (case.adc, case.z):
+            shutil.copyfile(path, folder / path.name)
+        shutil.copyfile(case.label, folder / f"{case.case_id}_lesion.mha")
+        rows.append(f"{case.case_id},{case.adc.name},{case.z.name},{case.case_id}_lesion.mha")
+    (folder / "cohort.csv").write_text("\n".join(rows) + "\n")
+    before = _digests(folder)
+    code = main(["predict", "--data", str(folder / "cohort.csv"), "--out", str(folder), "--weights",
+                 str(tiny_checkpoint), "--mask-format", "nii.gz"])  # the .mha label is still an output name: refused
+    _refused(capsys, code, "_lesion.mha: this command would write there, but it is an input")
+    assert _digests(folder) == before
+
+
+@pytest.mark.parametrize("how", ["same path", "symbolic link", "hard link"])
+def test_one_case_onto_its_own_adc_is_refused(data: Path, tiny_checkpoint: Path, tmp_path: Path, how: str,
+                                             capsys) -> None:
+    case = find_cases(data)[0]
+    out = {"same path": case.adc, "symbolic link": tmp_path / "link.mha", "hard link": tmp_path / "hard.mha"}[how]
+    if how == "symbolic link":
+        out.symlink_to(case.adc)
+    elif how == "hard link":
+        os.link(case.adc, out)
+    before = case.adc.read_bytes()
+    code = main(["predict", "--adc", str(case.adc), "--zadc", str(case.z), "--out", str(out), "--weights",
+                 str(tiny_checkpoint)])
+    _refused(capsys, code, str(out), "it is an input", case.adc.name)
+    assert case.adc.read_bytes() == before
+
+
+def test_package_over_its_own_checkpoint_is_refused(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "ck.safetensors"))
+    before = checkpoint.read_bytes()
+    code = main(["package", "--weights", str(checkpoint), "--out", str(checkpoint)])
+    _refused(capsys, code, "ck.safetensors: a model tarball is a .tar.gz file")
+    (tmp_path / "model.tar.gz").symlink_to(checkpoint)
+    code = main(["package", "--weights", str(checkpoint), "--out", str(tmp_path / "model.tar.gz")])
+    _refused(capsys, code, "model.tar.gz: this command would write there, but it is an input")
+    assert checkpoint.read_bytes() == before
+
+
+def test_baseline_and_evaluate_never_write_over_their_inputs(data: Path, tmp_path: Path, capsys) -> None:
+    before = _digests(data)
+    _refused(capsys, main(["baseline", "--data", str(data), "--out", str(data / "3LABEL")]), "it is an input")
+    cases = find_cases(data)
+    manifest = tmp_path / "scores" / "scores.csv"  # a manifest where evaluate writes its table
+    manifest.parent.mkdir()
+    manifest.write_text("case_id,adc,zadc,label\n" + "".join(f"{c.case_id},{c.adc},{c.z},{c.label}\n" for c in cases))
+    written = manifest.read_text()
+    assert main(["baseline", "--data", str(data), "--out", str(tmp_path / "pred")]) == 0
+    code = main(["evaluate", "--gt", str(manifest), "--pred", str(tmp_path / "pred"), "--out", str(manifest.parent)])
+    _refused(capsys, code, "scores.csv: this command would write there, but it is an input")
+    assert manifest.read_text() == written and _digests(data) == before
+
+
+def test_training_over_its_own_config_file_is_refused(data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.json"
+    config.write_text('{"train": {"epochs": 1}}\n')
+    code = main(["train", "--data", str(data), "--config", str(config), "--out", str(run), "--device", "cpu"])
+    _refused(capsys, code, "run/config.json: this command would write there, but it is an input")
+    assert config.read_text() == '{"train": {"epochs": 1}}\n'
+
+
+def test_a_mask_file_type_that_is_not_one_file_or_not_asked_for_is_refused(data: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """`--out mask.mhd` once raised ValueError after the network had run; here the weights do not even exist."""
+    case, absent = find_cases(data)[0], str(tmp_path / "absent.safetensors")
+    one = ["predict", "--adc", str(case.adc), "--zadc", str(case.z), "--weights", absent, "--out"]
+    _refused(capsys, main([*one, str(tmp_path / "mask.mhd")]), "mask.mhd: with --adc and --zadc files, name the mask")
+    _refused(capsys, main([*one, str(tmp_path / "mask.mha"), "--mask-format", "nii.gz"]),
+             "mask.mha is a .mha file but --mask-format says nii.gz")
+    assert not list(tmp_path.glob("mask*"))
+
+
+# Rule 2: a resume key covers every byte that made the mask
+
+def _predict(data: Path, out: Path, checkpoint: Path, *options: str) -> int:
+    return main(["predict", "--data", str(data), "--out", str(out), "--weights", str(checkpoint), "--device", "cpu",
+                 *options])
+
+
+def test_a_changed_raw_file_under_the_same_mhd_header_is_segmented_again(data: Path, tiny_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    case = find_cases(data)[0]
+    for path in (case.adc, case.z):  # the case as .mhd headers with .raw data files
+        sitk.WriteImage(sitk.ReadImage(str(path)), str(path.with_suffix(".mhd")))
+        path.unlink()
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint) == 0
+    raw = case.adc.with_suffix(".raw")
+    values = np.fromfile(raw, dtype=read_image(case.adc.with_suffix(".mhd")).array.dtype)
+    (values * 0.5).astype(values.dtype).tofile(raw)  # same header, other pixels
+    assert _predict(data, out, tiny_checkpoint) == 0
+    statuses = {cid: row["status"] for cid, row in _rows(out / "summary.csv").items()}
+    assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
+
+
+@pytest.mark.parametrize("kill", [("sparseg.jobs:write_csv", "1", "after"),  # recorded in progress, nothing else
+                                  ("sparseg.jobs:write_mask", "1", "after"),  # its mask renamed into place
+                                  ("sparseg.jobs:write_bytes", "1", "after")])  # its overlay too
+def test_a_run_killed_at_any_step_leaves_nothing_a_rerun_keeps_as_finished(data: Path, tiny_checkpoint: Path,
+                                                                         tmp_path: Path, kill) -> None:
+    """A run with other settings, killed between writing a case's mask and recording it, once left that mask to a
+    rerun with the first settings, which kept it as "done earlier" under its own key."""
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert _predict(data, straight, tiny_checkpoint, "--overlays") == 0
+    assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
+    arguments = ["predict", "--data", str(data), "--out", str(out), "--weights", str(tiny_checkpoint), "--device",
+                 "cpu", "--overlays", "--overwrite", "--min-lesion-mm3", "1e9"]  # other settings, other masks
+    killed = subprocess.run([sys.executable, str(INTERRUPT), *kill, *arguments], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    first = find_cases(data)[0].case_id
+    assert _rows(out / "summary.csv")[first]["status"] == "in progress"
+    assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
+    assert _rows(out / "summary.csv")[first]["status"] == "ok"  # segmented again, not kept
+    for case in find_cases(data):
+        name = f"{case.case_id}_lesion.mha"
+        np.testing.assert_array_equal(read_image(out / name).array, read_image(straight / name).array)
+
+
+def test_outputs_another_tool_wrote_over_are_not_kept(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The threshold baseline written into a batch's folder between two identical runs was kept as the network's."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint) == 0
+    assert main(["baseline", "--data", str(data), "--out", str(out)]) == 0  # same names, other masks
+    assert _predict(data, out, tiny_checkpoint) == 0
+    assert {row["status"] for row in _rows(out / "summary.csv").values()} == {"ok"}  # all segmented again
+
+
+def test_a_changed_label_redraws_the_overlay(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
+    case = find_cases(data)[0]
+    label = read_image(case.label)
+    write_image(1 - label.array, label.geometry, case.label)
+    assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
+    statuses = {cid: row["status"] for cid, row in _rows(out / "summary.csv").items()}
+    assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
+
+
+def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp_path: Path) -> None:
+    """An int8 model is not made from the weights alone: quantized again, its masks can differ."""
+    import openvino as ov
+    import torch
+
+    from sparseg.engines import current_fp32, save_int8
+    from sparseg.model import build_model, read_metadata, save_checkpoint
+
+    from conftest import TINY_RUN
+
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+        checkpoints.append(save_checkpoint(tmp_path / f"net{seed}" / "net.safetensors", model.eval(), TINY_RUN))
+    mine = checkpoints[0]
+    weights = read_metadata(mine)["weights_sha256"]
+    agreement = {"agreement": {"held_out_cases": 1, "holds": True, "dice_int8_vs_fp32": {"smallest": 1.0}}}
+    for source in checkpoints:  # stand-ins for two quantizations: the fp32 networks of two weights
+        model = ov.Core().read_model(str(current_fp32(source, read_metadata(source)["weights_sha256"]).xml))
+        save_int8(model, mine, weights, agreement)
+        assert _predict(data, tmp_path / "out", mine, "--precision", "int8") == 0
+    assert {row["status"] for row in _rows(tmp_path / "out" / "summary.csv").values()} == {"ok"}
+
+
+def test_every_output_of_a_case_belongs_to_one_run(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 0
+    assert _predict(data, out, tiny_checkpoint, "--tta") == 0  # redone without probabilities or overlays
+    left = sorted(p.name for p in out.iterdir() if p.name.endswith((".png", "_probabilities.mha")))
+    assert left == []
+    assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 0
+    broken = find_cases(data)[2]
+    broken.z.write_bytes(b"not an image")
+    assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 1
+    assert not [p.name for p in out.iterdir() if p.name.startswith(broken.case_id)]
+
+
+def test_an_empty_part_writes_its_summary_and_keeps_no_earlier_rows(data: Path, tiny_checkpoint: Path,
+                                                                   tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--part", "7", "--parts", "7") == 0  # six cases: part 7 has none
+    summary = out / "summary_part7of7.csv"
+    assert _rows(summary) == {} and summary.read_text().startswith("case_id,status,mask,")
+    assert str(summary) in capsys.readouterr().out
+
+
+def test_a_run_that_fails_leaves_no_earlier_output_that_looks_like_its_own(data: Path, tiny_checkpoint: Path,
+                                                                           tmp_path: Path, capsys) -> None:
+    cases = find_cases(data)
+    mask = tmp_path / "mask.mha"
+    one = ["predict", "--adc", str(cases[0].adc), "--weights", str(tiny_checkpoint), "--out", str(mask), "--zadc"]
+    assert main([*one, str(cases[0].z)]) == 0 and mask.is_file()
+    assert main([*one, str(cases[1].z)]) == 2  # another case's Z_ADC: another grid
+    assert not mask.exists()
+    scores = tmp_path / "scores"
+    assert main(["baseline", "--data", str(data), "--out", str(tmp_path / "pred")]) == 0
+    assert main(["evaluate", "--gt", str(data), "--pred", str(tmp_path / "pred"), "--out", str(scores)]) == 0
+    (tmp_path / "pred" / f"{cases[0].case_id}_lesion.mha").write_bytes(b"damaged")
+    assert main(["evaluate", "--gt", str(data), "--pred", str(tmp_path / "pred"), "--out", str(scores)]) == 2
+    assert not any(scores.iterdir())
+    capsys.readouterr()
+
+
+# Rule 3: evaluate scores the masks the last run made
+
+def test_after_a_switch_of_mask_format_evaluate_scores_the_current_masks(data: Path, tiny_checkpoint: Path,
+                                                                         tmp_path: Path, capsys) -> None:
+    """The folder once held both formats' masks after a rerun, and evaluate scored the stale .mha."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint) == 0
+    stale = {p.name: p.read_bytes() for p in out.glob("*_lesion.mha")}
+    assert _predict(data, out, tiny_checkpoint, "--mask-format", "nii.gz") == 0
+    assert not list(out.glob("*_lesion.mha")) and len(list(out.glob("*_lesion.nii.gz"))) == 6  # the rerun removed them
+    assert main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "current")]) == 0
+    for name, content in stale.items():  # put back, as a copy from elsewhere would; one of them wrong
+        (out / name).write_bytes(content)
+    first, second = (case.case_id for case in find_cases(data)[:2])
+    (out / f"{first}_lesion.mha").write_bytes(stale[f"{second}_lesion.mha"])
+    assert main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "scores.csv").read_text() == (tmp_path / "current" / "scores.csv").read_text()
+    (out / "summary.csv").unlink()  # nothing says which is current any more
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "x")]),
+             f"{first} has 2 masks and no summary says which is current: {first}_lesion.mha, {first}_lesion.nii.gz")
+
+
+def test_evaluate_takes_no_mask_of_a_case_the_last_run_did_not_finish(data: Path, tiny_checkpoint: Path,
+                                                                      tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint) == 0
+    rows = list(_rows(out / "summary.csv").values())
+    rows[0]["status"] = "in progress"
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "s")]),
+             f"no prediction for 1 case(s): {rows[0]['case_id']}")
+
+
+# Rule 4: a header must agree with its data (files of every type; the bad-input matrix has the container's view)
+
+def test_a_manifest_row_whose_adc_and_z_adc_are_one_file_is_refused(data: Path, tmp_path: Path) -> None:
+    case = find_cases(data)[0]
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"case_id,adc,zadc\np1,{case.adc},{case.adc}\n")
+    with pytest.raises(InputError, match=r"line 2 \(p1\): its ADC and Z_ADC are the same file"):
+        find_any_cases(manifest)
+    (tmp_path / "z.mha").symlink_to(case.adc)
+    manifest.write_text(f"case_id,adc,zadc\np1,{case.adc},{tmp_path / 'z.mha'}\n")
+    with pytest.raises(InputError, match="its ADC and Z_ADC are the same file"):
+        find_any_cases(manifest)
+
+
+# Rule 5: no traceback, no silent skip
+
+def test_a_label_on_another_grid_is_flagged_in_the_report_not_a_traceback(data: Path, tiny_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    case = find_cases(data)[0]
+    label = read_image(case.label)
+    smaller = replace(label.geometry, size_xyz=(label.geometry.size_xyz[0] - 2, *label.geometry.size_xyz[1:]))
+    write_image(label.array[:, :, :-2], smaller, case.label)
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    rows = _rows(out / "summary.csv")
+    assert rows[case.case_id]["status"] == "ok" and "label on another grid" in rows[case.case_id]["flags"]
+    assert "label on another grid" in (out / "report.html").read_text()
+
+
+def test_an_absolute_or_unusable_pattern_is_one_line(data: Path, tmp_path: Path, capsys) -> None:
+    code = main(["predict", "--data", str(data), "--adc", str(data / "*ADC_ss.mha"), "--zadc", "*clipped10.mha",
+                 "--out", str(tmp_path / "o")])
+    _refused(capsys, code, "a pattern names files inside --data")
+    code = main(["predict", "--data", str(data), "--adc", "a**b_adc.mha", "--zadc", "*_z.mha", "--out",
+                 str(tmp_path / "o")])
+    _refused(capsys, code, "not a usable pattern")
+
+
+def test_a_deeply_nested_checkpoint_header_is_one_line(data: Path, tmp_path: Path, capsys) -> None:
+    """A safetensors header of deeply nested JSON raised RecursionError in predict and info --verify."""
+    import json
+
+    nested = json.dumps({"__metadata__": {"sparseg": "[" * 100_000 + "]" * 100_000}})
+    body = nested.encode() + b" " * (-len(nested) % 8)
+    checkpoint = tmp_path / "deep.safetensors"
+    checkpoint.write_bytes(len(body).to_bytes(8, "little") + body)
+    _refused(capsys, main(["info", str(checkpoint), "--verify"]), "deep.safetensors: not a SPARSeg checkpoint")
+    case = find_cases(data)[0]
+    code = main(["predict", "--adc", str(case.adc), "--zadc", str(case.z), "--out", str(tmp_path / "m.mha"),
+                 "--weights", str(checkpoint), "--device", "cpu"])
+    _refused(capsys, code, "deep.safetensors: not a SPARSeg checkpoint")
+
+
+def test_a_file_name_with_a_newline_is_refused_not_skipped(tmp_path: Path) -> None:
+    for name in ("ok_adc.mha", "ok_z.mha", "nl\nx_adc.mha", "nl\nx_z.mha"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(InputError, match=r"case id 'nl\\nx' holds a control character"):
+        find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
+
+
+def test_a_recursive_pattern_takes_every_level_and_names_cases_by_their_path(tmp_path: Path) -> None:
+    for name in ("c_adc.mha", "c_z.mha", "s1/c_adc.mha", "s1/c_z.mha", "s2/x/d_adc.mha", "s2/x/d_z.mha"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = find_any_cases(tmp_path, "**/*_adc.mha", "**/*_z.mha")
+    assert [case.case_id for case in found] == ["c", "s1_c", "s2_x_d"]
+    assert found[1].adc == tmp_path / "s1" / "c_adc.mha"
+
+
+# Messages
+
+def test_manifest_problems_are_named_by_their_own_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.mha").write_bytes(b"x")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc\n\np1,a.mha,missing.mha\n\n\np2,a.mha,also-missing.mha\n")
+    with pytest.raises(InputError) as info:
+        find_any_cases(manifest)
+    assert "line 3 (p1): zadc missing.mha does not exist" in str(info.value)
+    assert "line 6 (p2): zadc also-missing.mha does not exist" in str(info.value)
+
+
+def test_a_manifest_that_is_a_folder_or_not_csv_says_so(tmp_path: Path) -> None:
+    (tmp_path / "cohort.csv").mkdir()
+    with pytest.raises(InputError, match="cohort.csv: a folder, not a CSV manifest"):
+        find_any_cases(tmp_path / "cohort.csv")
+    (tmp_path / "cohort.tsv").write_text("case_id\tadc\tzadc\n")
+    with pytest.raises(InputError, match="cohort.tsv: a file, not a folder of cases; a manifest is a CSV file"):
+        find_any_cases(tmp_path / "cohort.tsv")
+
+
+def test_a_pattern_the_glob_matches_is_not_called_unmatched(tmp_path: Path) -> None:
+    for name in ("1_adc.mha", "1_z.mha", "2_adc.mha", "2_z.mha", "3_adc.mha", "3_z.mha"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [c.case_id for c in find_any_cases(tmp_path, "[12]*_adc.mha", "[12]*_z.mha")] == ["1", "2"]
+    (tmp_path / "_adc.mha").write_bytes(b"x")
+    (tmp_path / "_z.mha").write_bytes(b"x")
+    with pytest.raises(InputError, match="'' is empty"):  # the * matched nothing: a file, but no case id
+        find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
+
+
+def test_a_huge_manifest_s_error_lists_twenty_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc\n" + "".join(f"p{k},a{k}.mha,z{k}.mha\n" for k in range(50_000)))
+    with pytest.raises(InputError) as info:
+        find_any_cases(manifest)
+    message = str(info.value)
+    assert message.count("does not exist") == 20 and message.endswith("; and 99980 more") and len(message) < 4000
