@@ -8,6 +8,7 @@ request recorded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -23,15 +24,23 @@ INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"
 REQUIRE_BROWSER = "SPARSEG_REQUIRE_BROWSER"
 
 
-def chromium() -> str:
-    """The path of Debian's Chromium, called in a test's body; without it the test is skipped (failed when
-    REQUIRE_BROWSER is 1)."""
+@contextlib.contextmanager
+def browser_page():
+    """A new page of Debian's Chromium, headless, called in a test's body; without Chromium the test is skipped
+    (failed when REQUIRE_BROWSER is 1)."""
     if CHROMIUM is None:
         reason = f"no Chromium for the browser test: install Debian's package (as root: {INSTALL_CHROMIUM})"
         if os.environ.get(REQUIRE_BROWSER) == "1":
             pytest.fail(f"{reason}; {REQUIRE_BROWSER}=1 requires it")
         pytest.skip(reason)
-    return CHROMIUM
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 def test_the_page_holds_every_case_its_flags_and_no_external_reference() -> None:
@@ -52,20 +61,12 @@ def test_text_cells_sort_by_their_own_text_and_burden_groups_by_burden(tmp_path:
     assert "&amp;lt;" not in page and 'data-sort="0"' in page and 'data-sort="2"' in page
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")
-    browser_path = chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        try:
-            page_ = browser.new_page()
-            page_.goto(path.as_uri())
-            headers = page_.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
-            page_.click(f"#cases th:nth-child({headers.index('burden group') + 1})")
-            shown = page_.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[3].textContent)")
-            assert shown == ["<1%", "<1%", "1%-5%", ">5%", ""]
-        finally:
-            browser.close()
+    with browser_page() as page_:
+        page_.goto(path.as_uri())
+        headers = page_.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
+        page_.click(f"#cases th:nth-child({headers.index('burden group') + 1})")
+        shown = page_.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[3].textContent)")
+        assert shown == ["<1%", "<1%", "1%-5%", ">5%", ""]
 
 
 @pytest.fixture(scope="module")
@@ -88,36 +89,28 @@ def test_a_batch_report_has_every_case_with_its_picture_and_scores(report: Path,
 
 def test_the_report_in_a_real_browser(report: Path) -> None:
     """Every picture loads, the table sorts, and the page asks the network for nothing."""
-    browser_path = chromium()
-    from playwright.sync_api import sync_playwright
-
     requests: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
-            assert len(widths) == 6 and all(width > 0 for width in widths), widths
+    with browser_page() as page:
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 6 and all(width > 0 for width in widths), widths
 
-            def column(index: int) -> list[str]:
-                return page.eval_on_selector_all(
-                    "#cases tbody tr", f"rows => rows.map(r => r.cells[{index}].dataset.sort)")
+        def column(index: int) -> list[str]:
+            return page.eval_on_selector_all(
+                "#cases tbody tr", f"rows => rows.map(r => r.cells[{index}].dataset.sort)")
 
-            headers = page.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
-            lesion = headers.index("lesion (mL)")
-            page.click(f"#cases th:nth-child({lesion + 1})")
-            ascending = [float(v) for v in column(lesion)]
-            assert ascending == sorted(ascending)
-            page.click(f"#cases th:nth-child({lesion + 1})")
-            descending = [float(v) for v in column(lesion)]
-            assert descending == sorted(ascending, reverse=True) and descending != ascending
-            page.click("#cases th:nth-child(1)")
-            assert column(0) == sorted(column(0))
-        finally:
-            browser.close()
+        headers = page.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
+        lesion = headers.index("lesion (mL)")
+        page.click(f"#cases th:nth-child({lesion + 1})")
+        ascending = [float(v) for v in column(lesion)]
+        assert ascending == sorted(ascending)
+        page.click(f"#cases th:nth-child({lesion + 1})")
+        descending = [float(v) for v in column(lesion)]
+        assert descending == sorted(ascending, reverse=True) and descending != ascending
+        page.click("#cases th:nth-child(1)")
+        assert column(0) == sorted(column(0))
     assert requests and all(url.startswith(("file://", "data:")) for url in requests), requests
 
 
@@ -166,23 +159,15 @@ def test_people_s_case_ids_name_outputs_rows_and_scores(people_s_ids: Path) -> N
 
 def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path) -> None:
     """The page shows each id as text, runs no script but its own, and each id's link leads to its case."""
-    browser_path = chromium()
-    from playwright.sync_api import sync_playwright
-
     dialogs: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto((people_s_ids / "report.html").as_uri())
-            page.wait_for_load_state("load")
-            shown = page.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
-            assert sorted(shown) == sorted(PEOPLE_S_IDS)
-            assert page.eval_on_selector_all("script", "scripts => scripts.length") == 1
-            for case_id in PEOPLE_S_IDS:
-                target = page.get_by_role("link", name=case_id, exact=True).get_attribute("href")
-                assert page.eval_on_selector(target, "section => section.querySelector('h3').textContent") == case_id
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto((people_s_ids / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        shown = page.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+        assert sorted(shown) == sorted(PEOPLE_S_IDS)
+        assert page.eval_on_selector_all("script", "scripts => scripts.length") == 1
+        for case_id in PEOPLE_S_IDS:
+            target = page.get_by_role("link", name=case_id, exact=True).get_attribute("href")
+            assert page.eval_on_selector(target, "section => section.querySelector('h3').textContent") == case_id
     assert dialogs == []
