@@ -7,7 +7,7 @@ from pathlib import Path
 from sparseg.cases import data_inputs, find_cases
 from sparseg.config import EvaluationConfig, load_run_config
 from sparseg.crossval import run_cv
-from sparseg.errors import ConfigError
+from sparseg.errors import ConfigError, InputError
 from sparseg.evaluation import METRICS, markdown_table
 from sparseg.io import require_apart, write_csv, write_text
 
@@ -17,6 +17,11 @@ def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: 
     """One cross-validation per config under `out/<config name>` (all folds, or `folds`), each scored on its
     out-of-fold masks, not on the epoch picked on them; writes ablation.csv and ablation.md; returns the table."""
     out = Path(out)
+    names = [Path(path).stem for path in configs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"--configs: several files are named {', '.join(repeated)}; each config names its folder "
+                         "and its row, so give them distinct names")
     runs = {Path(path).stem: (Path(path), load_run_config(path)) for path in configs}  # all checked first
     require_apart([out / "ablation.md", out / "ablation.csv"],
                   [*data_inputs(data, find_cases(data, require_labels=True)), *map(Path, configs)])

@@ -12,7 +12,7 @@ import numpy as np
 
 from sparseg.cases import Case, data_inputs, find_any_cases, prediction_name
 from sparseg.config import PreprocessingConfig
-from sparseg.io import read_image, require_apart, require_same_grid, write_mask
+from sparseg.io import read_image, remove_stale, require_apart, require_same_grid, write_mask
 
 
 def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:
@@ -24,7 +24,9 @@ def run_baseline(data: Path | str, out: Path | str, config: PreprocessingConfig 
     """Write `<case_id>_lesion.mha` = Z_ADC < threshold for every case, on the ADC grid; none of them may be, or
     replace, an input (`sparseg baseline --out RELEASE/3LABEL` would write over the labels)."""
     cases = find_any_cases(data)
-    require_apart([Path(out) / prediction_name(case.case_id) for case in cases], data_inputs(data, cases))
+    masks = [Path(out) / prediction_name(case.case_id) for case in cases]
+    require_apart(masks, data_inputs(data, cases))
+    remove_stale(masks)  # a run that fails on the way leaves no earlier mask beside its own
     return [_baseline_case(case, Path(out), config) for case in cases]
 
 

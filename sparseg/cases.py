@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparseg.errors import InputError
-from sparseg.io import IMAGE_SUFFIXES, has_image_suffix, image_files, same_file
+from sparseg.io import IMAGE_SUFFIXES, files_sha256, has_image_suffix, image_files, same_file
 
 CASE_ID = re.compile(r"MGHNICU_\d+-VISIT_\d+")
 
@@ -146,28 +146,22 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith("."))
 
 
-def index_by_case_id(folder: Path) -> dict[str, Path]:
-    """Map case id -> image file in `folder`; files without an id or sharing one are an error."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
+def index_by_case_id(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Map case id -> image file in `folder` (a release folder), and its problems: files without an id, ids
+    in several files (each problem names the folder)."""
     found: dict[str, list[Path]] = defaultdict(list)
     nameless = []
-    files = _image_files(folder)
-    for path in files:
+    for path in _image_files(folder):
         case_id = case_id_of(path)
         if case_id is None:
             nameless.append(path.name)
         else:
             found[case_id].append(path)
-    problems = []
-    if nameless:
-        problems.append(f"no case id (MGHNICU_<n>-VISIT_<v>) in: {', '.join(nameless)}")
-    duplicated = {cid: paths for cid, paths in found.items() if len(paths) > 1}
-    for cid, paths in sorted(duplicated.items()):
-        problems.append(f"{cid} appears in {len(paths)} files: {', '.join(p.name for p in paths)}")
-    if problems:
-        raise InputError(f"{folder}: " + "; ".join(problems))
-    return {cid: paths[0] for cid, paths in found.items()}
+    problems = [f"{folder.name}/ has files with no case id (MGHNICU_<n>-VISIT_<v>): {_some(nameless)}"] if nameless \
+        else []
+    problems += [f"{cid} appears in {len(paths)} files of {folder.name}/: {', '.join(p.name for p in paths)}"
+                 for cid, paths in sorted(found.items()) if len(paths) > 1]
+    return {cid: paths[0] for cid, paths in found.items()}, problems
 
 
 def dataset_root(root: Path) -> Path:
@@ -195,27 +189,26 @@ def find_cases(root: Path | str, require_labels: bool = False) -> list[Case]:
     if is_manifest(Path(root)):
         return manifest_cases(Path(root), require_labels)
     root = dataset_root(Path(root))
-    adc = index_by_case_id(root / ADC_DIR)
-    zmap = index_by_case_id(root / Z_DIR)
     has_labels = (root / LABEL_DIR).is_dir()
     if require_labels and not has_labels:
         raise InputError(f"{root}: no {LABEL_DIR}/ folder, but labels are needed")
-    labels = index_by_case_id(root / LABEL_DIR) if has_labels else None
-    folders = {ADC_DIR: adc, Z_DIR: zmap}
-    if labels is not None:
-        folders[LABEL_DIR] = labels
+    folders, problems = {}, []
+    for name in (ADC_DIR, Z_DIR, *([LABEL_DIR] if has_labels else [])):
+        if not (root / name).is_dir():
+            problems.append(f"no {name}/ folder")
+            continue
+        folders[name], found = index_by_case_id(root / name)
+        problems += found
     all_ids = set().union(*(set(v) for v in folders.values()))
-    missing = []
-    for name, index in folders.items():
-        absent = sorted(all_ids - set(index))
-        if absent:
-            missing.append(f"{name}/ lacks {', '.join(absent)}")
-    if missing:
-        raise InputError(f"{root}: unpaired cases: " + "; ".join(missing))
-    if not all_ids:
-        raise InputError(f"{root}: no cases found in {ADC_DIR}/")
-    found = [Case(case_id=cid, adc=adc[cid], z=zmap[cid], label=labels[cid] if labels is not None else None)
-             for cid in sorted(all_ids)]
+    problems += [f"{name}/ lacks {_some(sorted(all_ids - set(index)))}" for name, index in folders.items()
+                 if all_ids - set(index)]
+    if not all_ids and not problems:
+        problems.append(f"no cases found in {ADC_DIR}/")
+    if problems:
+        raise _problems(root, problems)
+    labels = folders.get(LABEL_DIR)
+    found = [Case(case_id=cid, adc=folders[ADC_DIR][cid], z=folders[Z_DIR][cid],
+                  label=labels[cid] if labels is not None else None) for cid in sorted(all_ids)]
     _require_distinct_files(root, found)
     return found
 
@@ -331,10 +324,15 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
             rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
-    columns = set(rows[0][1]) if rows else set(reader.fieldnames or [])
+    columns = set(header)
+    repeated = sorted({column for column in header if header.count(column) > 1 and column})
+    if repeated:
+        raise InputError(f"{path}: the column{'s' if len(repeated) > 1 else ''} {', '.join(repeated)} appear"
+                         f"{'' if len(repeated) > 1 else 's'} more than once; which would count?")
     if not {"case_id", "adc", "zadc"} <= columns:
         raise InputError(f"{path}: a manifest needs the columns case_id, adc, zadc (and optionally label); "
                          f"found {', '.join(sorted(c for c in columns if c)) or 'none'}")
@@ -367,20 +365,21 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
         found.append(case)
     if not found and not problems:
         problems.append("no cases")
+    problems += _id_problems([c.case_id for c in found])
     if problems:
         raise _problems(path, problems)
-    _require_usable_ids(path, [c.case_id for c in found])
     return sorted(found, key=lambda c: c.case_id)
 
 
 def _shared_files(case: Case) -> list[str]:
     """Where one file plays two roles in a case (ADC and Z_ADC, or the label too): the same path, a symbolic link
-    to it, or a hard link. Such a case would segment nothing, or score a mask against itself."""
+    to it, a hard link, or two .mhd headers naming one data file. Such a case would segment nothing, or score a
+    mask against itself."""
     roles = [(name, path) for name, path in (("ADC", case.adc), ("Z_ADC", case.z), ("label", case.label))
              if path is not None and path != Path()]
     return [f"its {first} and {second} are the same file ({path})"
             for index, (first, path) in enumerate(roles) for second, other in roles[index + 1 :]
-            if same_file(path, other)]
+            if any(same_file(mine, theirs) for mine in image_files(path) for theirs in image_files(other))]
 
 
 def _require_distinct_files(source: Path, cases: list[Case]) -> None:
@@ -390,43 +389,59 @@ def _require_distinct_files(source: Path, cases: list[Case]) -> None:
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
-    """`pattern`'s glob as a regex over paths relative to the folder, matching what `Path.glob` matches, whose
-    groups are what its wildcards match (the case id's parts): `*` within one name (empty too), `?` one
-    character, `[...]` a character class (`[!...]` its complement), `**/` any number of folders."""
-    regex, index = "", 0
+    """`pattern`'s glob as a regex over paths relative to the folder, matching what `Path.glob` matches (its
+    fnmatch rules: `*` within one name, empty too; `?` one character; `[...]` a class, `[!...]` its complement, a
+    leading `^` a character like any other; `**/` any number of folders). Each run of wildcards with no literal
+    text between them is one group: the case id's parts."""
+    pieces, index = [], 0  # (regex, is a wildcard)
     while index < len(pattern):
         char = pattern[index]
         if pattern.startswith("**/", index):
-            regex += "(?:(.+)/)?"
+            pieces.append(("(?:.+/)?", True))
             index += 3
             continue
+        close = pattern.find("]", index + 2) if char == "[" else -1
         if char == "*":
-            regex += "([^/]*)"
+            pieces.append(("[^/]*", True))
         elif char == "?":
-            regex += "([^/])"
-        elif char == "[" and (close := pattern.find("]", index + 2)) > 0:
-            body = pattern[index + 1 : close]
-            body = "^" + body[1:] if body.startswith("!") else body
-            regex += f"([{body.replace(chr(92), chr(92) * 2)}])"
+            pieces.append(("[^/]", True))
+        elif close > 0:
+            body = pattern[index + 1 : close].replace("\\", "\\\\")
+            body = "^" + body[1:] if body.startswith("!") else "\\" + body if body.startswith("^") else body
+            pieces.append((f"[{body}]", True))
             index = close + 1
             continue
         else:
-            regex += re.escape(char)
+            pieces.append((re.escape(char), False))
         index += 1
-    return re.compile(regex + "$")
+    regex, run = "", ""
+    for piece, wild in pieces + [("", False)]:
+        if wild:
+            run += piece
+            continue
+        if run:
+            regex += f"({run})"
+            run = ""
+        regex += piece
+    return re.compile(regex + "$", re.DOTALL)
 
 
-def _by_pattern(folder: Path, pattern: str) -> dict[str, list[Path]]:
-    """Files of `folder` matching `pattern`, by case id: what its wildcards matched, joined by "_" (a "/" of a
-    `**/` match too)."""
+def _by_pattern(folder: Path, pattern: str) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Files of `folder` matching `pattern`, by case id (what its wildcard runs matched, joined by "_", a "/" of
+    a `**/` match too), and the matches that are not files (a folder, a broken link)."""
     regex = _pattern_regex(pattern)
     found: dict[str, list[Path]] = defaultdict(list)
+    not_files = []
     for path in sorted(folder.glob(pattern)):
-        if path.is_file() and not path.name.startswith("."):
-            match = regex.match(path.relative_to(folder).as_posix())
-            if match:
-                found["_".join(g.replace("/", "_") for g in match.groups() if g)].append(path)
-    return found
+        if path.name.startswith("."):
+            continue
+        if not path.is_file():
+            not_files.append(path)
+            continue
+        match = regex.match(path.relative_to(folder).as_posix())
+        if match:
+            found["_".join(g.strip("/").replace("/", "_") for g in match.groups() if g)].append(path)
+    return found, not_files
 
 
 def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
@@ -440,10 +455,11 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise InputError(f"{pattern}: a pattern names files inside --data {folder}, relative to it")
     try:
-        adc, zmap = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
+        (adc, adc_others), (zmap, z_others) = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
     except (ValueError, NotImplementedError) as exc:  # a pattern pathlib cannot take ("a**b")
         raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: not a usable pattern ({exc})") from None
-    problems = []
+    problems = [f"{path.relative_to(folder).as_posix()} matches, but is not a readable file (a folder, or a link to "
+                "nothing)" for path in sorted(set(adc_others) | set(z_others))]
     adc_files, z_files = ({p for paths in index.values() for p in paths} for index in (adc, zmap))
     both = sorted(adc_files & z_files)
     if both:
@@ -462,7 +478,9 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
     problems += _id_problems(sorted(set(adc) | set(zmap)))
     if problems:
         raise _problems(folder, problems)
-    return [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
+    found = [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
+    _require_distinct_files(folder, found)
+    return found
 
 
 def _some(names) -> str:
@@ -517,45 +535,53 @@ FINISHED = ("ok", "done earlier")
 """The statuses of a summary row whose mask the run finished (others: "failed", "in progress")."""
 
 
-def recorded_masks(folder: Path) -> dict[str, Path | None]:
+def recorded_masks(folder: Path) -> dict[str, tuple[Path | None, str]]:
     """The mask of each case that the summaries of a batch output folder record (`summary*.csv`, of `sparseg
-    predict` and of cross-validation's folds): the file its last run finished, or None where that run did not
-    finish it. Cases no summary names are absent."""
-    found: dict[str, Path | None] = {}
-    for summary in sorted(folder.glob("summary*.csv")):
+    predict`, its parts and cross-validation's folds; a newer summary over an older one), with the sha256 it was
+    written with: None where the last run did not finish the case, or names a file that is not one of the
+    case's masks in this folder. Cases no summary names are absent."""
+    found: dict[str, tuple[Path | None, str]] = {}
+    for summary in sorted(folder.glob("summary*.csv"), key=lambda path: path.stat().st_mtime_ns):
         try:
             with open(summary, newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         except (OSError, csv.Error, UnicodeDecodeError):
             continue
         for row in rows:
-            if row.get("case_id") and "mask" in row:
-                finished = row.get("status") in FINISHED and row["mask"]
-                found[row["case_id"]] = folder / row["mask"] if finished else None
+            case_id, name = row.get("case_id"), row.get("mask")
+            if not case_id or name is None:
+                continue
+            own = name in {prediction_name(case_id, suffix) for suffix in IMAGE_SUFFIXES}
+            finished = row.get("status") in FINISHED and own
+            found[case_id] = (folder / name if finished else None, row.get("mask_sha256") or "")
     return found
 
 
 def find_masks(folder: Path, case_ids: list[str]) -> dict[str, Path]:
     """The mask of each case in a folder of predictions, where there is one: the file the last run's summary
-    names (`recorded_masks`), else the one file named for the case (`prediction_name` in any format; for BONBID
-    ids, any file whose name holds the id, `<id>_lesion.*` first). Two candidates and no record of which is
-    current are an InputError naming both."""
+    names (`recorded_masks`; one changed since it was written is refused), else the one file named for the case
+    (`prediction_name` in any format, its suffix in any letter case; for BONBID ids, any file whose name holds
+    the id). Two candidates and no record of which is current are an InputError naming both."""
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     recorded = recorded_masks(folder)
-    files = [p for p in _image_files(folder) if not any(p.name == probabilities_name(case_id_of(p) or "", sfx)
-                                                         for sfx in IMAGE_SUFFIXES)]
+    files = _image_files(folder)
     found, problems = {}, []
     for case_id in case_ids:
         if case_id in recorded:
-            path = recorded[case_id]
+            path, sha256 = recorded[case_id]
             if path is not None and path.is_file():
-                found[case_id] = path
+                if sha256 and files_sha256([path]) != sha256:
+                    problems.append(f"{path.name} is not the mask its run wrote (changed since: another tool or "
+                                    "run wrote there?)")
+                else:
+                    found[case_id] = path
             continue
-        named = [p for p in files if p.name in {prediction_name(case_id, sfx) for sfx in IMAGE_SUFFIXES}]
+        names = {prediction_name(case_id, suffix).lower() for suffix in IMAGE_SUFFIXES}
+        named = [p for p in files if p.name.lower() in names]
         if not named and CASE_ID.fullmatch(case_id):
-            named = [p for p in files if case_id_of(p) == case_id and not p.name.startswith(probabilities_name(
-                case_id, "."))]
+            named = [p for p in files if case_id_of(p) == case_id and not p.name.lower().startswith(
+                probabilities_name(case_id, ".").lower())]
         if len(named) > 1:
             problems.append(f"{case_id} has {len(named)} masks and no summary says which is current: "
                             f"{', '.join(p.name for p in named)}")

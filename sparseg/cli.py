@@ -212,22 +212,27 @@ def _predictor(args: argparse.Namespace):
                           inference=inference)
 
 
-def _weights_files(weights: list[Path] | None) -> list[Path]:
-    """The checkpoints `--weights` resolves to, and every file derived from them (`engines.checkpoint_files`)."""
+def _require_apart(outputs: list[Path], data: list[Path], weights: list[Path] | None) -> None:
+    """Rule 1 for a segmenting command: no output may be, or replace, an input (the data's files, the checkpoints
+    `--weights` resolves to and the files derived from them), and the files a run may derive beside the
+    checkpoints (an OpenVINO export made at start-up) may not replace the data's."""
     from sparseg.engines import checkpoint_files
+    from sparseg.io import require_apart
     from sparseg.jobs import resolve_weights
 
-    return [path for checkpoint in resolve_weights(weights) for path in checkpoint_files(checkpoint)]
+    derived = [checkpoint_files(checkpoint) for checkpoint in resolve_weights(weights)]
+    require_apart(outputs, [*data, *(path for files in derived for path in files)])
+    require_apart([path for files in derived for path in files[1:]], data)
 
 
 def _process(args: argparse.Namespace) -> int:
     from sparseg.cases import OUTPUT_MASK, case_inputs, find_input_case
-    from sparseg.io import remove_stale, require_apart
+    from sparseg.io import remove_stale
     from sparseg.jobs import run_container_job
 
     _check_inference_options(args)
     case = find_input_case(args.input)  # the input is checked before the network is loaded
-    require_apart([args.output / OUTPUT_MASK], [*case_inputs(case), *_weights_files(args.weights)])
+    _require_apart([args.output / OUTPUT_MASK], case_inputs(case), args.weights)
     remove_stale([args.output / OUTPUT_MASK])  # an earlier job's mask is not left to look like this one's
     path = run_container_job(case, args.output, _predictor(args))
     print(f"wrote {path}")
@@ -241,7 +246,7 @@ ONE_FILE_MASKS = (".mha", ".nii.gz", ".nii", ".nrrd")
 def _one_case(args: argparse.Namespace) -> int:
     """`sparseg predict --adc A --zadc Z --out mask.nii.gz`: one case, no layout."""
     from sparseg.cases import Case, case_inputs
-    from sparseg.io import remove_stale, require_apart
+    from sparseg.io import remove_stale
     from sparseg.jobs import predict_case
 
     batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
@@ -260,7 +265,7 @@ def _one_case(args: argparse.Namespace) -> int:
             raise SparsegError(f"{path}: no such file ({flag})")
     adc = Path(args.adc)
     case = Case(case_id=adc.name.split(".")[0], adc=adc, z=Path(args.zadc))
-    require_apart([args.out], [*case_inputs(case), *_weights_files(args.weights)])
+    _require_apart([args.out], case_inputs(case), args.weights)
     remove_stale([args.out])  # an earlier run's mask is not left to look like this one's
     summary = predict_case(case, _predictor(args), args.out)
     print(f"wrote {args.out}: {summary.lesion_ml:.2f} mL of lesion ({summary.burden_group} burden)")
@@ -269,7 +274,6 @@ def _one_case(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name
-    from sparseg.io import require_apart
     from sparseg.jobs import batch_outputs, predict_batch
 
     _check_inference_options(args)
@@ -283,8 +287,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise SparsegError(f"--out {args.out}: not a folder (a batch writes a folder of masks)")
     cases = find_any_cases(args.data, args.adc, args.zadc)  # checked before the network is loaded
     mine = batch_part(cases, args.part - 1, args.parts)
-    require_apart(batch_outputs(mine, args.out, args.part - 1, args.parts, args.report),
-                  [*data_inputs(args.data, cases), *_weights_files(args.weights)])
+    _require_apart(batch_outputs(mine, args.out, args.part - 1, args.parts, args.report),
+                   data_inputs(args.data, cases), args.weights)
     if args.parts > 1:
         print(f"part {args.part} of {args.parts}: {len(mine)} of the {len(cases)} cases")
     summaries = predict_batch(cases, args.out, _predictor(args), save_probabilities=args.save_probabilities,

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, data_inputs, find_cases, probabilities_name
+from sparseg.cases import Case, case_outputs, data_inputs, find_cases, probabilities_name
 from sparseg.config import RunConfig
 from sparseg.data import FINGERPRINT_FORMAT, fingerprint
 from sparseg.errors import InputError
-from sparseg.evaluation import Report, evaluate, write_report
+from sparseg.evaluation import REPORT_FILES, Report, evaluate, write_report
 from sparseg.io import read_image, read_mask, require_apart, write_csv
 from sparseg.jobs import load_predictor, predict_batch
 from sparseg.metrics import dice
@@ -98,8 +98,12 @@ def run_cv(data: Path | str, config: RunConfig, out: Path | str, only: list[int]
     listed = find_cases(data, require_labels=True)  # the data first
     cases = {case.case_id: case for case in listed}
     inputs = [*data_inputs(data, listed), *([config_file] if config_file else [])]
-    require_apart([path for fold in range(config.train.folds) for path in run_files(fold_dir(out, fold))]
-                  + [outputs(out, name)[2] for name in CHECKPOINTS], inputs)
+    folds_written = [path for fold in range(config.train.folds) for path in run_files(fold_dir(out, fold))]
+    scored_written = [path for name in CHECKPOINTS for path in (
+        outputs(out, name)[2], *(outputs(out, name)[1] / report for report in REPORT_FILES),
+        *(outputs(out, name)[0] / fold_summary(fold) for fold in range(config.train.folds)),
+        *(outputs(out, name)[0] / mask for case in listed for mask in case_outputs(case.case_id)))]
+    require_apart(folds_written + scored_written, inputs)  # all of it before any fold trains
     folds = list(range(config.train.folds))
     chosen = sorted(set(only)) if only else folds
     for fold in chosen:

@@ -42,7 +42,7 @@ import torch
 
 from sparseg.config import INT8_MIN_AGREEMENT
 from sparseg.errors import InputError, OutputError
-from sparseg.io import PARTIAL_PREFIX, place, write_text
+from sparseg.io import PARTIAL_PREFIX, place, require_apart, write_text
 from sparseg.model import Checkpoint, load_checkpoint, parity_frames, read_header, require_parity, traced_path
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ def export(path: Path | str, folder: Path | None = None) -> ExportPaths:
     import openvino as ov
 
     path = Path(path)
+    paths = ExportPaths.beside(path, "fp32", folder)
+    require_apart([paths.xml, paths.bin, paths.stamp], [path])
     checkpoint = load_checkpoint(path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings of the converter
@@ -167,7 +169,7 @@ def export(path: Path | str, folder: Path | None = None) -> ExportPaths:
     require_parity(checkpoint, "OpenVINO's network", lambda frame: compiled(frame.numpy())[0])
     stamp = {"format": ENGINE_FORMAT, "precision": "fp32", "weights_sha256": checkpoint.metadata["weights_sha256"],
              "checkpoint": path.name, "openvino": openvino_version(), "torch": torch.__version__}
-    return _save(model, ExportPaths.beside(path, "fp32", folder), stamp)
+    return _save(model, paths, stamp)
 
 
 def current_fp32(path: Path, weights_sha256: str) -> ExportPaths:

@@ -135,7 +135,7 @@ class Predictor:
 
         return {
             "checkpoints_sha256": "+".join(identity(c) for c in self.checkpoints),
-            "settings": f"tta={on_off[self.tta]} min_lesion_mm3={self.min_lesion_mm3:g} "
+            "settings": f"tta={on_off[self.tta]} min_lesion_mm3={float(self.min_lesion_mm3)!r} "
                         f"device={self.device.type} engine={self.engine} precision={self.precision} "
                         f"crop_to_brain={on_off[self.inference.crop_to_brain]}",
         }

@@ -18,10 +18,12 @@ import bz2
 import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import logging
 import math
 import os
+import re
 import uuid
 import zipfile
 import zlib
@@ -178,20 +180,47 @@ METAIMAGE_HEADER_BYTES = 65536
 """A MetaImage (.mha/.mhd) text header must end (at ElementDataFile) within this many bytes."""
 
 
+ELEMENT_DATA_FILE = re.compile(rb"(?m)^[ \t]*ElementDataFile[ \t]*=")
+"""The header line after which a MetaImage's data follows (a Comment may mention the name: only a field counts)."""
+
+
 def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
     """A MetaImage file's header fields and the offset of its first data byte (after ElementDataFile's line)."""
     with open(path, "rb") as handle:
         head = handle.read(METAIMAGE_HEADER_BYTES)
-    end = head.find(b"ElementDataFile")
-    if end < 0:
+    found = ELEMENT_DATA_FILE.search(head)
+    if found is None:
         raise InputError(f"{path}: not a readable image (no MetaImage header ending in ElementDataFile)")
-    line_end = head.find(b"\n", end)
+    line_end = head.find(b"\n", found.start())
     fields = {}
     for line in head[:line_end if line_end >= 0 else len(head)].decode("latin-1").splitlines():
         key, equals, value = line.partition("=")
         if equals:
             fields[key.strip()] = value.strip()
     return fields, (line_end + 1 if line_end >= 0 else len(head))
+
+
+def _metaimage_data(path: Path, fields: dict[str, str], data_start: int) -> list[Path] | None:
+    """The files a MetaImage's pixel data lies in: None when it follows the header in `path` itself (LOCAL),
+    else one file, the files a LIST names (one per line after the header), or those of a printf pattern with its
+    first, last and step numbers."""
+    value = fields.get("ElementDataFile", "LOCAL")
+    if value.upper() == "LOCAL":
+        return None
+    if value.upper().startswith("LIST"):
+        with open(path, "rb") as handle:
+            handle.seek(data_start)
+            names = [line.strip() for line in handle.read().decode("latin-1").splitlines() if line.strip()]
+    elif "%" in value and len(value.split()) >= 3:
+        pattern, *numbers = value.split()
+        try:
+            first, last, step = (int(v) for v in (numbers + ["1"])[:3])
+            names = [pattern % number for number in range(first, last + 1, step or 1)]
+        except (ValueError, TypeError):
+            raise InputError(f"{path}: MetaImage ElementDataFile {value!r} is not a usable file pattern") from None
+    else:
+        names = [value]
+    return [Path(name) if Path(name).is_absolute() else path.parent / name for name in names]
 
 
 def _check_metaimage_header(path: Path, fields: dict[str, str]) -> None:
@@ -211,10 +240,10 @@ def _check_metaimage_header(path: Path, fields: dict[str, str]) -> None:
     channels = fields.get("ElementNumberOfChannels", "1")
     if not channels.isdigit() or not 1 <= int(channels) <= 64:
         raise InputError(f"{path}: not a readable image (MetaImage ElementNumberOfChannels {channels!r})")
-    data_file = fields.get("ElementDataFile", "")
-    if data_file and data_file not in ("LOCAL", "LIST") and "%" not in data_file:
-        if not (path.parent / data_file).is_file():
-            raise InputError(f"{path}: its pixel data file {data_file} is missing")
+    missing = [file.name for file in _metaimage_data(path, *_metaimage_fields(path)) or [] if not file.is_file()]
+    if missing:
+        raise InputError(f"{path}: its pixel data file{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} missing")
     for key in ("ElementSpacing", "Offset", "Origin", "Position", "TransformMatrix", "Orientation", "Rotation"):
         if key in fields:
             try:
@@ -245,12 +274,25 @@ def _check_geometry(path: Path, reader: sitk.ImageFileReader) -> None:
 
 
 def _check_compressed_data(path: Path, fields: dict[str, str], data_start: int, expected_bytes: int) -> None:
-    """Decode a compressed MetaImage's zlib stream once, to its end (where zlib checks its Adler-32), and
-    compare its length with the header's, and the stream's size with CompressedDataSize (ITK decodes only
-    that many bytes and fills the rest with zeros). ITK prints "Uncompress failed" for a damaged stream and
-    returns zeros, or decodes garbage from damage in the middle; here each is an InputError."""
-    data_file = fields.get("ElementDataFile", "LOCAL")
-    source, start = (path, data_start) if data_file == "LOCAL" else (path.parent / data_file, 0)
+    """Decode a compressed MetaImage's zlib stream (each data file's, for a LIST or pattern) once, to its end
+    (where zlib checks its Adler-32), and compare its length with the header's, and the stream's size with
+    CompressedDataSize (ITK decodes only that many bytes and fills the rest with zeros). ITK prints "Uncompress
+    failed" for a damaged stream and returns zeros, or decodes garbage from damage in the middle; here each is
+    an InputError."""
+    files = _metaimage_data(path, fields, data_start)
+    parts = [(path, data_start)] if files is None else [(file, 0) for file in files]
+    for source, start in parts:
+        stream = _check_zlib_stream(source, start, expected_bytes // len(parts) if expected_bytes else 0)
+    declared = fields.get("CompressedDataSize")
+    if len(parts) == 1 and declared is not None and (not declared.isdigit() or int(declared) != stream):
+        raise InputError(f"{path}: MetaImage CompressedDataSize {declared!r} does not match its {stream}-byte "
+                         "compressed pixel data")
+
+
+def _check_zlib_stream(source: Path, start: int, expected_bytes: int) -> int:
+    """Decode the zlib stream in `source` from `start` to its end; its compressed size. Damage, a stream cut
+    short, or data of another length than `expected_bytes` (when given) is an InputError; bytes after the
+    stream are warned about."""
     decoder = zlib.decompressobj()
     decoded = consumed = 0
     try:
@@ -269,13 +311,9 @@ def _check_compressed_data(path: Path, fields: dict[str, str], data_start: int, 
         raise InputError(f"{source}: compressed pixel data is cut short (its zlib stream does not end)")
     if expected_bytes and decoded != expected_bytes:
         raise InputError(f"{source}: compressed pixel data holds {decoded} bytes, the header says {expected_bytes}")
-    stream = consumed - len(decoder.unused_data)
-    declared = fields.get("CompressedDataSize")
-    if declared is not None and (not declared.isdigit() or int(declared) != stream):
-        raise InputError(f"{path}: MetaImage CompressedDataSize {declared!r} does not match its {stream}-byte "
-                         "compressed pixel data")
     if trailing:
         log.warning("%s: %d bytes after the compressed pixel data ignored", source, trailing)
+    return consumed - len(decoder.unused_data)
 
 
 GZIP_ERRORS = (OSError, EOFError, zlib.error)
@@ -309,47 +347,63 @@ def _nifti_header(path: Path) -> bytes:
         raise InputError(f"{path}: compressed data is damaged ({exc})") from None
 
 
-NIFTI_LAYOUT = {
-    348: {"dim": (40, "i2"), "bitpix": (72, "i2"), "pixdim": (76, "f4"), "vox_offset": (108, "f4"), "first": 352},
-    540: {"dim": (16, "i8"), "bitpix": (14, "i2"), "pixdim": (104, "f8"), "vox_offset": (168, "i8"), "first": 544},
-}
-"""Where NIfTI-1 (header of 348 bytes) and NIfTI-2 (540) keep what the checks read: byte offset and type of dim[8],
-bitpix, pixdim[8] and vox_offset, and the first byte data may start at (after the header and its extension flag)."""
+NIFTI_FIELDS = {"dim": (40, "i2", 8), "datatype": (70, "i2", 1), "bitpix": (72, "i2", 1), "pixdim": (76, "f4", 8),
+                "vox_offset": (108, "f4", 1)}
+"""Where a NIfTI-1 header keeps what the checks read: byte offset, type and count of each field."""
+NIFTI_FIRST_DATA_BYTE = 352
+"""Data starts after the 348-byte header and its 4-byte extension flag, or later."""
+NIFTI_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32, 1024: 64, 1280: 64,
+              1536: 128, 1792: 128, 2048: 256, 2304: 32}
+"""Bits per voxel of each NIfTI datatype code (the standard's table)."""
+
+
+def _nifti_order(header: bytes) -> str | None:
+    """The byte order of a NIfTI-1 header ("<" or ">"), or None when `header` is not one (`sizeof_hdr` 348)."""
+    return next((order for order in ("<", ">") if len(header) >= 4
+                 and int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) == 348), None)
+
+
+def _refuse_nifti2(path: Path) -> None:
+    """ITK reads NIfTI-1 only, and on a NIfTI-2 file its library prints errors of its own first."""
+    header = _nifti_header(path)
+    if any(len(header) >= 4 and int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) == 540 for order in "<>"):
+        raise InputError(f"{path}: a NIfTI-2 file, which the image reader (ITK) cannot read; save it as NIfTI-1")
 
 
 def _check_nifti(path: Path, data_bytes: int) -> None:
     """A NIfTI file's header must agree with its data, as nibabel checks it: dim[0] from 1 to 7 and every used dim
     positive (ITK reads an 8-slice volume with a negative dim as one slice), pixdim positive numbers (ITK otherwise
-    takes a spacing from the sform without a word), vox_offset after the header (not inside it), and exactly
-    vox_offset + the voxels' stored bytes (bitpix, not the scaled type ITK returns) of data: ITK reads a short
-    file as zeros and a long one as the wrong voxels."""
+    takes a spacing from the sform without a word), vox_offset after the header (not inside it), bitpix that of
+    the datatype (ITK reads by datatype), and exactly vox_offset + the voxels' stored bytes (not the scaled type
+    ITK returns) of data: ITK reads a short file as zeros and a long one as the wrong voxels."""
     header = _nifti_header(path)
-    for order in ("<", ">"):
-        size = int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) if len(header) >= 4 else 0
-        if size in NIFTI_LAYOUT:
-            break
-    else:
+    order = _nifti_order(header)
+    if order is None:
         return  # not a NIfTI header ITK would have read; ITK's own error stands
-    layout = NIFTI_LAYOUT[size]
 
-    def field(name: str, count: int = 1) -> np.ndarray:
-        offset, kind = layout[name]
+    def field(name: str) -> np.ndarray:
+        offset, kind, count = NIFTI_FIELDS[name]
         return np.frombuffer(header[offset : offset + count * np.dtype(kind).itemsize], dtype=f"{order}{kind}")
 
-    dim = field("dim", 8)
+    dim = field("dim")
     rank = int(dim[0])
     if not 1 <= rank <= 7 or not np.all(dim[1 : rank + 1] >= 1):
         raise InputError(f"{path}: NIfTI dim {tuple(int(v) for v in dim[: rank + 1 if 0 <= rank <= 7 else 8])}: "
                          "the number of dimensions must be 1 to 7 and every size positive")
-    spacing = field("pixdim", 8)[1:4]
+    spacing = field("pixdim")[1:4]
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
         raise InputError(f"{path}: NIfTI pixdim {tuple(float(v) for v in spacing)}: every voxel spacing must be a "
                          "positive number")
     offset = float(field("vox_offset")[0])
-    if not math.isfinite(offset) or offset < layout["first"]:
+    if not math.isfinite(offset) or offset < NIFTI_FIRST_DATA_BYTE:
         raise InputError(f"{path}: NIfTI vox_offset {offset:g} lies inside the header (data starts at byte "
-                         f"{layout['first']} or later)")
-    bits = int(field("bitpix")[0])
+                         f"{NIFTI_FIRST_DATA_BYTE} or later)")
+    datatype, bitpix = int(field("datatype")[0]), int(field("bitpix")[0])
+    bits = NIFTI_BITS.get(datatype)
+    if bits is None:
+        return  # ITK's own error names an unknown datatype
+    if bitpix != bits:
+        raise InputError(f"{path}: NIfTI bitpix {bitpix} disagrees with its datatype {datatype} ({bits} bits)")
     needed = int(offset) + int(np.prod(dim[1 : rank + 1].astype(np.int64))) * bits // 8
     if data_bytes != needed:
         how = "cut short" if data_bytes < needed else "longer than its header says"
@@ -367,68 +421,85 @@ NRRD_TYPES = {"signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned ch
 
 
 def _check_nrrd(path: Path) -> None:
-    """A NRRD file's data must be what its header says: a gzip or bzip2 stream decoded to its end (where the
-    checksum is) into exactly sizes x type bytes, raw data exactly that long (ITK reads a damaged stream, or data
-    of another length, without a word). Text encodings (ascii, hex) are left to ITK."""
+    """A NRRD file's data must be what its header says, after its `line skip` lines and `byte skip` bytes: a
+    gzip or bzip2 stream decoded to its end (every member, each to its checksum) into exactly sizes x type bytes,
+    raw data exactly that long (byte skip -1: the file's last bytes), text (ascii) exactly sizes values, hex
+    exactly twice the bytes in digits. ITK reads a damaged stream, or data of another length, without a word.
+    Several detached data files (a LIST or a pattern) are left to ITK."""
     with open(path, "rb") as handle:
         head = handle.read(METAIMAGE_HEADER_BYTES)
-    end = head.find(b"\n\n")
-    if not head.startswith(b"NRRD") or end < 0:
+    blank = re.search(rb"\r?\n\r?\n", head)
+    if not head.startswith(b"NRRD") or blank is None:
         return  # ITK's own error stands
     fields = {}
-    for line in head[:end].decode("latin-1").splitlines()[1:]:
+    for line in head[: blank.start()].decode("latin-1").splitlines()[1:]:
         key, colon, value = line.partition(":")
         if colon and not line.startswith("#"):
             fields[key.strip().lower()] = value.strip().lstrip("=").strip()
     data_file = fields.get("data file") or fields.get("datafile")
-    source, start = (path, end + 2) if not data_file else (path.parent / data_file, 0)
     if data_file and (" " in data_file or data_file.upper().startswith("LIST")):
-        return  # several data files: ITK checks their number
-    if fields.get("line skip", "0") != "0" or fields.get("byte skip", "0") not in ("0", "-1"):
         return
+    source = path if not data_file else (Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file)
+    if not source.is_file():
+        raise InputError(f"{path}: its pixel data file {data_file} is missing")
     try:
-        expected = math.prod(int(v) for v in fields.get("sizes", "").split()) * NRRD_TYPES[fields.get("type", "")]
+        count = math.prod(int(v) for v in fields.get("sizes", "").split())
+        expected = count * NRRD_TYPES[fields.get("type", "")]
+        line_skip, byte_skip = int(fields.get("line skip", "0")), int(fields.get("byte skip", "0"))
     except (KeyError, ValueError):
         return
-    encoding = fields.get("encoding", "raw").lower()
-    if encoding in ("gzip", "gz", "bzip2", "bz2"):
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding.startswith("g") else bz2.BZ2Decompressor()
-        decoded = 0
+    with open(source, "rb") as handle:
+        handle.seek(blank.end() if not data_file else 0)
+        for _ in range(line_skip):
+            handle.readline()
+        if byte_skip > 0:
+            handle.seek(byte_skip, os.SEEK_CUR)
+        encoding = fields.get("encoding", "raw").lower()
         try:
-            with open(source, "rb") as handle:
-                handle.seek(start)
-                while (chunk := handle.read(1 << 20)) and not decoder.eof:
-                    decoded += len(decoder.decompress(chunk))
-        except (OSError, zlib.error) as exc:
+            if encoding in ("gzip", "gz", "bzip2", "bz2"):
+                stream = gzip.GzipFile(fileobj=handle) if encoding.startswith("g") else bz2.BZ2File(handle)
+                decoded = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+            elif encoding == "raw":
+                decoded = len(handle.read())
+                if byte_skip == -1:  # the data is the file's last bytes
+                    decoded = min(decoded, expected)
+            elif encoding in ("ascii", "text", "txt"):
+                decoded, expected = len(handle.read().split()), count
+            elif encoding == "hex":
+                decoded = len(re.sub(rb"\s", b"", handle.read())) // 2
+            else:
+                return
+        except (*GZIP_ERRORS, ValueError) as exc:
             raise InputError(f"{source}: compressed pixel data is damaged ({exc})") from None
-        if not decoder.eof:
-            raise InputError(f"{source}: compressed pixel data is cut short (its {encoding} stream does not end)")
-    elif encoding == "raw":
-        decoded = source.stat().st_size - start
-        if fields.get("byte skip") == "-1":  # the data is the file's last bytes
-            decoded = min(decoded, expected)
-    else:
-        return
     if decoded != expected:
-        raise InputError(f"{source}: holds {decoded} bytes of pixel data, its header says {expected}")
+        unit = "values" if encoding in ("ascii", "text", "txt") else "bytes"
+        raise InputError(f"{source}: holds {decoded} {unit} of pixel data, its header says {expected}")
 
 
 def _check_raw_length(path: Path, fields: dict[str, str], data_start: int, expected_bytes: int) -> None:
-    """An uncompressed MetaImage's pixel data must be exactly as long as its header says (ITK reads a longer file
-    as the wrong voxels without a word)."""
-    data_file = fields.get("ElementDataFile", "LOCAL")
-    if data_file.upper().startswith("LIST") or "%" in data_file:
-        return  # several files: ITK checks their number and size
-    source, start = (path, data_start) if data_file == "LOCAL" else (path.parent / data_file, 0)
-    skip = fields.get("HeaderSize", "")
-    available = source.stat().st_size - start if data_file == "LOCAL" else source.stat().st_size
-    if skip == "-1":  # the data is the file's last bytes
+    """An uncompressed MetaImage's pixel data must be exactly as long as its header says, after HeaderSize bytes
+    skipped (-1: the data is the file's last bytes), in each of its data files (a LIST or pattern: one slice
+    each). ITK reads a longer file as the wrong voxels and a short list as uninitialised memory, without a word.
+    Text data (BinaryData = False) is left to ITK."""
+    if fields.get("BinaryData", "True").lower() == "false":
         return
-    if skip.isdigit() and data_file != "LOCAL":
-        available -= int(skip)
-    if available != expected_bytes:
-        how = "cut short" if available < expected_bytes else "longer than its header says"
-        raise InputError(f"{source}: pixel data is {how} ({available} bytes, the header needs {expected_bytes})")
+    files = _metaimage_data(path, fields, data_start)
+    parts = [(path, data_start)] if files is None else [(file, 0) for file in files]
+    sizes = fields.get("DimSize", "").split()
+    if len(parts) > 1 and (not sizes or len(parts) != int(sizes[-1]) or expected_bytes % len(parts)):
+        raise InputError(f"{path}: ElementDataFile names {len(parts)} data files for {sizes[-1] if sizes else '?'} "
+                         "slices")
+    each = expected_bytes // len(parts)
+    skip = fields.get("HeaderSize", "0")
+    for source, start in parts:
+        available = source.stat().st_size - start
+        if skip == "-1":  # the data is the file's last bytes
+            available = min(available, each)
+        elif skip.isdigit():
+            available -= int(skip)
+        if available != each:
+            how = "cut short" if available < each else "longer than its header says"
+            raise InputError(f"{source}: pixel data is {how} ({available} bytes, the header needs {each})")
 
 
 def image_files(path: Path | str) -> list[Path]:
@@ -438,26 +509,21 @@ def image_files(path: Path | str) -> list[Path]:
     if image_io(path) != "MetaImageIO" or not path.is_file():
         return [path]
     try:
-        fields, data_start = _metaimage_fields(path)
+        return [path, *(_metaimage_data(path, *_metaimage_fields(path)) or [])]
     except InputError:
         return [path]
-    value = fields.get("ElementDataFile", "LOCAL")
-    if value == "LOCAL":
-        return [path]
-    if value.upper().startswith("LIST"):
+
+
+def files_sha256(paths: Iterable[Path]) -> str:
+    """The sha256 (16 hex digits) of files' bytes, in order, each ended by a NUL; OSError where one cannot be
+    read. What resume keys and summaries record."""
+    digest = hashlib.sha256()
+    for path in paths:
         with open(path, "rb") as handle:
-            handle.seek(data_start)
-            names = [line.strip() for line in handle.read().decode("latin-1").splitlines() if line.strip()]
-    elif "%" in value and len(value.split()) >= 3:
-        pattern, *numbers = value.split()
-        try:
-            first, last, step = (int(v) for v in (numbers + ["1"])[:3])
-            names = [pattern % number for number in range(first, last + 1, step or 1)]
-        except (ValueError, TypeError):
-            names = []
-    else:
-        names = [value]
-    return [path, *(path.parent / name for name in names)]
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def same_file(first: Path, second: Path) -> bool:
@@ -487,20 +553,24 @@ def remove_stale(paths: Iterable[Path]) -> None:
 
 def require_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     """Refuse, before anything is read or written, any output path that is, or would replace, one of the inputs
-    (symbolic links followed, hard links seen): an InputError naming both."""
+    (symbolic links followed, hard links seen, names that differ in letter case alone): an InputError naming
+    both."""
     inputs = [Path(p) for p in dict.fromkeys(inputs)]
-    by_path = {}
-    by_inode = {}
+    by_path, by_folded_name, by_inode = {}, {}, {}
     for path in inputs:
         with contextlib.suppress(OSError, RuntimeError):
-            by_path.setdefault(path.resolve(), path)
+            resolved = path.resolve()
+            by_path.setdefault(resolved, path)
+            by_folded_name.setdefault((resolved.parent, resolved.name.casefold()), path)
             status = path.stat()
             by_inode.setdefault((status.st_dev, status.st_ino), path)
     for output in outputs:
         output = Path(output)
         hit = None
         with contextlib.suppress(OSError, RuntimeError):
-            hit = by_path.get(output.resolve())
+            resolved = output.resolve()
+            # a name that differs in letter case only is one file on macOS and Windows file systems
+            hit = by_path.get(resolved) or by_folded_name.get((resolved.parent, resolved.name.casefold()))
             if hit is None and output.exists():
                 status = output.stat()
                 hit = by_inode.get((status.st_dev, status.st_ino))
@@ -523,6 +593,8 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
         if "ElementSpacing" not in fields and "ElementSize" not in fields:
             log.warning("%s: no ElementSpacing in the MetaImage header: 1 mm is assumed (lesion volumes in mL come "
                         "from it)", path)
+    if image_io(path) == "NiftiImageIO":
+        _refuse_nifti2(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
     reader.SetImageIO(image_io(path))
@@ -613,6 +685,8 @@ def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[n
 
 PARTIAL_PREFIX = ".partial-"
 """Files being written start with this; an interrupted program can leave them, never a half-written output."""
+TEMPORARY_NAME = re.compile(re.escape(PARTIAL_PREFIX) + r"[0-9a-f]{8}-(.+)")
+"""The name `atomic_path` writes a file under until it is complete; the group is the file's own name."""
 
 
 def _default_file_mode() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import logging
 import sys
 import time
@@ -49,9 +48,12 @@ from sparseg.inference import Predictor, Prepared
 from sparseg.io import (
     PARTIAL_PREFIX,
     PLAUSIBLE_SPACING_MM,
+    TEMPORARY_NAME,
     Volume,
+    files_sha256,
     read_image,
     read_mask,
+    remove_stale,
     require_apart,
     require_same_grid,
     write_bytes,
@@ -152,6 +154,8 @@ class CaseSummary:
     then leaves it so, and a rerun redoes it)."""
     mask: str = ""
     """The file name of the case's mask in the output folder, once written (`sparseg evaluate` scores that one)."""
+    mask_sha256: str = ""
+    """The sha256 (16 hex digits) of that mask as written: `sparseg evaluate` refuses it when it changed since."""
     lesion_ml: float = float("nan")
     burden: float = float("nan")
     burden_group: str = ""
@@ -180,16 +184,10 @@ def inputs_sha256(case: Case) -> str:
     """The sha256 (16 hex digits) of every byte a case's outputs are made from: its ADC and Z_ADC files, its
     label where it has one (it draws the overlay's true contour and gives the report's scores) and, for a
     MetaImage header (.mhd), the pixel data files each names (`cases.case_inputs`)."""
-    digest = hashlib.sha256()
-    for path in case_inputs(case):
-        try:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
+    try:
+        return files_sha256(case_inputs(case))
+    except OSError as exc:
+        raise InputError(f"{exc.filename}: cannot be read ({exc.strerror})") from None
 
 
 def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
@@ -286,14 +284,10 @@ class CaseOutputs:
 
     def sha256(self) -> str:
         """The sha256 (16 hex digits) of the outputs asked for, byte for byte ("" when one is missing)."""
-        digest = hashlib.sha256()
-        for path in (self.mask, self.probabilities, self.overlay):
-            if path is not None:
-                try:
-                    digest.update(path.read_bytes() + b"\0")
-                except OSError:
-                    return ""
-        return digest.hexdigest()[:16]
+        try:
+            return files_sha256(p for p in (self.mask, self.probabilities, self.overlay) if p is not None)
+        except OSError:
+            return ""
 
     def remove_others(self, case_id: str, keep: bool = True) -> list[str]:
         """Remove the case's outputs in the folder that this run does not write (another format's mask,
@@ -437,12 +431,19 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     """
     cases = batch_part(cases, part, parts)
     summary_path = out / part_name(summary_name, part, parts)
-    require_apart(batch_outputs(cases, out, part, parts, report, summary_name),
-                  [path for case in cases for path in case_inputs(case)])
+    mine = batch_outputs(cases, out, part, parts, True, summary_name)
+    require_apart(mine, [path for case in cases for path in case_inputs(case)])
+    # An earlier QA page describes an earlier run (a page is written at the end, or not at all), and with
+    # `overwrite` every case's outputs go: a run stopped on the way leaves only its own.
+    remove_stale([out / part_name(BATCH_REPORT, part, parts),
+                  *(out / name for case in cases for name in case_outputs(case.case_id) if overwrite)])
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{PARTIAL_PREFIX}*"):
-        with contextlib.suppress(OSError):  # another part's file may be gone already
-            stale.unlink()
+    names = {path.name for path in mine}
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):  # an interrupted run's temporaries of these outputs, no others'
+        temporary = TEMPORARY_NAME.fullmatch(stale.name)
+        if temporary is not None and temporary.group(1) in names:
+            with contextlib.suppress(OSError):
+                stale.unlink()
     earlier = {} if overwrite else _earlier_rows(summary_path)
     made_by = predictor.made_by()
     results: list[CaseResult] = []
@@ -483,7 +484,8 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
                 record(upcoming, CaseSummary(case_id=case.case_id, status=IN_PROGRESS, **key))
                 outputs.remove_others(case.case_id)
                 result = segment(loaded, predictor, outputs, picture=report)
-            result.summary = replace(result.summary, mask=outputs.mask.name, outputs_sha256=outputs.sha256(), **key)
+            result.summary = replace(result.summary, mask=outputs.mask.name, mask_sha256=files_sha256([outputs.mask]),
+                                     outputs_sha256=outputs.sha256(), **key)
         except SparsegError as exc:
             log.error("%s: %s", case.case_id, exc)
             result = CaseResult(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))

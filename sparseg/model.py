@@ -40,7 +40,7 @@ from torch import nn
 from sparseg.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from sparseg.environment import code_version, library_versions
 from sparseg.errors import ConfigError, InputError, SparsegError
-from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_text
+from sparseg.io import IncompleteWrite, atomic_path, require_apart, verify_zip, write_text
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,7 @@ def trace_checkpoint(path: Path | str) -> Path:
     """Write the checkpoint's network traced to TorchScript beside it, stamped with its weights' hash
     and this torch version, once `require_parity` holds for it."""
     path = Path(path)
+    require_apart([traced_path(path)], [path])
     checkpoint = load_checkpoint(path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, see DEVELOPERS.md

@@ -39,7 +39,8 @@ from scipy import ndimage
 
 from sparseg import cases as layout
 from sparseg.config import burden_group
-from sparseg.io import Geometry, write_csv, write_image
+from sparseg.errors import InputError
+from sparseg.io import Geometry, has_image_suffix, write_csv, write_image
 from sparseg.metrics import lesion_burden
 
 FULL_BRAIN_COVERAGE_MM = 60.0
@@ -315,8 +316,10 @@ def _as_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig = SynthConfig()) -> list[Path]:
-    """Write `n_cases` cases in the release layout under `out`, plus a manifest CSV."""
+    """Write `n_cases` cases in the release layout under `out`, plus a manifest CSV; a folder that holds cases
+    already is refused (they would be mixed with these, or replaced)."""
     out = Path(out)
+    _require_no_cases(out / layout.ADC_DIR, out / layout.Z_DIR, out / layout.LABEL_DIR)
     rows = []
     for index in range(n_cases):
         case = generate_case(seed, index, config)
@@ -329,11 +332,20 @@ def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig 
 
 
 def write_input_case(out: Path | str, seed: int, index: int = 0, config: SynthConfig = SynthConfig()) -> SynthCase:
-    """Write one case in the container's /input layout (no label: the container never sees one)."""
+    """Write one case in the container's /input layout (no label: the container never sees one); an /input
+    folder that holds a case already is refused."""
     out = Path(out)
+    _require_no_cases(out / layout.INPUT_ADC_DIR, out / layout.INPUT_Z_DIR)
     case = generate_case(seed, index, config)
     _write_inputs(case, out / layout.INPUT_ADC_DIR, out / layout.INPUT_Z_DIR)
     return case
+
+
+def _require_no_cases(*folders: Path) -> None:
+    """Synthetic cases go into folders without images only: a dataset there would be mixed or written over."""
+    held = [folder for folder in folders if folder.is_dir() and any(has_image_suffix(p) for p in folder.iterdir())]
+    if held:
+        raise InputError(f"{held[0]}: holds images already; synthetic cases go into an empty folder")
 
 
 def _write_inputs(case: SynthCase, adc_dir: Path, z_dir: Path) -> None:

@@ -413,8 +413,11 @@ class Trainer:
         provenance = {"code_version": code_version(), "data": data, "split": split}
         if dist_info.world > 1:
             optimisation.distribute()
-        return cls(config, out, fold, dist_info, optimisation,
-                   [c for c in prepared if c.case_id not in held_out], validation_cases, provenance, state, progress)
+        trainer = cls(config, out, fold, dist_info, optimisation, [c for c in prepared if c.case_id not in held_out],
+                      validation_cases, provenance, state, progress)
+        if dist_info.main and not trainer.finished():  # a finished run resumed with more epochs is not finished
+            (out / FINISHED).unlink(missing_ok=True)
+        return trainer
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this process's share of the training slices; the mean loss terms over all processes."""

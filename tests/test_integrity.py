@@ -422,3 +422,220 @@ def test_a_huge_manifest_s_error_lists_twenty_problems_and_counts_the_rest(tmp_p
         find_any_cases(manifest)
     message = str(info.value)
     assert message.count("does not exist") == 20 and message.endswith("; and 99980 more") and len(message) < 4000
+
+
+# Second round: variants of each rule
+
+def test_an_input_named_like_a_temporary_file_is_never_cleaned_up(data: Path, tiny_checkpoint: Path,
+                                                                   tmp_path: Path) -> None:
+    case = find_cases(data)[0]
+    folder = tmp_path / "s"
+    folder.mkdir()
+    shutil.copyfile(case.adc, folder / ".partial-a.mha")
+    shutil.copyfile(case.z, folder / "z.mha")
+    (folder / ".partial-m.csv").write_text("case_id,adc,zadc\np1,.partial-a.mha,z.mha\n")
+    mine = folder / ".partial-0123abcd-p1_lesion.mha"  # an interrupted run's temporary of this batch's mask
+    mine.write_bytes(b"x")
+    assert _predict(folder / ".partial-m.csv", folder, tiny_checkpoint) == 0
+    assert (folder / ".partial-a.mha").is_file() and (folder / ".partial-m.csv").is_file() and not mine.exists()
+
+
+def test_parts_leave_each_other_s_temporaries_alone(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    ids = sorted(case.case_id for case in find_cases(data))
+    theirs = out / f".partial-0123abcd-{ids[1]}_lesion.mha"  # part 2's mask being written at this moment
+    theirs.write_bytes(b"x")
+    assert _predict(data, out, tiny_checkpoint, "--part", "1", "--parts", "2") == 0
+    assert theirs.is_file()
+
+
+def test_trace_and_export_never_write_over_their_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "m.torchscript"))
+    _refused(capsys, main(["trace", str(checkpoint)]), "m.torchscript: this command would write there")
+    assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
+
+
+def test_an_export_made_at_start_up_never_writes_over_the_data(data: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    """A .mhd whose data file is named like the checkpoint's export beside it lost its pixels to the weights."""
+    import SimpleITK as sitk
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    checkpoint = Path(shutil.copyfile(tiny_checkpoint, folder / "t.safetensors"))
+    case = find_cases(data)[0]
+    sitk.WriteImage(sitk.ReadImage(str(case.adc)), str(folder / "c_adc.mhd"))
+    (folder / "c_adc.raw").rename(folder / "t.openvino.bin")
+    header = (folder / "c_adc.mhd").read_text()
+    (folder / "c_adc.mhd").write_text(header.replace("= c_adc.raw", "= t.openvino.bin"))
+    shutil.copyfile(case.z, folder / "c_z.mha")
+    before = (folder / "t.openvino.bin").read_bytes()
+    code = main(["predict", "--data", str(folder), "--adc", "*_adc.mhd", "--zadc", "*_z.mha", "--out",
+                 str(tmp_path / "o"), "--weights", str(checkpoint), "--device", "cpu"])
+    _refused(capsys, code, "t.openvino.bin: this command would write there, but it is an input")
+    assert (folder / "t.openvino.bin").read_bytes() == before
+
+
+def test_synth_never_writes_into_a_dataset(data: Path, capsys) -> None:
+    before = _digests(data)
+    _refused(capsys, main(["synth", "--out", str(data), "--cases", "2"]), "1ADC_ss: holds images already")
+    assert _digests(data) == before
+
+
+def test_cv_checks_its_scoring_outputs_before_any_fold_trains(data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "out_of_fold").symlink_to(data / "3LABEL")
+    config = Path(__file__).resolve().parent.parent / "resources" / "configs" / "smoke.json"
+    code = main(["cv", "--data", str(data), "--config", str(config), "--out", str(out), "--device", "cpu"])
+    _refused(capsys, code, "out_of_fold/MGHNICU_", "it is an input")
+    assert not (out / "fold0").exists()
+
+
+def test_an_output_differing_from_an_input_in_letter_case_only_is_refused(data: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """On macOS, Windows or a Docker Desktop mount, P1_lesion.mha would replace the label P1_lesion.MHA."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    case = find_cases(data)[0]
+    for name, source in (("a.mha", case.adc), ("z.mha", case.z), ("P1_lesion.MHA", case.label)):
+        shutil.copyfile(source, folder / name)
+    (folder / "c.csv").write_text("case_id,adc,zadc,label\nP1,a.mha,z.mha,P1_lesion.MHA\n")
+    _refused(capsys, main(["baseline", "--data", str(folder / "c.csv"), "--out", str(folder)]),
+             "P1_lesion.mha: this command would write there, but it is an input")
+
+
+def test_the_resume_key_holds_the_minimum_lesion_size_exactly(tiny_checkpoint: Path) -> None:
+    from sparseg.jobs import load_predictor
+
+    settings = [load_predictor([tiny_checkpoint], "cpu", min_lesion_mm3=v).made_by()["settings"]
+                for v in (1961848.0, 1961849.0)]
+    assert settings[0] != settings[1] and "min_lesion_mm3=1961848.0" in settings[0]
+
+
+def test_a_rerun_removes_the_earlier_qa_page(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    assert _predict(data, out, tiny_checkpoint, "--min-lesion-mm3", "1e9") == 0
+    assert not (out / "report.html").exists()
+
+
+def test_a_finished_run_resumed_with_more_epochs_is_not_finished_until_it_is(data: Path, tmp_path: Path) -> None:
+    """Killed in its new epochs, such a run once kept finished.json, and `sparseg cv` scored its old network."""
+    import json
+    from dataclasses import replace
+
+    from sparseg.config import to_dict
+    from sparseg.train import FINISHED
+
+    from conftest import TINY_RUN
+
+    one = replace(TINY_RUN, train=replace(TINY_RUN.train, epochs=1, folds=3, batch_size=4, slices_per_epoch=8))
+    configs = {}
+    for epochs in (1, 2):
+        configs[epochs] = tmp_path / f"e{epochs}.json"
+        configs[epochs].write_text(json.dumps(to_dict(replace(one, train=replace(one.train, epochs=epochs)))))
+    run = tmp_path / "run"
+    train = ["train", "--data", str(data), "--out", str(run), "--device", "cpu", "--config"]
+    first = subprocess.run([sys.executable, "-m", "sparseg", *train, str(configs[1])], capture_output=True)
+    assert first.returncode == 0, first.stderr
+    assert (run / FINISHED).is_file()
+    killed = subprocess.run([sys.executable, str(INTERRUPT), "sparseg.train:plot_history", "1", "before", *train,
+                             str(configs[2]), "--resume", "--allow-config-change"], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (run / FINISHED).exists()
+
+
+def test_a_baseline_that_fails_leaves_no_earlier_mask(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["baseline", "--data", str(data), "--out", str(out)]) == 0
+    broken = find_cases(data)[2]
+    broken.z.write_bytes(b"junk")
+    assert main(["baseline", "--data", str(data), "--out", str(out)]) == 2
+    assert not (out / f"{broken.case_id}_lesion.mha").exists()
+
+
+def test_evaluate_takes_the_newest_summary_and_only_a_case_s_own_unchanged_mask(data: Path, tiny_checkpoint: Path,
+                                                                                tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    for part in ("1", "2"):
+        assert _predict(data, out, tiny_checkpoint, "--part", part, "--parts", "2", "--mask-format", "nii.gz") == 0
+    assert _predict(data, out, tiny_checkpoint) == 0  # newer, whole, .mha
+    assert main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e1")]) == 0
+    first = find_cases(data)[0]
+    assert main(["baseline", "--data", str(data), "--out", str(out)]) == 0  # another tool writes the masks
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e2")]),
+             "_lesion.mha is not the mask its run wrote")
+    assert _predict(data, out, tiny_checkpoint) == 0
+    rows = list(_rows(out / "summary.csv").values())
+    rows[0]["mask"] = f"../data/3LABEL/{first.case_id}_lesion.mha"  # a summary pointing elsewhere
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e3")]),
+             f"no prediction for 1 case(s): {first.case_id}")
+
+
+def test_two_masks_differing_in_suffix_case_are_refused(data: Path, tmp_path: Path, capsys) -> None:
+    pred = tmp_path / "pred"
+    assert main(["baseline", "--data", str(data), "--out", str(pred)]) == 0
+    case = find_cases(data)[0]
+    shutil.copyfile(pred / f"{case.case_id}_lesion.mha", pred / f"{case.case_id}_lesion.nrrd")
+    (pred / f"{case.case_id}_lesion.nrrd").rename(pred / f"{case.case_id}_lesion.NRRD")
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(pred), "--out", str(tmp_path / "e")]),
+             "has 2 masks and no summary says which is current")
+
+
+def test_an_adc_and_z_adc_header_naming_one_data_file_are_refused(data: Path, tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    case = find_cases(data)[0]
+    sitk.WriteImage(sitk.ReadImage(str(case.adc)), str(tmp_path / "c_adc.mhd"))
+    (tmp_path / "c_z.mhd").write_text((tmp_path / "c_adc.mhd").read_text())
+    with pytest.raises(InputError, match="its ADC and Z_ADC are the same file"):
+        find_any_cases(tmp_path, "*_adc.mhd", "*_z.mhd")
+
+
+def test_an_empty_or_doubled_manifest_is_one_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"")
+    with pytest.raises(InputError, match="a manifest needs the columns case_id, adc, zadc"):
+        find_any_cases(manifest)
+    manifest.write_text("case_id,adc,zadc,adc\np1,a.mha,z.mha,b.mha\n")
+    with pytest.raises(InputError, match="the column adc appears more than once"):
+        find_any_cases(manifest)
+
+
+def test_a_class_pattern_matches_as_the_glob_does_and_non_files_are_named(tmp_path: Path) -> None:
+    for name in ("a", "b", "^x"):
+        for kind in ("adc", "z"):
+            (tmp_path / f"{name}_{kind}.mha").write_bytes(b"x")
+    assert [c.case_id for c in find_any_cases(tmp_path, "[!b]*_adc.mha", "[!b]*_z.mha")] == ["^x", "a"]
+    assert [c.case_id for c in find_any_cases(tmp_path, "[^b]*_adc.mha", "[^b]*_z.mha")] == ["^x", "b"]  # fnmatch
+    (tmp_path / "k_adc.mha").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "k_z.mha").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="k_adc.mha matches, but is not a readable file"):
+        find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
+
+
+def test_every_problem_of_a_release_folder_is_in_one_error(data: Path) -> None:
+    (data / "1ADC_ss" / "noid.mha").write_bytes(b"x")
+    (data / "2Z_ADC" / "other.mha").write_bytes(b"x")
+    next((data / "3LABEL").iterdir()).unlink()
+    with pytest.raises(InputError) as info:
+        find_cases(data)
+    message = str(info.value)
+    assert "1ADC_ss/ has files with no case id" in message and "2Z_ADC/ has files with no case id" in message
+    assert "3LABEL/ lacks" in message
+
+
+def test_ablate_refuses_two_configs_of_one_name(data: Path, tmp_path: Path, capsys) -> None:
+    config = Path(__file__).resolve().parent.parent / "resources" / "configs" / "smoke.json"
+    for folder in ("c1", "c2"):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(config, tmp_path / folder / "smoke.json")
+    code = main(["ablate", "--data", str(data), "--configs", str(tmp_path / "c1" / "smoke.json"),
+                 str(tmp_path / "c2" / "smoke.json"), "--out", str(tmp_path / "a"), "--device", "cpu"])
+    _refused(capsys, code, "several files are named smoke")

@@ -337,3 +337,94 @@ def test_a_direction_matrix_that_is_not_orthonormal_is_warned_about(tmp_path: Pa
     path.write_bytes(re.sub(rb"TransformMatrix = [^\n]*", b"TransformMatrix = 1 0.5 0 0 1 0 0 0 1", data))
     read_image(path)
     assert any("not orthonormal" in r.getMessage() for r in caplog.records)
+
+
+def _written(tmp_path: Path, name: str, compress: bool = False) -> tuple[Path, np.ndarray]:
+    """A 4x5x6 int16 volume written as `name` (its format by suffix); the path and the array."""
+    array = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 50).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(tmp_path / name))
+    writer.SetUseCompression(compress)
+    writer.Execute(image)
+    return tmp_path / name, array
+
+
+def _header_and_data(path: Path, separator: bytes) -> tuple[bytes, bytes]:
+    head, data = path.read_bytes().split(separator, 1)
+    return head + separator, data
+
+
+def test_metaimage_headers_that_agree_with_their_data_are_read(tmp_path: Path) -> None:
+    """Valid headers once refused: a lower-case LOCAL, a Comment naming ElementDataFile, a LIST of slice files."""
+    path, array = _written(tmp_path, "a.mha")
+    head, data = _header_and_data(path, b"ElementDataFile = LOCAL\n")
+    (tmp_path / "local.mha").write_bytes(b"Comment = see ElementDataFile\n" + head.replace(b"LOCAL", b"local") + data)
+    np.testing.assert_array_equal(read_image(tmp_path / "local.mha").array, array)
+    slices = [f"s{k}.raw" for k in range(4)]
+    for k, name in enumerate(slices):
+        (tmp_path / name).write_bytes(array[k].tobytes())
+    (tmp_path / "list.mhd").write_bytes(head.replace(b"ElementDataFile = LOCAL\n", b"ElementDataFile = LIST 2D\n")
+                                        + "\n".join(slices).encode() + b"\n")
+    np.testing.assert_array_equal(read_image(tmp_path / "list.mhd").array, array)
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("header size", "pixel data is cut short"),  # HeaderSize 10 with no 10 bytes to skip
+    ("list short", "names 3 data files for 4 slices"),
+    ("list slice long", "s1.raw: pixel data is longer than its header says"),
+])
+def test_metaimage_headers_that_disagree_with_their_data_are_refused(tmp_path: Path, damage: str,
+                                                                     fragment: str) -> None:
+    path, array = _written(tmp_path, "a.mha")
+    head, data = _header_and_data(path, b"ElementDataFile = LOCAL\n")
+    if damage == "header size":
+        target = tmp_path / "hs.mha"
+        target.write_bytes(head.replace(b"ElementDataFile", b"HeaderSize = 10\nElementDataFile") + data)
+    else:
+        names = [f"s{k}.raw" for k in range(4 if damage == "list slice long" else 3)]
+        for k, name in enumerate(names):
+            (tmp_path / name).write_bytes(array[k].tobytes() + (b"\0\0" if k == 1 and damage != "list short" else b""))
+        target = tmp_path / "list.mhd"
+        target.write_bytes(head.replace(b"ElementDataFile = LOCAL\n", b"ElementDataFile = LIST\n")
+                           + "\n".join(names).encode() + b"\n")
+    if damage == "list slice long":  # the error names the slice file it is about
+        with pytest.raises(InputError, match=fragment):
+            read_image(target)
+    else:
+        _expect_input_error(target, fragment)
+
+
+def test_nifti_bitpix_must_be_its_datatype_s(tmp_path: Path) -> None:
+    import struct
+
+    path, _ = _written(tmp_path, "a.nii")
+    data = bytearray(path.read_bytes())
+    data[72:74] = struct.pack("<h", 32)  # bitpix 32 for int16 data: ITK reads by datatype
+    path.write_bytes(bytes(data))
+    _expect_input_error(path, "NIfTI bitpix 32 disagrees with its datatype 4 (16 bits)")
+
+
+def test_a_nifti_2_file_is_one_line_before_itk_prints_its_own(tmp_path: Path, capfd) -> None:
+    import nibabel
+
+    nibabel.save(nibabel.Nifti2Image(np.ones((4, 5, 6), np.float32), np.eye(4)), str(tmp_path / "n2.nii"))
+    _expect_input_error(tmp_path / "n2.nii", "a NIfTI-2 file, which the image reader (ITK) cannot read")
+    assert capfd.readouterr().err == ""
+
+
+def test_nrrd_data_is_checked_after_its_skips_and_across_gzip_members(tmp_path: Path) -> None:
+    import gzip
+
+    path, array = _written(tmp_path, "a.nrrd")
+    head, data = _header_and_data(path, b"\n\n")
+    skipped = tmp_path / "skip.nrrd"
+    skipped.write_bytes(head[:-1] + b"byte skip: 10\n\n" + b"J" * 10 + data)
+    np.testing.assert_array_equal(read_image(skipped).array, array)
+    skipped.write_bytes(head[:-1] + b"byte skip: 10\n\n" + b"J" * 10 + data + b"\0" * 6)
+    _expect_input_error(skipped, "holds 246 bytes of pixel data, its header says 240")
+    members = tmp_path / "members.nrrd"
+    members.write_bytes(head.replace(b"encoding: raw", b"encoding: gzip") + gzip.compress(data[:100])
+                        + gzip.compress(data[100:]))
+    np.testing.assert_array_equal(read_image(members).array, array)
