@@ -28,6 +28,10 @@ step "wheelhouse"
 docker/wheelhouse.sh "$wheelhouse"
 step "build (offline, from the wheelhouse) and the sample cases"
 ./test.sh --tag "$tag" --wheelhouse "$wheelhouse"
+step "the image's torch is built for CUDA 12 (drivers from 525 on: README, Which CUDA)"
+cuda=$(docker run --rm --network none --entrypoint python3 "$tag" -c 'import torch; print(torch.__version__, torch.version.cuda)')
+echo "image: torch $cuda; $(docker image inspect "$tag" --format '{{.Size}}' | awk '{printf "%.2f GB", $1 / 1e9}')"
+case "${cuda#* }" in 12.*) ;; *) echo "ci.sh: FAILED: the image's torch is built for CUDA ${cuda#* }, not 12.x" >&2; exit 1 ;; esac
 step "participant's path: synthetic release, cross-validation, model tarball (resources/configs/smoke.json)"
 .venv/bin/sparseg synth --out "$path/release" --cases 4 --seed 3 --size 64 --depth 8
 .venv/bin/sparseg cv --data "$path/release" --config resources/configs/smoke.json --out "$path/cv" --device cpu
