@@ -31,11 +31,11 @@ from sparseg.data import read_validation_case
 from sparseg.engines import ExportPaths, stale_because
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
-from sparseg.hardware import cpu_has_native_bf16
 from sparseg.inference import Predictor
 from sparseg.metrics import dice
 from sparseg.model import read_metadata
 from sparseg.quantization import split_cases
+from sparseg.runtime import cpu_has_native_bf16
 
 from common import machine_line
 

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS)
     args = parser.parse_args()
     predictor = load_predictor([args.weights], args.device)
-    print(machine_line(predictor.device))
+    print(machine_line(predictor.runtime.device))
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         write_dataset(folder / "data", n_cases=args.cases, seed=5, config=SynthConfig().with_shape(256, args.depth))
@@ -48,7 +48,8 @@ def main() -> None:
                 seconds[depth].append(time.perf_counter() - started)
                 shutil.rmtree(out)
     serial, overlapped = (min(seconds[depth]) for depth in (0, 2))
-    print(f"{args.cases} cases of 256x256x{args.depth} voxels on {predictor.device.type}; best of {args.repeats}\n")
+    print(f"{args.cases} cases of 256x256x{args.depth} voxels on {predictor.runtime.describe()}; "
+          f"best of {args.repeats}\n")
     print("| reading | seconds | cases/s |\n|---|---|---|")
     print(f"| in turn (read_depth 0) | {serial:.2f} | {args.cases / serial:.2f} |")
     print(f"| in the background (read_depth 2, default) | {overlapped:.2f} | {args.cases / overlapped:.2f} |")

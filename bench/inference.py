@@ -41,12 +41,12 @@ from sparseg import inference
 from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig
 from sparseg.environment import peak_rss_mib
-from sparseg.hardware import cpu_has_native_bf16
 from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
 from sparseg.jobs import predict_case
 from sparseg.metrics import dice
 from sparseg.model import load_checkpoint
+from sparseg.runtime import cpu_has_native_bf16
 
 from common import (
     checkpoint_for,
@@ -110,7 +110,7 @@ def worker(spec: dict) -> dict:
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"seconds": float(np.median(totals)), "forward": float(np.median(forwards)), "peak_rss_mib": peak_rss_mib(),
             "peak_gpu_mib": gpu_peak, "slices": len(window.slices), "frame": [height, width],
-            "engine": predictor.engine, "precision": predictor.precision}
+            "engine": predictor.runtime.engine, "precision": predictor.runtime.precision}
 
 
 def main() -> int:
@@ -175,7 +175,7 @@ def main() -> int:
                     plain_seconds, plain_mask = row["seconds"], mask
                 frame = tuple(row["frame"])
                 if frame not in flops_of:
-                    flops_of[frame] = forward_flops(loaded.model, (1, loaded.config.in_channels, *frame),
+                    flops_of[frame] = forward_flops(loaded.module, (1, loaded.config.in_channels, *frame),
                                                     torch.device("cpu"))
                 rate = row["slices"] * flops_of[frame] / row["forward"] / 1e9
                 shares = {name_: f"{100 * rate / peak:.0f}%" if np.isfinite(peak) else ""

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sparseg import losses
 from sparseg.config import load_run_config
-from sparseg.hardware import training_precision
+from sparseg.runtime import training_runtime
 from sparseg.train import Optimisation
 
 from common import ROOT, machine_line, matmul_peak_gflops, median_seconds, synchronize
@@ -45,9 +45,10 @@ def main() -> int:
     print(f"matrix-product peak: fp32 {fp32_peak:.0f} GFLOP/s{bf16_text}")
 
     config = load_run_config(ROOT / "resources" / "configs" / f"{args.model}.json")
-    optimisation = Optimisation.build(config, device)  # the trainer's network, optimiser, loss and step
+    runtime = training_runtime(device.type)
+    optimisation = Optimisation.build(config, runtime)  # the trainer's network, optimiser, loss and step
     optimisation.network.train()
-    precision = training_precision(device)
+    precision = runtime.precision
     size = config.preprocessing.slice_size
     images = torch.rand(args.batch, config.in_channels, *size, device=device)
     targets = (torch.rand(args.batch, 1, *size, device=device) > 0.97).float()
@@ -81,7 +82,7 @@ def main() -> int:
                     f"| {100 * gflops / bf16_peak:.0f}% "
                     f"| {gpu_mib:.0f} |")
     print(f"model: {args.model} ({config.model.encoder}, {size[0]}x{size[1]}), batch {args.batch}, "
-          f"precision {'bf16/fp16 autocast' if precision == 'auto' else 'fp32'}; median of {args.steps} steps\n")
+          f"precision {precision}{'' if precision == 'fp32' else ' autocast'}; median of {args.steps} steps\n")
     print("| model | distance fields on | batch | s/step | slices/s | GFLOP/step | achieved GFLOP/s | % fp32 peak "
           "| % bf16 peak | peak GPU MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -110,19 +110,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trace(args: argparse.Namespace) -> int:
-    from sparseg.model import trace_checkpoint
-
-    for checkpoint in args.checkpoints:
-        print(f"wrote {trace_checkpoint(checkpoint)}")
-    return 0
-
-
 def _export(args: argparse.Namespace) -> int:
-    from sparseg.engines import export
+    from sparseg.derived import OPENVINO, PROGRAM, make
 
+    kinds = {"program": [PROGRAM], "openvino": [OPENVINO], "all": [PROGRAM, OPENVINO]}[args.kind]
     for checkpoint in args.checkpoints:
-        print(f"wrote {export(checkpoint).xml}")
+        for kind in kinds:
+            print(f"wrote {', '.join(str(p) for p in make(checkpoint, kind).all_paths)}")
     return 0
 
 
@@ -216,11 +210,11 @@ def _require_apart(outputs: list[Path], data: list[Path], weights: list[Path] | 
     """Rule 1 for a segmenting command: no output may be, or replace, an input (the data's files, the checkpoints
     `--weights` resolves to and the files derived from them), and the files a run may derive beside the
     checkpoints (an OpenVINO export made at start-up) may not replace the data's."""
-    from sparseg.engines import checkpoint_files
+    from sparseg.derived import derived_files
     from sparseg.io import require_apart
     from sparseg.jobs import resolve_weights
 
-    derived = [checkpoint_files(checkpoint) for checkpoint in resolve_weights(weights)]
+    derived = [derived_files(checkpoint) for checkpoint in resolve_weights(weights)]
     require_apart(outputs, [*data, *(path for files in derived for path in files)])
     require_apart([path for files in derived for path in files[1:]], data)
 
@@ -310,12 +304,12 @@ def _predict(args: argparse.Namespace) -> int:
 def _package(args: argparse.Namespace) -> int:
     from sparseg.submission import package_model
 
-    manifest = package_model(args.weights, args.out, trace=not args.no_trace, export=not args.no_export,
+    manifest = package_model(args.weights, args.out, program=not args.no_program, export=not args.no_export,
                              quantize_data=args.quantize_data)
     files = ", ".join(c["file"] for c in manifest["checkpoints"])
     int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
     print(f"wrote {args.out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
-          + (f", traced with torch {manifest['torch']}" if manifest["traced"] else "")
+          + (f", torch.export programs of torch {manifest['torch']}" if manifest["program"] else "")
           + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
           + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
              f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else ""))
@@ -448,9 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, nargs="+", required=True,
                    help="checkpoints to average, e.g. runs/cv/fold*/final.safetensors")
     p.add_argument("--out", type=Path, required=True, help="the tarball to write, e.g. model.tar.gz")
-    p.add_argument("--no-trace", action="store_true",
-                   help="leave out the traced networks (made with this torch; an image with the same torch starts "
-                        "faster with them, others rebuild the networks)")
+    p.add_argument("--no-program", action="store_true",
+                   help="leave out the torch.export programs (made with this torch; an image with the same torch "
+                        "starts faster with them, others rebuild the networks)")
     p.add_argument("--no-export", action="store_true",
                    help="leave out the OpenVINO exports (the image then makes them at start-up on a CPU)")
     p.add_argument("--quantize-data", type=Path, metavar="DATA",
@@ -471,14 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="also load the weights and check their sha256")
     p.set_defaults(handler=_info)
 
-    p = sub.add_parser("trace", help="write each checkpoint's network traced to TorchScript beside it "
-                       "(<name>.torchscript): inference then starts without importing the model libraries")
+    p = sub.add_parser("export", help="write each checkpoint's network beside it as a torch.export program "
+                       "(<name>.program.pt2/.json: the GPU starts without importing the model libraries) and in "
+                       "OpenVINO's format (<name>.openvino.xml/.bin/.json: the CPU engine, made at start-up when "
+                       "missing), each checked against the checkpoint and stamped")
     p.add_argument("checkpoints", type=Path, nargs="+")
-    p.set_defaults(handler=_trace)
-
-    p = sub.add_parser("export", help="write each checkpoint's network in OpenVINO's format beside it "
-                       "(<name>.openvino.xml/.bin/.json): the CPU engine (made at start-up when missing)")
-    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--kind", choices=("all", "program", "openvino"), default="all",
+                   help="which files to make (default: both)")
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("quantize", help="write a checkpoint's int8 model beside it (<name>.int8.*), calibrated on "

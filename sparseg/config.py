@@ -30,19 +30,19 @@ INITS = ("xavier_uniform", "default")
 LOSS_NAMES = ("tlhf", "dice_focal")
 """The losses `sparseg.losses.build_loss` makes."""
 DEVICES = ("auto", "cuda", "cpu")
-"""Where a network runs; "auto" is the GPU when there is one."""
+"""Where a network runs. What "auto" means for this and `ENGINES` and `PRECISIONS` on a given machine is decided
+in one place, `sparseg.runtime.resolve_runtime`."""
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-"""Inference precision: "auto" is bf16 autocast on CUDA (fp16 where bf16 is missing) and fp32 on the CPU;
-"fp32" never autocasts; "bf16" autocasts on the CPU too (faster where the CPU has native bf16, but the
-masks may differ from fp32's by a few voxels); "int8" runs the checkpoint's int8 OpenVINO model, made by
+"""Inference precision: "fp32" never autocasts; "bf16" autocasts (on the CPU too: faster where it has native bf16,
+but the masks may differ from fp32's by a few voxels); "int8" runs the checkpoint's int8 OpenVINO model, made by
 `sparseg quantize` with its agreement with fp32 measured (CPU only)."""
 CALIBRATION_SLICES = 300
 """Slices with brain that int8 calibration uses by default (NNCF's own default subset size)."""
 INT8_MIN_AGREEMENT = 0.99
 """The smallest Dice between int8 and fp32 masks, on every held-out case, for int8 to count as keeping the masks."""
 ENGINES = ("auto", "torch", "openvino")
-"""What runs the network: "auto" is torch on a GPU and OpenVINO on the CPU (where it is installed; its fp32
-masks equal torch's, and it is faster: docs/performance.md)."""
+"""What runs the network: torch, or OpenVINO (CPU only; its fp32 masks equal torch's, and it is faster:
+docs/performance.md)."""
 
 
 def _require(condition: bool, field: str, problem: str) -> None:
@@ -263,8 +263,6 @@ class InferenceConfig:
         _require_integer(self.crop_multiple, "crop_multiple", 1)
         _require_choice(self.precision, "precision", PRECISIONS)
         _require_choice(self.engine, "engine", ENGINES)
-        _require(not (self.precision == "int8" and self.engine == "torch"), "precision",
-                 "int8 runs on the OpenVINO engine only, not on torch")
         _require_integer(self.batch_size, "batch_size", 0)
 
 

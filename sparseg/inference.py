@@ -10,48 +10,28 @@ job, batch prediction and the trainer's validation all call it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
-from torch import nn
 
 from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, PreprocessingConfig, RunConfig
-from sparseg.engines import OpenVINONetwork, load_checkpoint_openvino
 from sparseg.errors import InputError, SparsegError
-from sparseg.hardware import autocast, precision_name, resolve_engine
 from sparseg.io import Volume, require_same_grid
-from sparseg.model import Checkpoint, load_checkpoint
+from sparseg.model import Checkpoint
+from sparseg.networks import Network, TorchNetwork, load_network
 from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
+from sparseg.runtime import Runtime, resolve_runtime
 
 
-@torch.inference_mode()
-def predict_slices(model: nn.Module | OpenVINONetwork, slices: np.ndarray, device: torch.device, batch_size: int = 16,
-                   precision: str = "fp32", channels_last: bool = True) -> np.ndarray:
+def predict_slices(network: Network, slices: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Sigmoid probabilities of preprocessed slices. Shape: (D, C, H, W) -> (D, H, W) float32."""
     out = np.empty((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
-    if isinstance(model, OpenVINONetwork):
-        for start in range(0, len(slices), batch_size):
-            logits = torch.from_numpy(model(np.ascontiguousarray(slices[start : start + batch_size], np.float32)))
-            out[start : start + len(logits)] = torch.sigmoid(logits)[:, 0].numpy()
-        return out
-    model.eval()
-    pin = device.type == "cuda"
     for start in range(0, len(slices), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
-        if pin:
-            batch = batch.pin_memory()
-        batch = batch.to(device, non_blocking=True)
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        # optimized_execution(False): a traced network runs op by op like the eager one, with no
-        # profiling runs on its first calls (they made a one-case job slower) and the same numbers.
-        with autocast(device, precision), torch.jit.optimized_execution(False):
-            logits = model(batch)
-        out[start : start + len(batch)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        logits = torch.from_numpy(network(slices[start : start + batch_size]))
+        out[start : start + len(logits)] = torch.sigmoid(logits)[:, 0].numpy()
     return out
 
 
@@ -85,65 +65,51 @@ class Predictor:
     must share their preprocessing and threshold. `tta` adds the left-right
     and front-back flipped slices and averages the un-flipped results.
     `inference` holds the speed settings (slices with brain only, the optional
-    crop to the brain's box, engine, precision, batch size); probabilities
-    outside the slices and box run are 0. Torch networks are moved to
-    `device`, put in evaluation mode and in the memory format of the settings;
-    OpenVINO networks (`sparseg.engines`) run as compiled.
+    crop to the brain's box, batch size); probabilities outside the slices and
+    box run are 0. Each checkpoint's `Network` (`sparseg.networks`) runs where
+    and how `runtime` says; the predictor does not know which engine it is.
     """
 
-    def __init__(self, checkpoints: list[Checkpoint], device: torch.device, tta: bool = False,
+    def __init__(self, checkpoints: list[Checkpoint], networks: list[Network], runtime: Runtime, tta: bool = False,
                  min_lesion_mm3: float = 0.0, inference: InferenceConfig = InferenceConfig()) -> None:
-        if not checkpoints:
-            raise ValueError("no checkpoint given")
+        if not checkpoints or len(networks) != len(checkpoints):
+            raise ValueError("one network per checkpoint, at least one")
         require_ensemble(checkpoints)
-        first = checkpoints[0].config
-        memory_format = torch.channels_last if inference.channels_last else torch.contiguous_format
-        kinds = {isinstance(c.model, OpenVINONetwork) for c in checkpoints}
-        if len(kinds) > 1:
-            raise ValueError("checkpoints of one predictor run on one engine")
-        self.engine = "openvino" if kinds == {True} else "torch"
-        if self.engine == "openvino" and device.type != "cpu":
-            raise ValueError("OpenVINO networks run on the CPU")
-        self.models = [c.model if self.engine == "openvino"
-                       else c.model.to(device).eval().to(memory_format=memory_format) for c in checkpoints]
-        self.config: RunConfig = first
-        self.checkpoints = checkpoints
-        self.device, self.tta, self.min_lesion_mm3, self.inference = device, tta, min_lesion_mm3, inference
-        self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device.type, AUTO_BATCH_SIZE["cpu"])
+        self.config: RunConfig = checkpoints[0].config
+        self.checkpoints, self.networks, self.runtime = checkpoints, networks, runtime
+        self.tta, self.min_lesion_mm3, self.inference = tta, min_lesion_mm3, inference
+        device = runtime.device.type
+        self.batch_size = inference.batch_size or AUTO_BATCH_SIZE.get(device, AUTO_BATCH_SIZE["cpu"])
 
     @classmethod
-    def load(cls, paths: list[Path], device: torch.device, **options) -> Predictor:
-        """Checkpoint files, with the options of `__init__`, on the engine the settings resolve to
-        (`hardware.resolve_engine`): torch with the traced network beside each checkpoint where current, or
-        OpenVINO with the export beside it (made now when missing or stale)."""
+    def load(cls, paths: list[Path], device: str | torch.device = "auto", **options) -> Predictor:
+        """Checkpoint files, with the options of `__init__`, on the runtime that `device` and the settings'
+        engine and precision resolve to (`runtime.resolve_runtime`)."""
         settings: InferenceConfig = options.get("inference", InferenceConfig())
-        if resolve_engine(device, settings.engine, settings.precision) == "openvino":
-            precision = "int8" if settings.precision == "int8" else "bf16" if settings.precision == "bf16" else "fp32"
-            return cls([load_checkpoint_openvino(p, precision) for p in paths], device, **options)
-        return cls([load_checkpoint(p, device, traced=True) for p in paths], device, **options)
+        device = device.type if isinstance(device, torch.device) else device
+        runtime = resolve_runtime(device, settings.engine, settings.precision)
+        loaded = [load_network(path, runtime, settings) for path in paths]
+        return cls([c for c, _ in loaded], [n for _, n in loaded], runtime, **options)
+
+    @classmethod
+    def eager(cls, checkpoints: list[Checkpoint], runtime: Runtime, **options) -> Predictor:
+        """Checkpoints whose torch modules are at hand (a network still in training, for the trainer's
+        validation; loaded ones), run by torch as they are."""
+        channels_last = options.get("inference", InferenceConfig()).channels_last
+        return cls(checkpoints, [TorchNetwork(c.module, runtime, channels_last) for c in checkpoints], runtime,
+                   **options)
 
     def made_by(self) -> dict[str, str]:
         """What decides this predictor's masks besides the inputs: the checkpoints (each's sha256 covers its
-        weights and run config, the threshold included; an int8 model's own bytes follow it, since it is not made
-        from the weights alone) and the settings that change voxels."""
+        weights and run config, the threshold included; a network that is not the weights alone, an int8 model,
+        adds its own identity) and the settings that change voxels."""
         on_off = {True: "on", False: "off"}
-
-        def identity(checkpoint: Checkpoint) -> str:
-            stamp = getattr(checkpoint.model, "stamp", {}) if self.precision == "int8" else {}
-            model = hashlib.sha256(f"{stamp.get('xml_sha256')}{stamp.get('bin_sha256')}".encode()).hexdigest()
-            return checkpoint.sha256[:16] + (f"/int8:{model[:16]}" if stamp else "")
-
         return {
-            "checkpoints_sha256": "+".join(identity(c) for c in self.checkpoints),
+            "checkpoints_sha256": "+".join(c.sha256[:16] + (f"/{n.identity}" if n.identity else "")
+                                           for c, n in zip(self.checkpoints, self.networks, strict=True)),
             "settings": f"tta={on_off[self.tta]} min_lesion_mm3={float(self.min_lesion_mm3)!r} "
-                        f"device={self.device.type} engine={self.engine} precision={self.precision} "
-                        f"crop_to_brain={on_off[self.inference.crop_to_brain]}",
+                        f"{self.runtime.key()} crop_to_brain={on_off[self.inference.crop_to_brain]}",
         }
-
-    @property
-    def precision(self) -> str:
-        """What the networks compute in: fp32, bf16, fp16 or int8."""
-        return precision_name(self.device, self.inference.precision, self.engine)
 
     def window(self, adc: np.ndarray) -> BrainWindow:
         """The slices and in-plane box of the resized slices that the network runs on, per the settings."""
@@ -169,17 +135,16 @@ class Predictor:
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]
             window_total = np.zeros((inputs.shape[0], *inputs.shape[2:]), dtype=np.float32)
-            for model in self.models:
+            for network in self.networks:
                 for axes in flips:
                     flipped = np.flip(inputs, axis=axes) if axes else inputs
                     try:
-                        out = predict_slices(model, flipped, self.device, self.batch_size, self.inference.precision,
-                                             self.inference.channels_last)
+                        out = predict_slices(network, flipped, self.batch_size)
                     except torch.OutOfMemoryError:
-                        raise SparsegError(f"out of {self.device.type.upper()} memory with {self.batch_size} slices "
-                                           "per forward pass: try a smaller --batch-size") from None
+                        raise SparsegError(f"out of {self.runtime.device.type.upper()} memory with {self.batch_size} "
+                                           "slices per forward pass: try a smaller --batch-size") from None
                     window_total += np.flip(out, axis=axes) if axes else out
-            total[window.slices, window.rows, window.cols] = window_total / (len(self.models) * len(flips))
+            total[window.slices, window.rows, window.cols] = window_total / (len(self.networks) * len(flips))
         return from_slices(total, prepared.grid)
 
     def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -43,7 +43,6 @@ from sparseg.config import burden_group
 from sparseg.environment import peak_rss_mib
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import CaseRow, score_row
-from sparseg.hardware import describe, resolve_device
 from sparseg.inference import Predictor, Prepared
 from sparseg.io import (
     PARTIAL_PREFIX,
@@ -512,8 +511,9 @@ def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predic
                         burden_group=r.summary.burden_group, seconds=r.summary.seconds,
                         flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
                         error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores) for r in results]
-    context = [f"device: {describe(predictor.device, predictor.inference.precision, predictor.engine)}",
-               *(f"checkpoint: {c.describe()}" for c in predictor.checkpoints),
+    context = [f"device: {predictor.runtime.describe()}",
+               *(f"checkpoint: {c.describe()}, network {n.describe()}"
+                 for c, n in zip(predictor.checkpoints, predictor.networks, strict=True)),
                f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
     warning = synthetic_warning(predictor)
     return write_report(path, cases, context, [warning.upper()] if warning else [])
@@ -533,10 +533,10 @@ def load_predictor(weights: list[Path] | None, device: str = "auto", **options) 
     Logs the device and precision, and each checkpoint used, so a job that fell back to other weights
     than intended says so.
     """
-    predictor = Predictor.load(resolve_weights(weights), resolve_device(device), **options)
-    log.info("device: %s", describe(predictor.device, predictor.inference.precision, predictor.engine))
-    for checkpoint in predictor.checkpoints:
-        log.info("checkpoint: %s", checkpoint.describe())
+    predictor = Predictor.load(resolve_weights(weights), device, **options)
+    log.info("device: %s", predictor.runtime.describe())
+    for checkpoint, network in zip(predictor.checkpoints, predictor.networks, strict=True):
+        log.info("checkpoint: %s, network %s", checkpoint.describe(), network.describe())
     warning = synthetic_warning(predictor)
     if warning:
         log.warning("%s", warning)

@@ -10,13 +10,9 @@ refused); loading checks the weights too, never unpickles anything, and
 rebuilds the model from the stored config alone. A readable copy of the JSON
 is written beside it.
 
-For a fast start, `trace_checkpoint` writes the same network traced to
-TorchScript beside the checkpoint (`<name>.torchscript`, made in the image at
-build time). Inference loads it instead of rebuilding the network when its
-stamp names the checkpoint's weights and this torch version, which spares the
-import of segmentation-models-pytorch, timm and torchvision (docs/performance.md
-says how much start-up that saves). The safetensors file stays
-the one source of truth.
+Files made from a checkpoint (its `torch.export` program, OpenVINO export and
+int8 model) are `sparseg.derived`'s; the safetensors file stays the one source
+of truth.
 """
 
 from __future__ import annotations
@@ -24,14 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -39,17 +31,14 @@ from torch import nn
 
 from sparseg.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from sparseg.environment import code_version, library_versions
-from sparseg.errors import ConfigError, InputError, SparsegError
-from sparseg.io import IncompleteWrite, atomic_path, require_apart, verify_zip, write_text
+from sparseg.errors import ConfigError, InputError
+from sparseg.io import IncompleteWrite, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
 FORMAT = "sparseg-checkpoint/2"
 """/2 records `checkpoint_sha256` (weights and run config); /1 checkpoints (weights' hash only) are still read."""
 FORMAT_WEIGHTS_HASH_ONLY = "sparseg-checkpoint/1"
-TRACED_FORMAT = "sparseg-torchscript/1"
-TRACED_SUFFIX = ".torchscript"
-TRACED_STAMP = "sparseg.json"
 
 
 def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
@@ -58,7 +47,7 @@ def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
     The config's names were checked when it was built, except the encoder's, which only
     segmentation-models-pytorch knows: an unknown one raises ConfigError("model.encoder").
     """
-    import segmentation_models_pytorch as smp  # here, not at the top: a traced network needs none of it
+    import segmentation_models_pytorch as smp  # here, not at the top: a derived network needs none of it
 
     try:
         model = getattr(smp, config.architecture)(
@@ -117,14 +106,13 @@ def checkpoint_sha256(weights_sha256: str, config: dict[str, Any]) -> str:
 
 @dataclass
 class Checkpoint:
-    model: nn.Module
-    """The network: a torch module, or an engine's compiled network (`sparseg.engines.OpenVINONetwork`)."""
     config: RunConfig
     metadata: dict[str, Any]
     path: Path | None = None
-    """The file it was loaded from (None for a network still in training)."""
-    traced: bool = False
-    """Whether `model` is the traced network beside the file rather than one rebuilt from the config."""
+    """The file it was read from (None for a network still in training)."""
+    module: nn.Module | None = None
+    """The network rebuilt from the config with the checked weights (`load_checkpoint`); None when only the
+    header was read (`read_checkpoint`: a derived network runs instead)."""
 
     @property
     def sha256(self) -> str:
@@ -140,11 +128,9 @@ class Checkpoint:
         return isinstance(data, dict) and data.get("synthetic") is True
 
     def describe(self) -> str:
-        """One line for a job's log: which file, which weights, what data, how it was loaded."""
+        """One line for a job's log: which file, which weights, what data."""
         data = "SYNTHETIC data" if self.synthetic else "real data"
-        network = (self.model.describe() if hasattr(self.model, "describe")
-                   else "traced" if self.traced else "rebuilt from its config")
-        return f"{self.path} (sha256 {self.sha256[:12]}, trained on {data}, network {network})"
+        return f"{self.path} (sha256 {self.sha256[:12]}, trained on {data})"
 
 
 def save_checkpoint(
@@ -227,128 +213,35 @@ def read_header(path: Path) -> tuple[dict[str, Any], RunConfig]:
         raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
 
 
-def load_checkpoint(path: Path | str, device: str | torch.device = "cpu", traced: bool = False) -> Checkpoint:
-    """Rebuild the model from the stored config, load and verify its weights.
-
-    `traced=True` (inference): use the TorchScript network beside the checkpoint
-    when there is a current one (`load_traced`), else rebuild as usual.
-    """
+def read_checkpoint(path: Path | str) -> Checkpoint:
+    """A checkpoint's checked header, without its weights (for a network derived from it)."""
     path = Path(path)
     metadata, config = read_header(path)
     if metadata["format"] == FORMAT_WEIGHTS_HASH_ONLY:
         log.warning("%s: format %s: its run config is not covered by a hash (saved by an earlier SPARSeg)", path,
                     FORMAT_WEIGHTS_HASH_ONLY)
-    model = load_traced(path, metadata) if traced else None
-    if model is None:
-        try:
-            state = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise InputError(f"{path}: checkpoint weights cannot be read ({exc})") from None
-        if weights_sha256(state) != metadata.get("weights_sha256"):
-            raise InputError(f"{path}: weights do not match their recorded sha256 (corrupt or modified checkpoint)")
-        try:
-            model = build_model(config.model, config.in_channels)
-        except ConfigError as exc:
-            raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:
-            raise InputError(f"{path}: its weights do not fit the network its run config describes "
-                             f"({config.model.architecture}, encoder {config.model.encoder}, "
-                             f"{config.in_channels} channels)") from None
-    model.to(device).eval()
-    return Checkpoint(model=model, config=config, metadata=metadata, path=path, traced=isinstance(
-        model, torch.jit.ScriptModule))
+    return Checkpoint(config=config, metadata=metadata, path=path)
 
 
-def traced_path(checkpoint: Path | str) -> Path:
-    return Path(checkpoint).with_suffix(TRACED_SUFFIX)
-
-
-PARITY_TOLERANCE = 1e-4
-"""A network derived from a checkpoint (traced to TorchScript, exported to OpenVINO) must give the checkpoint's
-torch logits to within this, relative to their largest magnitude (at least 1), on `parity_frames`; else it is not
-made. A trace that specialised on one shape, or a wrong conversion, is off by far more; measured on the demo, test
-and paper networks: 0 for the trace, at most 2e-6 for OpenVINO fp32."""
-
-
-def parity_frames(config: RunConfig) -> list[torch.Tensor]:
-    """Two seeded random batches of different sizes: a derived network must hold for any batch and any frame (the
-    brain crop feeds frames of any multiple of 32). Small, because an uploaded model is exported at start-up
-    within the container's memory limit. Shape: [(1, C, H, W), (2, C, H/2, about 3W/4)]."""
-    height, width = config.preprocessing.slice_size
-    channels = config.in_channels
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randn(1, channels, height, width, generator=generator),
-            torch.randn(2, channels, max(32, height // 2), max(32, width * 3 // 4 // 32 * 32), generator=generator)]
-
-
-def require_parity(checkpoint: Checkpoint, what: str, derived: Callable[[torch.Tensor], Any]) -> None:
-    """Raise SparsegError, naming the checkpoint, when `derived` (frames -> logits) differs from the checkpoint's
-    torch network by more than `PARITY_TOLERANCE` on `parity_frames`; `what` names the derived network."""
-    with torch.no_grad():
-        for frame in parity_frames(checkpoint.config):
-            expected = checkpoint.model(frame).numpy()
-            got = derived(frame)
-            got = got.numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
-            difference = float(np.abs(got - expected).max())
-            if difference > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
-                raise SparsegError(f"{checkpoint.path}: {what} differs from torch's by {difference:.2g} on "
-                                   f"{tuple(frame.shape)} slices; it cannot be made")
-
-
-def trace_checkpoint(path: Path | str) -> Path:
-    """Write the checkpoint's network traced to TorchScript beside it, stamped with its weights' hash
-    and this torch version, once `require_parity` holds for it."""
-    path = Path(path)
-    require_apart([traced_path(path)], [path])
-    checkpoint = load_checkpoint(path)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, see DEVELOPERS.md
-        traced = torch.jit.trace(checkpoint.model, parity_frames(checkpoint.config)[0], check_trace=False)
-        require_parity(checkpoint, "the traced network", traced)
-    stamp = {"format": TRACED_FORMAT, "weights_sha256": checkpoint.metadata["weights_sha256"],
-             "torch": torch.__version__}
-    out = traced_path(path)
-    with atomic_path(out, verify_zip) as temporary, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(traced, str(temporary), _extra_files={TRACED_STAMP: json.dumps(stamp)})
-    return out
-
-
-def traced_stamp(path: Path) -> dict[str, Any] | None:
-    """The stamp of a traced network file, read without loading it; None if it has none."""
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the network from the stored config, load and verify its weights."""
+    checkpoint = read_checkpoint(path)
+    path, config = checkpoint.path, checkpoint.config
     try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TRACED_STAMP}")), None)
-            return json.loads(archive.read(name)) if name else None
-    except (OSError, zipfile.BadZipFile, ValueError, RecursionError):
-        return None
-
-
-def load_traced(path: Path, metadata: dict[str, Any]) -> nn.Module | None:
-    """The traced network beside checkpoint `path` if it is current: its stamp names the checkpoint's
-    weights and this torch version, and its weights hash to the checkpoint's recorded sha256.
-    None when there is none, or it is stale or unreadable (then the caller rebuilds the network); an
-    error when its stamp is current but its weights are not the checkpoint's (modified)."""
-    traced = traced_path(path)
-    if not traced.is_file():
-        return None
-    stamp = traced_stamp(traced)
-    expected = {"format": TRACED_FORMAT, "weights_sha256": metadata.get("weights_sha256"),
-                "torch": torch.__version__}
-    if stamp is None:
-        log.warning("%s: unreadable (damaged?), not used; rebuilding the network", traced)
-        return None
-    if stamp != expected:
-        log.info("%s: not used (made for other weights or another torch version); rebuilding the network", traced)
-        return None
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: checkpoint weights cannot be read ({exc})") from None
+    if weights_sha256(state) != checkpoint.metadata.get("weights_sha256"):
+        raise InputError(f"{path}: weights do not match their recorded sha256 (corrupt or modified checkpoint)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation notice of torch.jit.load
-            module = torch.jit.load(str(traced), map_location="cpu")
-    except (RuntimeError, OSError) as exc:
-        raise InputError(f"{traced}: traced network cannot be read ({str(exc).splitlines()[0]})") from None
-    if weights_sha256(module.state_dict()) != metadata.get("weights_sha256"):
-        raise InputError(f"{traced}: weights do not match the checkpoint's recorded sha256 (corrupt or modified)")
-    return module
+        model = build_model(config.model, config.in_channels)
+    except ConfigError as exc:
+        raise InputError(f"{path}: the checkpoint's run config: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise InputError(f"{path}: its weights do not fit the network its run config describes "
+                         f"({config.model.architecture}, encoder {config.model.encoder}, "
+                         f"{config.in_channels} channels)") from None
+    checkpoint.module = model.to(device).eval()
+    return checkpoint

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sparseg.cases import Case, data_inputs, find_any_cases
 from sparseg.config import (
@@ -46,13 +45,15 @@ from sparseg.data import (
     read_validation_case,
     stratified_folds,
 )
-from sparseg.engines import ExportPaths, OpenVINONetwork, current_fp32, read_stamp, save_int8, update_stamp
+from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
 from sparseg.io import require_apart
 from sparseg.metrics import dice
-from sparseg.model import Checkpoint, read_header, read_metadata
+from sparseg.model import read_header, read_metadata
+from sparseg.networks import OpenVINONetwork
+from sparseg.runtime import resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Agreement:
 
 @dataclass(frozen=True)
 class QuantizationResult:
-    paths: ExportPaths
+    paths: Derived
     calibration: dict
     agreement: Agreement
 
@@ -176,19 +177,19 @@ def calibration_slices(predictor: Predictor, volumes: Iterable[tuple[np.ndarray,
     return inputs[chosen].astype(np.float32)
 
 
-def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict) -> ExportPaths:
+def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict) -> Derived:
     """NNCF's post-training quantization of the checkpoint's OpenVINO fp32 network, calibrated on `calibration`
     (N, C, H, W), saved beside it as its int8 model with `provenance` in the stamp."""
     import nncf
     import openvino as ov
 
     weights = read_metadata(checkpoint)["weights_sha256"]
-    model = nncf.quantize(ov.Core().read_model(str(current_fp32(checkpoint, weights).xml)),
+    model = nncf.quantize(ov.Core().read_model(str(current(checkpoint, OPENVINO, weights).files[".xml"])),
                           nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
                           subset_size=len(calibration))
     provenance = {**provenance, "calibration": {**provenance.get("calibration", {}), "slices": len(calibration),
                                                 "nncf": nncf.__version__}}
-    return save_int8(model, checkpoint, weights, provenance)
+    return Derived.of(checkpoint, INT8).save(model, {"weights_sha256": weights, **provenance})
 
 
 def measure_agreement(reference: Predictor, int8: Predictor, cases: list[ValidationCase],
@@ -224,8 +225,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     cases = find_any_cases(data) if cases is None else cases
     if not cases:
         raise InputError(f"{data}: no cases to calibrate with")
-    int8, fp32 = ExportPaths.beside(checkpoint, "int8"), ExportPaths.beside(checkpoint, "fp32")
-    require_apart([int8.xml, int8.bin, int8.stamp, fp32.xml, fp32.bin, fp32.stamp],
+    require_apart([*Derived.of(checkpoint, INT8).all_paths, *Derived.of(checkpoint, OPENVINO).all_paths],
                   [checkpoint, *(data_inputs(data, cases) if data is not None else [])])
     unlabelled = [c.case_id for c in cases if c.label is None]
     if unlabelled:
@@ -235,24 +235,22 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     read = [read_validation_case(c) for c in cases]
     calibration_cases, held_out, how = split_cases(metadata, read, config.train)
 
-    fp32 = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="openvino",
-                                                                                         precision="fp32"))
+    fp32 = Predictor.load([checkpoint], "cpu", inference=InferenceConfig(engine="openvino", precision="fp32"))
     calibration = calibration_slices(fp32, ((c.adc.array, c.z.array) for c in calibration_cases), slices)
     log.info("calibrating on %d slices of %d training cases (%s)", len(calibration), len(calibration_cases), how)
     paths = write_int8(checkpoint, calibration, {"calibration": {"cases": [c.case_id for c in calibration_cases],
                                                                  "split": how}})
 
-    reference = Predictor.load([checkpoint], torch.device("cpu"), inference=InferenceConfig(engine="torch",
-                                                                                              precision="fp32"))
+    reference = Predictor.load([checkpoint], "cpu", inference=InferenceConfig(engine="torch", precision="fp32"))
     # the int8 model just written, as saved; not through the loader, which warns that no agreement is recorded yet
-    int8 = Predictor([Checkpoint(OpenVINONetwork(paths, "int8", torch.get_num_threads()), config, metadata,
-                                 checkpoint)], torch.device("cpu"), inference=InferenceConfig(precision="int8"))
+    runtime = resolve_runtime("cpu", "openvino", "int8")
+    int8 = Predictor(fp32.checkpoints, [OpenVINONetwork(paths, runtime)], runtime)
     agreement = measure_agreement(reference, int8, held_out)
-    update_stamp(paths, {"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
-    return QuantizationResult(paths, read_stamp(paths)["calibration"], agreement)
+    paths.update_stamp({"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
+    return QuantizationResult(paths, paths.stamp()["calibration"], agreement)
 
 
 def recorded_agreement(checkpoint: Path) -> dict | None:
     """The agreement recorded in the int8 model's stamp beside `checkpoint` (None without one)."""
-    stamp = read_stamp(ExportPaths.beside(Path(checkpoint), "int8"))
+    stamp = Derived.of(checkpoint, INT8).stamp()
     return stamp.get("agreement") if stamp else None

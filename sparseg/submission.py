@@ -4,10 +4,11 @@ grand-challenge unpacks a model tarball into /opt/ml/model/ of the algorithm's
 container; the image averages every checkpoint it finds there, in subfolders
 too, and ignores its baked-in weights (`sparseg.jobs.default_weights`). The
 tarball holds each checkpoint under a name of its own (fold folders all call
-theirs `best.safetensors`), its JSON copy, optionally its network traced with
-this torch (used by an image with the same torch, which then starts faster;
-any other rebuilds the network) and exported to OpenVINO (the CPU engine;
-without it the image exports at start-up), its int8 model when there is a
+theirs `best.safetensors`), its JSON copy, optionally its `torch.export`
+program made with this torch (used by an image with the same torch, which
+then starts faster; any other rebuilds the network) and its OpenVINO export
+(the CPU engine; without it the image exports at start-up), all made by
+`sparseg.derived`, its int8 model when there is a
 current one beside it (`sparseg quantize`, or `quantize_data` here: run with
 `--precision int8`), and `sparseg-model.json`, which says what is inside.
 Checkpoints that cannot be averaged (other preprocessing or threshold), or
@@ -26,12 +27,11 @@ import torch
 
 from sparseg import __version__
 from sparseg.cases import data_inputs, find_any_cases
-from sparseg.engines import ExportPaths, checkpoint_files, openvino_version, read_stamp, stale_because
-from sparseg.engines import export as export_openvino
+from sparseg.derived import INT8, KINDS, OPENVINO, PROGRAM, Derived, derived_files, library_version, make
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
 from sparseg.io import atomic_path, require_apart, verify_gzip
-from sparseg.model import Checkpoint, load_checkpoint, trace_checkpoint, traced_path
+from sparseg.model import Checkpoint, load_checkpoint
 from sparseg.quantization import quantize
 
 MANIFEST = "sparseg-model.json"
@@ -63,9 +63,9 @@ def _readable_by_anyone(member: tarfile.TarInfo) -> tarfile.TarInfo:
 def _int8_summary(path: Path, weights_sha256: str) -> dict | None:
     """What the int8 model beside checkpoint `path` agreed with fp32, when it is current for the checkpoint's
     weights `weights_sha256` (None without one, or with one made for other weights)."""
-    paths = ExportPaths.beside(path, "int8")
-    stamp = read_stamp(paths)
-    if stamp is None or stale_because(paths, weights_sha256, "int8"):
+    int8 = Derived.of(path, INT8)
+    stamp = int8.stamp()
+    if stamp is None or int8.stale_because(weights_sha256):
         return None
     agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
     dice = agreement.get("dice_int8_vs_fp32") if isinstance(agreement.get("dice_int8_vs_fp32"), dict) else {}
@@ -73,7 +73,7 @@ def _int8_summary(path: Path, weights_sha256: str) -> dict | None:
             "smallest_dice_vs_fp32": dice.get("smallest")}
 
 
-def package_model(weights: list[Path], out: Path, trace: bool = True, export: bool = True,
+def package_model(weights: list[Path], out: Path, program: bool = True, export: bool = True,
                   quantize_data: Path | None = None) -> dict:
     """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest.
 
@@ -88,7 +88,7 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
         raise InputError(f"{out}: a model tarball is a .tar.gz file; name it so")
     cases = None if quantize_data is None else find_any_cases(quantize_data)  # listed once, split per checkpoint
     data = [] if cases is None else data_inputs(quantize_data, cases)
-    require_apart([out], [*(p for path in weights for p in checkpoint_files(path)), *data])
+    require_apart([out], [*(p for path in weights for p in derived_files(path)), *data])
     checkpoints = [load_checkpoint(path) for path in weights]  # each verified against its sha256
     seen: dict[str, Path] = {}
     for path, checkpoint in zip(weights, checkpoints):
@@ -107,7 +107,7 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
         "format": FORMAT,
         "sparseg": __version__,
         "torch": torch.__version__,
-        "traced": trace,
+        "program": program,
         "synthetic": checkpoints[0].synthetic,
         "threshold": checkpoints[0].config.threshold,
         "checkpoints": [{
@@ -118,7 +118,7 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
             "validation_dsc": checkpoint.metadata.get("validation", {}).get("all", {}).get("dsc"),
             "int8": int8[path],
         } for name, path, checkpoint in zip(names, weights, checkpoints)],
-        "openvino": openvino_version() if export else None,
+        "openvino": library_version("openvino") if export else None,
     }
     with tempfile.TemporaryDirectory() as staging:
         staging = Path(staging)
@@ -126,21 +126,19 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
             shutil.copyfile(path, staging / name)
             if path.with_suffix(".json").is_file():
                 shutil.copyfile(path.with_suffix(".json"), (staging / name).with_suffix(".json"))
-            if trace:
-                trace_checkpoint(staging / name)
-            if export:
-                export_openvino(staging / name)
+            for kind, wanted in ((PROGRAM, program), (OPENVINO, export)):
+                if wanted:
+                    make(staging / name, kind)
             if int8[path] is not None:
-                source, staged = ExportPaths.beside(path, "int8"), ExportPaths.beside(staging / name, "int8")
-                for kind in ("xml", "bin", "stamp"):
-                    shutil.copyfile(getattr(source, kind), getattr(staged, kind))
+                source, staged = Derived.of(path, INT8), Derived.of(staging / name, INT8)
+                for made, copy in zip(source.all_paths, staged.all_paths, strict=True):
+                    shutil.copyfile(made, copy)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out, verify_gzip) as temporary, tarfile.open(temporary, "w:gz") as archive:
             for name in names:
-                exports = [getattr(ExportPaths.beside(Path(name), precision), kind).name
-                           for precision in ("fp32", "int8") for kind in ("xml", "bin", "stamp")]
-                for member in (name, Path(name).with_suffix(".json").name, traced_path(name).name, *exports):
+                exports = [made.name for kind in KINDS for made in Derived.of(Path(name), kind).all_paths]
+                for member in (name, Path(name).with_suffix(".json").name, *exports):
                     if (staging / member).is_file():
                         archive.add(staging / member, arcname=member, filter=_readable_by_anyone)
             archive.add(staging / MANIFEST, arcname=MANIFEST, filter=_readable_by_anyone)

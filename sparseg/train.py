@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +54,12 @@ from sparseg.data import (
 from sparseg.environment import code_version
 from sparseg.errors import InputError
 from sparseg.evaluation import METRICS, RULES, SCORING, CaseRow, score_row, summarise
-from sparseg.hardware import autocast, gradient_scaler, resolve_device, training_precision
 from sparseg.inference import Predictor
 from sparseg.io import IncompleteWrite, atomic_path, require_apart, verify_zip, write_csv, write_text
 from sparseg.losses import CompoundLoss, build_loss
 from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
 from sparseg.plots import HISTORY_PLOTS, plot_history
+from sparseg.runtime import Runtime, gradient_scaler, training_runtime
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,18 @@ class Optimisation:
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler
     loss: CompoundLoss
-    device: torch.device
+    runtime: Runtime
+    """Where it trains, in which precision (`runtime.training_runtime`)."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @classmethod
-    def build(cls, config: RunConfig, device: torch.device) -> Optimisation:
+    def build(cls, config: RunConfig, runtime: Runtime) -> Optimisation:
         """The seeded network (channels-last on CUDA), Adam, the plateau scheduler and the run's loss."""
         torch.manual_seed(config.train.seed)
+        device = runtime.device
         model = build_model(config.model, config.in_channels).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -168,7 +174,7 @@ class Optimisation:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=config.train.plateau_factor, patience=config.train.plateau_patience
         )
-        return cls(model, model, optimizer, scheduler, gradient_scaler(device), build_loss(config.loss), device)
+        return cls(model, model, optimizer, scheduler, gradient_scaler(runtime), build_loss(config.loss), runtime)
 
     def distribute(self) -> None:
         """Wrap the network for DDP (after any resumed weights are loaded).
@@ -187,7 +193,7 @@ class Optimisation:
         targets = targets.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, training_precision(self.device)):
+        with self.runtime.autocast():
             logits = self.network(images)
         terms = self.loss.terms(logits.float(), targets)
         loss = self.loss.combine(terms)
@@ -383,10 +389,10 @@ class Trainer:
                              "or choose another --out")
         if resume:
             _require_resumable(out, config, allow_config_change)
-        device = resolve_device(device_name)
-        if device.type == "cuda":
-            device = torch.device("cuda", dist_info.local_rank)
-        optimisation = Optimisation.build(config, device)
+        runtime = training_runtime(device_name)
+        if runtime.device.type == "cuda":
+            runtime = replace(runtime, device=torch.device("cuda", dist_info.local_rank))
+        optimisation = Optimisation.build(config, runtime)
         listed = find_cases(data, require_labels=True)
         require_apart(run_files(out), [*data_inputs(data, listed), *([config_file] if config_file else [])])
         cases, prepared = _prepare_all(listed, config, out, skip_bad, dist_info.main)
@@ -445,7 +451,8 @@ class Trainer:
         """The inference path (`sparseg predict`'s defaults) over the weights as they are now."""
         assert self._inference_network is not None, "validation runs on rank 0 only"
         self._inference_network.load_state_dict(self.optimisation.model.state_dict())
-        return Predictor([Checkpoint(self._inference_network, self.config, {})], self.optimisation.device)
+        return Predictor.eager([Checkpoint(self.config, {}, module=self._inference_network)],
+                               self.optimisation.runtime)
 
     def validate(self) -> Validation:
         """Segment and score the held-out fold (rank 0)."""

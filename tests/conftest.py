@@ -65,18 +65,23 @@ def edit_checkpoint_header(checkpoint: Path, change: Callable[[dict], None], res
     return checkpoint
 
 
-def tamper_traced(checkpoint: Path) -> Path:
-    """Trace `checkpoint`, then change a weight of the traced network and keep its stamp (a modified file)."""
+def tamper_program(checkpoint: Path) -> Path:
+    """Make `checkpoint`'s torch.export program, then change one of its weights and restamp it (a modified file
+    whose stamp still looks current)."""
     import json
 
-    from sparseg.model import TRACED_STAMP, trace_checkpoint, traced_stamp
+    from sparseg.derived import PROGRAM, file_sha256, make
 
-    traced = trace_checkpoint(checkpoint)
-    module = torch.jit.load(str(traced))
+    program = make(checkpoint, PROGRAM)
+    pt2 = program.files[".pt2"]
+    exported = torch.export.load(str(pt2))
     with torch.no_grad():
-        next(iter(module.parameters())).add_(1.0)
-    torch.jit.save(module, str(traced), _extra_files={TRACED_STAMP: json.dumps(traced_stamp(traced))})
-    return traced
+        next(iter(exported.state_dict.values())).add_(1.0)
+    torch.export.save(exported, str(pt2))
+    stamp = program.stamp()
+    stamp["files_sha256"][".pt2"] = file_sha256(pt2)
+    program.stamp_path.write_text(json.dumps(stamp))
+    return pt2
 
 
 def mount_full_tmpfs(folder: Path) -> str | None:

@@ -24,7 +24,7 @@ from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
 from sparseg.synth import SynthConfig, write_input_case
 
-from conftest import edit_checkpoint_header, mount_full_tmpfs, tamper_traced
+from conftest import edit_checkpoint_header, mount_full_tmpfs, tamper_program
 
 
 def _adc(root: Path) -> Path:
@@ -223,12 +223,12 @@ def _process(input_dir: Path, output: Path, weights: Path, capsys, *options: str
 
 def tamper_openvino(checkpoint: Path) -> None:
     """Export the checkpoint to OpenVINO, then change bytes of the export's weights behind its stamp's back."""
-    from sparseg.engines import export
+    from sparseg.derived import OPENVINO, make
 
-    paths = export(checkpoint)
-    data = bytearray(paths.bin.read_bytes())
+    weights = make(checkpoint, OPENVINO).files[".bin"]
+    data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
-    paths.bin.write_bytes(bytes(data))
+    weights.write_bytes(bytes(data))
 
 
 def _process_torch(case: Path, tmp_path: Path, weights: Path) -> Path:
@@ -284,7 +284,7 @@ HEADER_DAMAGE: dict[str, tuple[Callable[[dict], None], bool, str]] = {
     "unknown config key": (lambda m: m["config"]["model"].update(depth=4), True, "model.depth"),
     "no config": (lambda m: m.pop("config"), True, "no run config"),
 }
-DAMAGE = ["missing", "truncated", "tampered", "tampered traced", *HEADER_DAMAGE]
+DAMAGE = ["missing", "truncated", "tampered", "tampered program", *HEADER_DAMAGE]
 
 
 def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
@@ -294,9 +294,9 @@ def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
         weights.write_bytes(data[: len(data) // 2])
     elif damage == "tampered":
         weights.write_bytes(data[:-8] + bytes(8))
-    elif damage == "tampered traced":
+    elif damage == "tampered program":
         weights.write_bytes(data)
-        tamper_traced(weights)
+        tamper_program(weights)
     elif damage in HEADER_DAMAGE:
         weights.write_bytes(data)
         change, resign, _ = HEADER_DAMAGE[damage]
@@ -306,16 +306,16 @@ def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
 
 def _checkpoint_problem(damage: str) -> str:
     return {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256",
-            "tampered traced": "sha256"}.get(damage) or HEADER_DAMAGE[damage][2]
+            "tampered program": "sha256"}.get(damage) or HEADER_DAMAGE[damage][2]
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
-    named = "model.torchscript" if damage == "tampered traced" else "model.safetensors"
+    named = "model.program.pt2" if damage == "tampered program" else "model.safetensors"
     output = tmp_path / "output"
-    # the traced network is torch's: the CPU's default engine (OpenVINO) has an export of its own
-    options = ("--engine", "torch") if damage == "tampered traced" else ()
+    # the program is torch's: the CPU's default engine (OpenVINO) has an export of its own
+    options = ("--engine", "torch") if damage == "tampered program" else ()
     code, _, err = _process(case, output, weights, capsys, *options)
     _assert_clean_error(code, err, output, named, _checkpoint_problem(damage))
 
@@ -342,7 +342,7 @@ def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: P
     np.testing.assert_array_equal(mask.array, read_image(_process_torch(case, tmp_path, weights)).array)
 
 
-@pytest.mark.parametrize("damage", [d for d in DAMAGE if d != "tampered traced"])
+@pytest.mark.parametrize("damage", [d for d in DAMAGE if d != "tampered program"])
 def test_info_verify_names_a_bad_checkpoint(damage: str, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
     code = main(["info", str(weights), "--verify"])
@@ -444,11 +444,11 @@ def readme_table() -> str:
                    "tampered checkpoint (weights changed)": tmp / "tampered.safetensors"}
         damaged["truncated checkpoint"].write_bytes(weights.read_bytes()[:1000])
         damaged["tampered checkpoint (weights changed)"].write_bytes(weights.read_bytes()[:-8] + bytes(8))
-        traced = "traced network beside it with changed weights (`--engine torch`)"
-        damaged[traced] = tmp / "traced" / "tiny.safetensors"
+        traced = "torch.export program beside it with changed weights (`--engine torch`)"
+        damaged[traced] = tmp / "program" / "tiny.safetensors"
         damaged[traced].parent.mkdir()
         damaged[traced].write_bytes(weights.read_bytes())
-        tamper_traced(damaged[traced])
+        tamper_program(damaged[traced])
         exported = "OpenVINO export beside it with changed weights (it is made again)"
         damaged[exported] = tmp / "exported" / "tiny.safetensors"
         damaged[exported].parent.mkdir()

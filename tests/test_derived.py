@@ -13,14 +13,15 @@ import torch
 
 from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig
-from sparseg.engines import ExportPaths, OpenVINONetwork, export, load_checkpoint_openvino, stale_because
-from sparseg.errors import ConfigError, InputError
-from sparseg.hardware import resolve_engine
+from sparseg.derived import OPENVINO, PROGRAM, Derived, make
+from sparseg.errors import InputError
 from sparseg.inference import Predictor
 from sparseg.io import read_image
 from sparseg.model import build_model, read_metadata, save_checkpoint
+from sparseg.networks import OpenVINONetwork, TorchNetwork, load_network
+from sparseg.runtime import resolve_runtime
 
-from conftest import TINY_RUN
+from conftest import TINY_RUN, tamper_program
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,8 @@ def test_openvino_masks_equal_torch_fp32_on_the_sample_cases(demo_copy: Path) ->
     assert len(SAMPLES) == 3
     torch_predictor = Predictor.load([demo_copy], CPU, inference=TORCH_FP32)
     openvino_predictor = Predictor.load([demo_copy], CPU, inference=OPENVINO_FP32)
-    assert torch_predictor.engine == "torch" and openvino_predictor.engine == "openvino"
-    assert isinstance(openvino_predictor.models[0], OpenVINONetwork)
+    assert torch_predictor.runtime.engine == "torch" and openvino_predictor.runtime.engine == "openvino"
+    assert isinstance(openvino_predictor.networks[0], OpenVINONetwork)
     for sample in SAMPLES:
         case = find_input_case(sample)
         adc, z = read_image(case.adc), read_image(case.z)
@@ -52,18 +53,6 @@ def test_openvino_masks_equal_torch_fp32_on_the_sample_cases(demo_copy: Path) ->
         assert reference.mask.any()
         np.testing.assert_array_equal(result.mask, reference.mask, err_msg=case.case_id)
         assert np.abs(result.probabilities - reference.probabilities).max() < 1e-4
-
-
-def test_the_cpu_default_is_openvino_and_a_gpu_keeps_torch() -> None:
-    assert resolve_engine(CPU) == "openvino"
-    assert resolve_engine(CPU, "torch") == "torch"
-    assert resolve_engine(torch.device("cuda")) == "torch"
-    with pytest.raises(InputError, match="runs on the CPU"):
-        resolve_engine(torch.device("cuda"), "openvino")
-    with pytest.raises(InputError, match="int8"):
-        resolve_engine(CPU, "torch", "int8")
-    with pytest.raises(ConfigError, match="int8 runs on the OpenVINO engine only"):
-        InferenceConfig(engine="torch", precision="int8")
 
 
 def _checkpoint(path: Path, seed: int) -> Path:
@@ -79,53 +68,57 @@ def _probabilities(path: Path, adc: np.ndarray) -> np.ndarray:
 
 def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: Path, caplog) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
-    paths = ExportPaths.beside(path, "fp32")
+    paths = Derived.of(path, OPENVINO)
+    xml, bin_ = paths.files[".xml"], paths.files[".bin"]
     adc = np.full((3, 48, 48), 1200.0, dtype=np.float32)
     caplog.set_level(logging.INFO, logger="sparseg")
     first = _probabilities(path, adc)
-    assert paths.xml.is_file() and paths.bin.is_file() and "exporting to OpenVINO (no export yet)" in caplog.text
-    stamp = json.loads(paths.stamp.read_text())
+    assert xml.is_file() and bin_.is_file() and "making its openvino files (none yet)" in caplog.text
+    stamp = json.loads(paths.stamp_path.read_text())
     assert stamp["weights_sha256"] == read_metadata(path)["weights_sha256"]
-    assert {"openvino", "torch", "xml_sha256", "bin_sha256"} <= set(stamp)
+    assert {"openvino", "torch"} <= set(stamp["libraries"]) and set(stamp["files_sha256"]) == {".xml", ".bin"}
 
     caplog.clear()
     np.testing.assert_array_equal(_probabilities(path, adc), first)
-    assert "exporting" not in caplog.text  # current: reused
+    assert "making" not in caplog.text  # current: reused
 
     _checkpoint(path, seed=2)  # other weights under the same name
-    assert stale_because(paths, read_metadata(path)["weights_sha256"], "fp32") == "it was made from other weights"
+    assert paths.stale_because(read_metadata(path)["weights_sha256"]) == "it was made from other weights"
     caplog.clear()
     second = _probabilities(path, adc)
-    assert "exporting to OpenVINO (it was made from other weights)" in caplog.text
+    assert "making its openvino files (it was made from other weights)" in caplog.text
     reference = Predictor.load([path], CPU, inference=TORCH_FP32).probabilities(adc, np.zeros_like(adc))
     np.testing.assert_allclose(second, reference, atol=1e-5)
     assert not np.allclose(second, first)
 
-    with open(paths.bin, "r+b") as handle:  # damage the weights file behind the stamp's back
+    with open(bin_, "r+b") as handle:  # damage the weights file behind the stamp's back
         handle.seek(100)
         handle.write(b"\x00" * 16)
-    assert "not the file its stamp names" in stale_because(paths, read_metadata(path)["weights_sha256"], "fp32")
+    assert "not the file its stamp names" in paths.stale_because(read_metadata(path)["weights_sha256"])
     caplog.clear()
     np.testing.assert_array_equal(_probabilities(path, adc), second)
-    assert "exporting to OpenVINO (net.openvino.bin is not the file its stamp names" in caplog.text
+    assert "making its openvino files (net.openvino.bin is not the file its stamp names" in caplog.text
 
 
 def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
-    export(path)
-    script = ("import sys; from sparseg.jobs import load_predictor; "
-              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
-              "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
-              "'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["OpenVINONetwork", "[]"]
+    make(path, OPENVINO)
+    make(path, PROGRAM)
+    for engine, network in (("openvino", "OpenVINONetwork"), ("torch", "TorchNetwork")):
+        script = ("import sys; from sparseg.jobs import load_predictor; from sparseg.config import InferenceConfig; "
+                  f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
+                  f"inference=InferenceConfig(engine={engine!r})); "
+                  "print(type(p.networks[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
+                  "'torchvision') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        assert out.split() == [network, "[]"], engine
 
 
 def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     with pytest.raises(InputError, match=r"net.safetensors: no int8 model to run \(net.int8.xml: there is none\); "
                                          r"make one with: sparseg quantize"):
-        load_checkpoint_openvino(path, "int8")
+        load_network(path, resolve_runtime("cpu", "openvino", "int8"))
 
 
 def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,29 +135,70 @@ def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OutputError, match=r"net.openvino.bin: cannot write \(No space left on device\)"):
-        export(path)
-    paths = ExportPaths.beside(path, "fp32")
-    assert not any(p.exists() for p in (paths.xml, paths.bin, paths.stamp))
+    for kind, failing in ((OPENVINO, "net.openvino.bin"), (PROGRAM, "net.program.pt2")):
+        with pytest.raises(OutputError, match=rf"{failing}: cannot write \(No space left on device\)"):
+            make(path, kind)
+        assert not any(p.exists() for p in Derived.of(path, kind).all_paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
 
 
 def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trace and the OpenVINO export are held to the same `model.PARITY_TOLERANCE`: with none left, both are
-    refused, naming the checkpoint; within it, a derived network off by less than the tolerance passes."""
-    from sparseg import model
+    """The program and the OpenVINO export are held to the same `derived.PARITY_TOLERANCE`: with none left, both
+    are refused, naming the checkpoint; within it, a derived network off by less than the tolerance passes."""
+    from sparseg import derived, model
     from sparseg.errors import SparsegError
 
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     checkpoint = model.load_checkpoint(path)
+    network = checkpoint.module
     with torch.no_grad():
-        scale = 1e-4 * max(1.0, max(float(checkpoint.model(f).abs().max()) for f in model.parity_frames(TINY_RUN)))
-    model.require_parity(checkpoint, "close", lambda frame: checkpoint.model(frame) + 0.5 * scale)
+        scale = 1e-4 * max(1.0, max(float(network(f).abs().max()) for f in derived.parity_frames(TINY_RUN)))
+    derived.require_parity(checkpoint, "close", lambda frame: network(frame) + 0.5 * scale)
     with pytest.raises(SparsegError, match=r"net.safetensors: off differs from torch's by"):
-        model.require_parity(checkpoint, "off", lambda frame: checkpoint.model(frame) + 2.0 * scale)
-    monkeypatch.setattr(model, "PARITY_TOLERANCE", -1.0)
-    with pytest.raises(SparsegError, match=r"net.safetensors: the traced network differs from torch's"):
-        model.trace_checkpoint(path)
-    with pytest.raises(SparsegError, match=r"net.safetensors: OpenVINO's network differs from torch's"):
-        export(path)
-    assert not model.traced_path(path).exists() and not ExportPaths.beside(path, "fp32").xml.exists()
+        derived.require_parity(checkpoint, "off", lambda frame: network(frame) + 2.0 * scale)
+    monkeypatch.setattr(derived, "PARITY_TOLERANCE", -1.0)
+    for kind in (PROGRAM, OPENVINO):
+        with pytest.raises(SparsegError, match=rf"net.safetensors: its {kind.name} network differs from torch's"):
+            make(path, kind)
+        assert not any(p.exists() for p in Derived.of(path, kind).all_paths)
+
+
+def test_the_program_is_used_and_equals_the_eager_network(tmp_path: Path) -> None:
+    """The torch.export program runs any batch of the configured frame exactly as the rebuilt network; the crop's
+    frames vary, so with --crop-to-brain the rebuilt network runs."""
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    program = make(path, PROGRAM)
+    assert program.files[".pt2"] == tmp_path / "net.program.pt2"
+    stamp = program.stamp()
+    assert stamp["weights_sha256"] == read_metadata(path)["weights_sha256"]
+    assert stamp["libraries"]["torch"] == torch.__version__
+    runtime = resolve_runtime("cpu", "torch", "fp32")
+    checkpoint, network = load_network(path, runtime)
+    assert isinstance(network, TorchNetwork) and network.what == "program" and checkpoint.module is None
+    eager = load_network(path, runtime, InferenceConfig(crop_to_brain=True))[1]
+    assert eager.what == "eager"
+    for batch in (1, 3, 7):
+        x = np.random.default_rng(batch).random((batch, 3, *TINY_RUN.preprocessing.slice_size), dtype=np.float32)
+        np.testing.assert_array_equal(network(x), eager(x))
+
+
+def test_a_stale_or_damaged_program_is_not_used_and_a_modified_one_is_refused(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sparseg")
+    runtime = resolve_runtime("cpu", "torch", "fp32")
+    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
+    program = make(path, PROGRAM)
+    stamp = program.stamp()
+    program.stamp_path.write_text(json.dumps({**stamp, "libraries": {"torch": "0.0.1"}}))
+    assert load_network(path, runtime)[1].what == "eager"
+    assert "made by torch 0.0.1" in caplog.text
+    make(path, PROGRAM)
+    _checkpoint(path, seed=2)  # retrained: other weights under the same name
+    assert load_network(path, runtime)[1].what == "eager"
+    assert "made from other weights" in caplog.text
+    make(path, PROGRAM)
+    program.files[".pt2"].write_bytes(program.files[".pt2"].read_bytes()[:-2000])
+    assert load_network(path, runtime)[1].what == "eager"
+    assert "net.program.pt2 is not the file its stamp names" in caplog.text
+    tamper_program(path)  # other weights inside, restamped to look current
+    with pytest.raises(InputError, match=r"net\.program\.pt2: weights do not match"):
+        load_network(path, runtime)

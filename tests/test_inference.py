@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,11 +9,11 @@ import torch
 
 from sparseg.config import InferenceConfig
 from sparseg.errors import ConfigError, InputError
-from sparseg.hardware import autocast
 from sparseg.inference import Predictor, remove_small_components
 from sparseg.io import Volume
 from sparseg.metrics import dice
 from sparseg.model import load_checkpoint
+from sparseg.runtime import resolve_runtime
 from sparseg.synth import SynthConfig, generate_case
 
 from conftest import TINY_RUN
@@ -59,7 +58,7 @@ def test_checkpoints_with_other_preprocessing_cannot_be_averaged(tiny_checkpoint
     one = load_checkpoint(tiny_checkpoint)
     other = replace(one, config=replace(one.config, threshold=0.35))
     with pytest.raises(InputError, match="tiny.safetensors: its preprocessing or threshold differs from .*tiny"):
-        Predictor([one, other], CPU)
+        Predictor.eager([one, other], resolve_runtime("cpu", "torch", "fp32"))
 
 
 def test_z_on_another_grid_is_named(tiny_checkpoint: Path, volumes) -> None:
@@ -89,12 +88,13 @@ def test_speed_settings_keep_the_trained_demo_mask(index: int) -> None:
     case = generate_case(11, index, SynthConfig())
     adc, z = Volume(case.adc, case.geometry, Path("adc.mha")), Volume(case.z, case.geometry, Path("z.mha"))
     checkpoint = load_checkpoint(DEMO_WEIGHTS)
-    reference = Predictor([checkpoint], CPU, inference=InferenceConfig(skip_empty_slices=False, precision="fp32",
-                                                                     channels_last=False))
+    torch_fp32 = resolve_runtime("cpu", "torch", "fp32")
+    reference = Predictor.eager([checkpoint], torch_fp32, inference=InferenceConfig(skip_empty_slices=False,
+                                                                                    channels_last=False))
     expected = reference.predict(adc, z).mask
     assert expected.any()
     for settings in (InferenceConfig(), InferenceConfig(crop_to_brain=True)):
-        got = Predictor([checkpoint], CPU, inference=settings).predict(adc, z).mask
+        got = Predictor.eager([checkpoint], torch_fp32, inference=settings).predict(adc, z).mask
         assert dice(expected, got) >= 0.999
 
 
@@ -102,7 +102,7 @@ def test_a_volume_without_brain_gets_an_empty_mask_without_running_the_network(t
     adc, z = volumes
     predictor = Predictor.load([tiny_checkpoint], CPU, inference=InferenceConfig(engine="torch"))  # a hook counts
     calls = []
-    predictor.models[0].register_forward_hook(lambda *args: calls.append(1))
+    predictor.networks[0].module.register_forward_hook(lambda *args: calls.append(1))
     empty = Volume(np.zeros_like(adc.array), adc.geometry, adc.path)
     result = predictor.predict(empty, z)
     assert not result.mask.any() and not calls
@@ -128,20 +128,14 @@ def test_only_the_opt_in_crop_narrows_the_frame(tiny_checkpoint: Path, volumes) 
         settings = InferenceConfig(crop_to_brain=crop, crop_margin=0, engine="torch")
         predictor = Predictor.load([tiny_checkpoint], CPU, inference=settings)
         frames = []
-        predictor.models[0].register_forward_hook(lambda module, inputs, output: frames.append(inputs[0].shape[2:]))
+        module = predictor.networks[0].module
+        module.register_forward_hook(lambda _module, inputs, _out: frames.append(inputs[0].shape[2:]))
         predictor.predict(small, z)
         seen[crop] = set(frames)
     assert seen[False] == {torch.Size(TINY_RUN.preprocessing.slice_size)}
     assert seen[True] == {torch.Size((32, 32))}
 
 
-def test_fp32_precision_means_no_autocast_and_unknown_precisions_are_refused() -> None:
-    assert isinstance(autocast(CPU, "fp32"), contextlib.nullcontext)
+def test_unknown_precisions_are_refused() -> None:
     with pytest.raises(ConfigError, match="^precision: unknown value 'fp8'"):
         InferenceConfig(precision="fp8")
-
-
-def test_the_cpu_autocasts_only_when_asked() -> None:
-    """The default on a CPU is fp32 (with native bf16 too, where autocast changed the demo masks by Dice 0.002)."""
-    assert isinstance(autocast(CPU, "auto"), contextlib.nullcontext)
-    assert isinstance(autocast(CPU, "bf16"), torch.autocast)

@@ -218,7 +218,7 @@ def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp
     import openvino as ov
     import torch
 
-    from sparseg.engines import current_fp32, save_int8
+    from sparseg.derived import INT8, OPENVINO, Derived, current
     from sparseg.model import build_model, read_metadata, save_checkpoint
 
     from conftest import TINY_RUN
@@ -232,8 +232,9 @@ def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp
     weights = read_metadata(mine)["weights_sha256"]
     agreement = {"agreement": {"held_out_cases": 1, "holds": True, "dice_int8_vs_fp32": {"smallest": 1.0}}}
     for source in checkpoints:  # stand-ins for two quantizations: the fp32 networks of two weights
-        model = ov.Core().read_model(str(current_fp32(source, read_metadata(source)["weights_sha256"]).xml))
-        save_int8(model, mine, weights, agreement)
+        fp32 = current(source, OPENVINO, read_metadata(source)["weights_sha256"])
+        Derived.of(mine, INT8).save(ov.Core().read_model(str(fp32.files[".xml"])), {"weights_sha256": weights,
+                                                                                   **agreement})
         assert _predict(data, tmp_path / "out", mine, "--precision", "int8") == 0
     assert {row["status"] for row in _rows(tmp_path / "out" / "summary.csv").values()} == {"ok"}
 
@@ -450,9 +451,12 @@ def test_parts_leave_each_other_s_temporaries_alone(data: Path, tiny_checkpoint:
     assert theirs.is_file()
 
 
-def test_trace_and_export_never_write_over_their_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "m.torchscript"))
-    _refused(capsys, main(["trace", str(checkpoint)]), "m.torchscript: this command would write there")
+def test_export_never_writes_over_its_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """A derived file's name that is a link to the checkpoint itself: writing the program there would replace the
+    weights."""
+    checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "m.safetensors"))
+    (tmp_path / "m.program.pt2").symlink_to(checkpoint)
+    _refused(capsys, main(["export", str(checkpoint)]), "m.program.pt2: this command would write there")
     assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
 
 

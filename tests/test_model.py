@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,14 @@ from sparseg.config import LossConfig, ModelConfig, PreprocessingConfig, RunConf
 from sparseg.errors import InputError
 from sparseg.losses import build_loss
 from sparseg.model import (
-    TRACED_STAMP,
     build_model,
     count_parameters,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
-    trace_checkpoint,
-    traced_stamp,
 )
 
-from conftest import edit_checkpoint_header, tamper_traced
+from conftest import edit_checkpoint_header
 
 TINY_MODEL = ModelConfig(encoder="timm-mobilenetv3_small_100", decoder_channels=(32, 32, 16, 16, 16))
 TINY_RUN = RunConfig(preprocessing=PreprocessingConfig(slice_size=(64, 64)), model=TINY_MODEL)
@@ -95,7 +89,7 @@ def test_checkpoint_round_trip_rebuilds_from_its_own_config(tmp_path: Path) -> N
     assert checkpoint.config == TINY_RUN
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(checkpoint.model(x), model(x))
+        assert torch.equal(checkpoint.module(x), model(x))
     metadata = read_metadata(path)
     assert metadata["note"] == "test" and len(metadata["weights_sha256"]) == 64
     assert {"torch", "segmentation-models-pytorch"} <= set(metadata["libraries"])
@@ -123,62 +117,6 @@ def test_broken_checkpoint_is_a_clean_error(tmp_path: Path, damage: str) -> None
     with pytest.raises(InputError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
-
-
-def _restamp(path: Path, stamp: dict) -> None:
-    torch.jit.save(torch.jit.load(str(path)), str(path), _extra_files={TRACED_STAMP: json.dumps(stamp)})
-
-
-def test_traced_network_is_used_and_equals_the_eager_one(tmp_path: Path) -> None:
-    path, model = _saved(tmp_path)
-    traced = trace_checkpoint(path)
-    assert traced == tmp_path / "model.torchscript"
-    assert traced_stamp(traced) == {"format": "sparseg-torchscript/1", "torch": torch.__version__,
-                                    "weights_sha256": read_metadata(path)["weights_sha256"]}
-    checkpoint = load_checkpoint(path, traced=True)
-    assert isinstance(checkpoint.model, torch.jit.ScriptModule)
-    assert checkpoint.config == TINY_RUN
-    with torch.no_grad():
-        for shape in [(2, 3, 64, 64), (1, 3, 32, 96)]:  # the brain crop feeds other frame sizes
-            x = torch.rand(*shape)
-            assert torch.equal(checkpoint.model(x), model(x))
-    assert not isinstance(load_checkpoint(path).model, torch.jit.ScriptModule)  # only inference asks for it
-
-
-def test_stale_or_damaged_traced_network_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="sparseg")
-    path, _ = _saved(tmp_path)
-    traced = trace_checkpoint(path)
-    _restamp(traced, {**traced_stamp(traced), "torch": "0.0.1"})
-    assert not isinstance(load_checkpoint(path, traced=True).model, torch.jit.ScriptModule)
-    assert "another torch version" in caplog.text
-    trace_checkpoint(path)
-    torch.manual_seed(3)
-    save_checkpoint(path, build_model(TINY_RUN.model, TINY_RUN.in_channels), TINY_RUN)  # retrained: new weights
-    assert not isinstance(load_checkpoint(path, traced=True).model, torch.jit.ScriptModule)
-    traced.write_bytes(traced.read_bytes()[:-2000])
-    assert not isinstance(load_checkpoint(path, traced=True).model, torch.jit.ScriptModule)
-    assert "model.torchscript: unreadable" in caplog.text
-
-
-def test_tampered_traced_network_is_refused(tmp_path: Path) -> None:
-    path, _ = _saved(tmp_path)
-    tamper_traced(path)
-    with pytest.raises(InputError, match=r"model\.torchscript: weights do not match"):
-        load_checkpoint(path, traced=True)
-
-
-def test_traced_inference_imports_no_model_library(tmp_path: Path) -> None:
-    path, _ = _saved(tmp_path)
-    trace_checkpoint(path)
-    script = ("import sys, torch; from sparseg.jobs import load_predictor; "
-              "from sparseg.config import InferenceConfig; "
-              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
-              "inference=InferenceConfig(engine='torch')); "
-              "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
-              "'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["RecursiveScriptModule", "[]"]
 
 
 @pytest.mark.parametrize("encoder", ["inceptionv5", "tu-no_such_net"])

@@ -10,10 +10,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sparseg"
 LAYERS = [
     {"errors", "__init__"},
     {"config", "environment"},
-    {"io", "hardware"},
+    {"io", "runtime"},
     {"cases", "preprocessing", "metrics", "plots"},
     {"synth", "baseline", "evaluation", "model", "losses", "augment"},
-    {"engines"},
+    {"derived"},
+    {"networks"},
     {"data", "inference", "report"},
     {"quantization"},
     {"train", "jobs", "submission"},

@@ -12,7 +12,7 @@ from sparseg.cases import find_any_cases
 from sparseg.cli import main
 from sparseg.config import InferenceConfig, TrainConfig
 from sparseg.data import read_validation_case
-from sparseg.engines import ExportPaths, read_stamp
+from sparseg.derived import INT8, Derived
 from sparseg.errors import InputError
 from sparseg.inference import Predictor
 from sparseg.metrics import dice
@@ -42,16 +42,15 @@ def test_int8_is_calibrated_on_training_cases_and_its_agreement_is_measured_on_t
     assert result.calibration["cases"] == ids[:4] and result.calibration["slices"] == 20
     assert [c.case_id for c in result.agreement.cases] == ids[4:]
 
-    paths = ExportPaths.beside(checkpoint, "int8")
-    stamp = read_stamp(paths)
-    assert stamp["precision"] == "int8" and stamp["calibration"]["cases"] == ids[:4]
+    stamp = Derived.of(checkpoint, INT8).stamp()
+    assert stamp["kind"] == "int8" and stamp["calibration"]["cases"] == ids[:4]
     assert stamp["agreement"]["held_out_cases"] == 2
     recorded = [c["dice_int8_vs_fp32"] for c in stamp["agreement"]["cases"]]
 
     # the recorded agreement is what the saved int8 model does against torch fp32
     int8 = Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
     reference = Predictor.load([checkpoint], CPU, inference=InferenceConfig(engine="torch", precision="fp32"))
-    assert int8.precision == "int8" and "precision=int8" in int8.made_by()["settings"]
+    assert int8.runtime.precision == "int8" and "precision=int8" in int8.made_by()["settings"]
     for case, expected in zip(find_any_cases(tiny_dataset)[4:], recorded):
         loaded = read_validation_case(case)
         got = dice(reference.predict(loaded.adc, loaded.z).mask, int8.predict(loaded.adc, loaded.z).mask)
@@ -94,21 +93,21 @@ def test_int8_is_refused_without_calibration_data(tiny_dataset: Path, tmp_path: 
     stranger = _trained_on(tmp_path / "other", ["someone-else"])
     with pytest.raises(InputError, match="none of these cases is one the checkpoint was trained on"):
         quantize(stranger, tiny_dataset)
-    assert not ExportPaths.beside(checkpoint, "int8").xml.exists()
-    assert not ExportPaths.beside(stranger, "int8").xml.exists()
+    assert not Derived.of(checkpoint, INT8).files[".xml"].exists()
+    assert not Derived.of(stranger, INT8).files[".xml"].exists()
 
 
 def test_a_stale_int8_model_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
     checkpoint = _trained_on(tmp_path, ids[:4])
     quantize(checkpoint, tiny_dataset, slices=8)
-    paths = ExportPaths.beside(checkpoint, "int8")
-    stamp = json.loads(paths.stamp.read_text())
-    shutil.copyfile(paths.stamp, tmp_path / "stamp")
-    paths.stamp.write_text(json.dumps({**stamp, "weights_sha256": "0" * 64}))
+    stamp_path = Derived.of(checkpoint, INT8).stamp_path
+    stamp = json.loads(stamp_path.read_text())
+    shutil.copyfile(stamp_path, tmp_path / "stamp")
+    stamp_path.write_text(json.dumps({**stamp, "weights_sha256": "0" * 64}))
     with pytest.raises(InputError, match=r"net.int8.xml: it was made from other weights\); make one with"):
         Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
-    shutil.copyfile(tmp_path / "stamp", paths.stamp)
+    shutil.copyfile(tmp_path / "stamp", stamp_path)
     restored = Predictor.load([checkpoint], CPU, inference=InferenceConfig(precision="int8"))
     adc = np.full((2, 40, 40), 1000.0, np.float32)
     assert np.isfinite(restored.probabilities(adc, np.zeros_like(adc))).all()
@@ -128,4 +127,4 @@ def test_other_files_under_the_checkpoint_s_case_ids_are_refused(tiny_dataset: P
     write_image(1 - label.array, label.geometry, cases[1].label)
     with pytest.raises(InputError, match=rf"other files than those it was trained on .*{cases[1].case_id}/label"):
         quantize(checkpoint, data, slices=8)
-    assert not ExportPaths.beside(checkpoint, "int8").xml.exists()
+    assert not Derived.of(checkpoint, INT8).files[".xml"].exists()

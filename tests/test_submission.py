@@ -13,7 +13,7 @@ import torch
 
 from sparseg.cases import OUTPUT_MASK, find_cases, prediction_name
 from sparseg.cli import main
-from sparseg.engines import ExportPaths, stale_because
+from sparseg.derived import INT8, OPENVINO, PROGRAM, Derived, current
 from sparseg.errors import InputError
 from sparseg.io import read_mask
 from sparseg.jobs import default_weights
@@ -46,14 +46,15 @@ def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> No
         names = sorted(archive.getnames())
         assert {member.mode for member in archive.getmembers()} == {0o644}  # the container's user reads them
         archive.extractall(tmp_path / "unpacked", filter="data")
-    exports = [f"fold{k}-best.openvino.{part}" for k in range(2) for part in ("xml", "bin", "json")]
-    assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors", "fold0-best.torchscript",
-                            "fold1-best.json", "fold1-best.safetensors", "fold1-best.torchscript", *exports])
+    exports = [f"fold{k}-best.{kind}" for k in range(2)
+               for kind in ("openvino.xml", "openvino.bin", "openvino.json", "program.pt2", "program.json")]
+    assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors",
+                            "fold1-best.json", "fold1-best.safetensors", *exports])
     assert manifest["openvino"] and all(entry["int8"] is None for entry in manifest["checkpoints"])
     for k in range(2):  # each export is current for its checkpoint under its new name: no export at start-up
         member = tmp_path / "unpacked" / f"fold{k}-best.safetensors"
-        assert stale_because(ExportPaths.beside(member, "fp32"), read_metadata(member)["weights_sha256"],
-                             "fp32") is None
+        for kind in (OPENVINO, PROGRAM):
+            assert Derived.of(member, kind).stale_because(read_metadata(member)["weights_sha256"]) is None
     assert json.loads((tmp_path / "unpacked" / MANIFEST).read_text()) == manifest
     for entry, path in zip(manifest["checkpoints"], paths):
         assert read_metadata(tmp_path / "unpacked" / entry["file"])["weights_sha256"] == entry["weights_sha256"]
@@ -115,7 +116,7 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
     for member in ("fold0-final", "fold1-final"):  # the packed OpenVINO exports, used as they are
         assert f"checkpoint: {unpacked / member}.safetensors (sha256" in job.stderr
         assert f"fp32 ({member}.openvino.xml)" in job.stderr
-    assert "device: CPU" in job.stderr and "exporting" not in job.stderr
+    assert "device: CPU" in job.stderr and "making" not in job.stderr
 
     assert main(["predict", "--data", str(tmp_path / "input"), "--out", str(tmp_path / "predicted"),
                  "--weights", *map(str, folds), "--device", "cpu"]) == 0
@@ -130,13 +131,13 @@ def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path
     model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
     path = save_checkpoint(tmp_path / "run" / "best.safetensors", model.eval(), TINY_RUN,
                            {"data": {"case_ids": ids[:4], "synthetic": True}})
-    manifest = package_model([path], tmp_path / "model.tar.gz", trace=False, quantize_data=tiny_dataset)
+    manifest = package_model([path], tmp_path / "model.tar.gz", program=False, quantize_data=tiny_dataset)
     int8 = manifest["checkpoints"][0]["int8"]
     assert int8["held_out_cases"] == 2 and 0 <= int8["smallest_dice_vs_fp32"] <= 1
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
         archive.extractall(tmp_path / "unpacked", filter="data")
     member = tmp_path / "unpacked" / "run-best.safetensors"
-    assert stale_because(ExportPaths.beside(member, "int8"), read_metadata(member)["weights_sha256"], "int8") is None
+    assert Derived.of(member, INT8).stale_because(read_metadata(member)["weights_sha256"]) is None
 
 
 def test_an_int8_model_made_for_other_weights_is_not_packed(tmp_path: Path) -> None:
@@ -144,20 +145,17 @@ def test_an_int8_model_made_for_other_weights_is_not_packed(tmp_path: Path) -> N
     for this checkpoint: it is neither packed nor its agreement put in the manifest."""
     import openvino as ov
 
-    from sparseg.engines import current_fp32, save_int8
-
     other = _checkpoint(tmp_path / "other" / "best.safetensors")
     weights = read_metadata(other)["weights_sha256"]
-    model = ov.Core().read_model(str(current_fp32(other, weights).xml))  # stands in for a quantized model
-    made = save_int8(model, other, weights, {"agreement": {"held_out_cases": 2, "holds": True,
-                                                           "dice_int8_vs_fp32": {"smallest": 1.0}}})
+    model = ov.Core().read_model(str(current(other, OPENVINO, weights).files[".xml"]))  # stands in for int8
+    made = Derived.of(other, INT8).save(model, {"weights_sha256": weights, "agreement": {
+        "held_out_cases": 2, "holds": True, "dice_int8_vs_fp32": {"smallest": 1.0}}})
     mine = _checkpoint(tmp_path / "mine" / "best.safetensors")
-    beside = ExportPaths.beside(mine, "int8")
-    for kind in ("xml", "bin", "stamp"):
-        getattr(beside, kind).write_bytes(getattr(made, kind).read_bytes())
-    manifest = package_model([mine], tmp_path / "model.tar.gz", trace=False, export=False)
+    for source, copy in zip(made.all_paths, Derived.of(mine, INT8).all_paths, strict=True):
+        copy.write_bytes(source.read_bytes())
+    manifest = package_model([mine], tmp_path / "model.tar.gz", program=False, export=False)
     assert manifest["checkpoints"][0]["int8"] is None
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
         assert not [name for name in archive.getnames() if ".int8." in name]
-    assert package_model([other], tmp_path / "own.tar.gz", trace=False, export=False)["checkpoints"][0]["int8"] == {
+    assert package_model([other], tmp_path / "own.tar.gz", program=False, export=False)["checkpoints"][0]["int8"] == {
         "held_out_cases": 2, "holds": True, "smallest_dice_vs_fp32": 1.0}

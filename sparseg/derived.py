@@ -1,0 +1,301 @@
+"""Files derived from a checkpoint: made, stamped, checked and remade by one mechanism.
+
+Three kinds of file are made from a checkpoint and kept beside it:
+
+    best.safetensors  ->  best.program.pt2 + .json      the network as a torch.export program (GPU start-up)
+                          best.openvino.xml/.bin + .json the network in OpenVINO's format (the CPU engine)
+                          best.int8.xml/.bin + .json     OpenVINO int8, calibrated by `sparseg quantize`
+
+Each is a `Kind`: a name, its files and how to make them. Everything else is
+shared. The stamp (`<stem><suffix>.json`, written last) names the checkpoint's
+weights (`weights_sha256`), the versions of the libraries that made it and the
+sha256 of each file, so an export of other weights, an interrupted write, an
+edited file or one made by another torch or OpenVINO is never run. Before it
+is saved, a network made from the checkpoint must give the checkpoint's torch
+logits within `PARITY_TOLERANCE` (`require_parity`); the int8 model cannot,
+by design, and is checked on its own measured agreement instead
+(`sparseg.quantization`). Every file is written into a staging folder, read
+back, then proved on disk and renamed into place (`io.place`).
+
+What a stale file means depends on its kind: the OpenVINO export is made again
+(at start-up when needed, in a temporary folder when the checkpoint's folder
+is read-only); the program is only worth making ahead of time (`sparseg export`,
+the image's build does it), so without a current one the network is rebuilt;
+an int8 model cannot be remade without calibration data, so a stale one is
+refused.
+
+Why a `torch.export` program and not TorchScript: TorchScript is deprecated in
+the pinned torch. The program is exported for the configured frame with a
+dynamic batch, which is what the container feeds unless `--crop-to-brain` is
+given; the crop's frames vary, so it keeps the eager network. Loading the
+program needs no segmentation-models-pytorch, timm or torchvision.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparseg.config import RunConfig
+from sparseg.errors import InputError, OutputError, SparsegError
+from sparseg.io import PARTIAL_PREFIX, place, require_apart, write_text
+from sparseg.model import Checkpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+STAMP_FORMAT = "sparseg-derived/1"
+
+PARITY_TOLERANCE = 1e-4
+"""A network derived from a checkpoint (the torch program, the OpenVINO export) must give the checkpoint's torch
+logits to within this, relative to their largest magnitude (at least 1), on its kind's parity frames; else it is
+not made. A wrong conversion, or one that specialised on one shape, is off by far more; measured on the demo, test
+and paper networks: 0 for the program, at most 2e-6 for OpenVINO fp32."""
+
+
+def library_version(name: str) -> str:
+    if name == "torch":
+        return torch.__version__
+    import openvino
+
+    return openvino.__version__.split("-")[0]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of derived file: how it is named, what must match for it to be current, how it is made."""
+
+    name: str
+    suffix: str
+    """The name part of its files: `<checkpoint stem><suffix><extension>`."""
+    extensions: tuple[str, ...]
+    libraries: tuple[str, ...]
+    """Libraries whose version must be the maker's for the file to be current."""
+    on_stale: str
+    """"remake" (made again when needed), "rebuild" (the eager network is used instead) or "refuse"."""
+    write: Callable[[Any, dict[str, Path]], None] | None = None
+    """Writes a made network into the given files (one per extension)."""
+
+
+def _write_program(program: Any, files: dict[str, Path]) -> None:
+    torch.export.save(program, str(files[".pt2"]))
+
+
+def _write_openvino(model: Any, files: dict[str, Path]) -> None:
+    import openvino as ov
+
+    ov.save_model(model, str(files[".xml"]), compress_to_fp16=False)
+    ov.Core().read_model(str(files[".xml"]))  # reads back whole, or raises
+
+
+PROGRAM = Kind("program", ".program", (".pt2",), ("torch",), "rebuild", _write_program)
+OPENVINO = Kind("openvino", ".openvino", (".xml", ".bin"), ("openvino",), "remake", _write_openvino)
+INT8 = Kind("int8", ".int8", (".xml", ".bin"), (), "refuse", _write_openvino)
+KINDS = (PROGRAM, OPENVINO, INT8)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Where one kind of file derived from a checkpoint lies."""
+
+    kind: Kind
+    checkpoint: Path
+    folder: Path
+
+    @classmethod
+    def of(cls, checkpoint: Path | str, kind: Kind, folder: Path | None = None) -> Derived:
+        checkpoint = Path(checkpoint)
+        return cls(kind, checkpoint, folder or checkpoint.parent)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        base = self.checkpoint.stem + self.kind.suffix
+        return {extension: self.folder / f"{base}{extension}" for extension in self.kind.extensions}
+
+    @property
+    def stamp_path(self) -> Path:
+        return self.folder / f"{self.checkpoint.stem}{self.kind.suffix}.json"
+
+    @property
+    def all_paths(self) -> list[Path]:
+        return [*self.files.values(), self.stamp_path]
+
+    def stamp(self) -> dict[str, Any] | None:
+        """Its stamp, or None when there is none or it is unreadable."""
+        try:
+            stamp = json.loads(self.stamp_path.read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        ok = isinstance(stamp, dict) and stamp.get("format") == STAMP_FORMAT and stamp.get("kind") == self.kind.name
+        return stamp if ok else None
+
+    def stale_because(self, weights_sha256: str) -> str | None:
+        """Why these files cannot run for these weights (None: they are current)."""
+        stamp = self.stamp()
+        if stamp is None:
+            return "there is none" if not self.stamp_path.exists() else f"{self.stamp_path.name} is unreadable"
+        if stamp.get("weights_sha256") != weights_sha256:
+            return "it was made from other weights"
+        made_with = stamp.get("libraries") if isinstance(stamp.get("libraries"), dict) else {}
+        for library in self.kind.libraries:
+            if made_with.get(library) != library_version(library):
+                return f"it was made by {library} {made_with.get(library)}, this is {library_version(library)}"
+        hashes = stamp.get("files_sha256") if isinstance(stamp.get("files_sha256"), dict) else {}
+        for extension, path in self.files.items():
+            if not path.is_file():
+                return f"{path.name} is missing"
+            if file_sha256(path) != hashes.get(extension):
+                return f"{path.name} is not the file its stamp names (interrupted or edited)"
+        return None
+
+    def identity(self) -> str:
+        """A short hash of its files as stamped (what a resume key records of a network that is not the
+        weights alone)."""
+        hashes = (self.stamp() or {}).get("files_sha256") or {}
+        return hashlib.sha256("".join(str(hashes.get(e)) for e in self.kind.extensions).encode()).hexdigest()[:16]
+
+    def save(self, network: Any, fields: dict[str, Any]) -> Derived:
+        """Write `network` and its stamp: the files into a staging folder beside, read back, then each proved on
+        disk and renamed into place (`io.place`), then the stamp, last, naming every file's sha256, so a
+        half-replaced set is never taken as current."""
+        staging = self.folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{self.kind.name}"
+        try:
+            try:
+                staging.mkdir(parents=True)
+                staged = Derived(self.kind, self.checkpoint, staging)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.export's notes on its own serialisation
+                    self.kind.write(network, staged.files)
+                hashes = {extension: file_sha256(path) for extension, path in staged.files.items()}
+                self.stamp_path.unlink(missing_ok=True)  # no stamp names a set while it is being replaced
+            except OSError as exc:
+                raise OutputError(f"{self.stamp_path}: cannot write ({exc.strerror or exc})") from None
+            except RuntimeError as exc:  # OpenVINO's and torch's errors, a full disk among them
+                raise OutputError(f"{self.stamp_path}: cannot write ({str(exc).splitlines()[0]})") from None
+            for extension in reversed(self.kind.extensions):
+                place(staged.files[extension], self.files[extension])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        stamp = {"format": STAMP_FORMAT, "kind": self.kind.name, "checkpoint": self.checkpoint.name,
+                 "libraries": {name: library_version(name) for name in ("torch", "openvino")
+                               if name in self.kind.libraries or self.kind.write is _write_openvino},
+                 **fields, "files_sha256": hashes}
+        write_text(self.stamp_path, json.dumps(stamp, indent=2, allow_nan=True) + "\n")
+        return self
+
+    def update_stamp(self, fields: dict[str, Any]) -> None:
+        """Add `fields` to a current stamp (the agreement measured after the int8 model was written)."""
+        stamp = self.stamp()
+        if stamp is None:
+            raise OutputError(f"{self.stamp_path}: no stamp to add to")
+        write_text(self.stamp_path, json.dumps({**stamp, **fields}, indent=2, allow_nan=True) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def derived_files(checkpoint: Path | str) -> list[Path]:
+    """A checkpoint and every file derived from it beside it (what a command must never write over)."""
+    checkpoint = Path(checkpoint)
+    return [checkpoint, checkpoint.with_suffix(".json"),
+            *(path for kind in KINDS for path in Derived.of(checkpoint, kind).all_paths)]
+
+
+def parity_frames(config: RunConfig, fixed_frame: bool = False) -> list[torch.Tensor]:
+    """Two seeded random batches of different sizes: a derived network must hold for any batch and, unless
+    `fixed_frame`, any frame (the brain crop feeds frames of any multiple of 32). Small, because an uploaded model
+    is exported at start-up within the container's memory limit. Shape: [(1, C, H, W), (2, C, H/2, about 3W/4)],
+    or (2, C, H, W) second with `fixed_frame`."""
+    height, width = config.preprocessing.slice_size
+    channels = config.in_channels
+    generator = torch.Generator().manual_seed(0)
+    second = (height, width) if fixed_frame else (max(32, height // 2), max(32, width * 3 // 4 // 32 * 32))
+    return [torch.randn(1, channels, height, width, generator=generator),
+            torch.randn(2, channels, *second, generator=generator)]
+
+
+def require_parity(checkpoint: Checkpoint, what: str, derived: Callable[[torch.Tensor], Any],
+                   fixed_frame: bool = False) -> None:
+    """Raise SparsegError, naming the checkpoint, when `derived` (frames -> logits) differs from the checkpoint's
+    torch network by more than `PARITY_TOLERANCE` on `parity_frames`; `what` names the derived network."""
+    with torch.no_grad():
+        for frame in parity_frames(checkpoint.config, fixed_frame):
+            expected = checkpoint.module(frame).numpy()
+            got = derived(frame)
+            got = got.numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+            difference = float(np.abs(got - expected).max())
+            if difference > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
+                raise SparsegError(f"{checkpoint.path}: {what} differs from torch's by {difference:.2g} on "
+                                   f"{tuple(frame.shape)} slices; it cannot be made")
+
+
+def make(path: Path | str, kind: Kind, folder: Path | None = None) -> Derived:
+    """Make checkpoint `path`'s program or OpenVINO export beside it (or into `folder`), once `require_parity`
+    holds for it."""
+    path = Path(path)
+    target = Derived.of(path, kind, folder)
+    require_apart(target.all_paths, [path])
+    checkpoint = load_checkpoint(path)
+    example = parity_frames(checkpoint.config)[0]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converters' tracing notes
+        if kind is PROGRAM:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            network = torch.export.export(checkpoint.module, (example.expand(2, *example.shape[1:]).clone(),),
+                                          dynamic_shapes=({0: batch},))
+            run = network.module()
+        elif kind is OPENVINO:
+            import openvino as ov
+
+            network = ov.convert_model(checkpoint.module, example_input=example,
+                                       input=[(-1, checkpoint.config.in_channels, -1, -1)])
+            compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+            def run(frame: torch.Tensor) -> np.ndarray:
+                return compiled(frame.numpy())[0]
+        else:
+            raise ValueError(f"{kind.name} files are not made from the checkpoint alone")
+        require_parity(checkpoint, f"its {kind.name} network", run, fixed_frame=kind is PROGRAM)
+    return target.save(network, {"weights_sha256": checkpoint.metadata["weights_sha256"]})
+
+
+def current(path: Path, kind: Kind, weights_sha256: str) -> Derived | None:
+    """The `kind` files of checkpoint `path` when current. Otherwise, as the kind says: made now (beside it, or
+    in a temporary folder when its folder cannot be written), None (use the eager network), or an InputError."""
+    target = Derived.of(path, kind)
+    reason = target.stale_because(weights_sha256)
+    if reason is None:
+        return target
+    if kind.on_stale == "rebuild":
+        if reason != "there is none":
+            log.info("%s: not used (%s); rebuilding the network", target.files[kind.extensions[0]], reason)
+        return None
+    if kind.on_stale == "refuse":
+        raise InputError(f"{path}: no {kind.name} model to run ({target.files[kind.extensions[0]].name}: {reason}); "
+                         f"make one with: sparseg quantize {path} --data TRAINING_DATA")
+    log.info("%s: making its %s files (%s)", path, kind.name, "none yet" if reason == "there is none" else reason)
+    try:
+        return make(path, kind)
+    except OutputError as exc:
+        folder = Path(tempfile.mkdtemp(prefix=f"sparseg-{kind.name}-"))
+        log.info("%s; making them in %s for this run only", exc, folder)
+        return make(path, kind, folder)
+    finally:
+        gc.collect()  # the torch network and the converted one, before the job's own peak

@@ -1,0 +1,157 @@
+"""The network as the `Predictor` sees it: preprocessed slices in, logits out, whatever runs them.
+
+`Network` is one interface over every engine:
+
+- `TorchNetwork`: torch, on the runtime's device and in its precision; the
+  module is the network rebuilt from the checkpoint (eager) or the
+  `torch.export` program beside it (`sparseg.derived`);
+- `OpenVINONetwork`: OpenVINO on the CPU, fp32 or bf16 from the export, or
+  the int8 model.
+
+`load_network` picks the right one for a checkpoint and a resolved `Runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparseg.config import INT8_MIN_AGREEMENT, InferenceConfig
+from sparseg.derived import INT8, OPENVINO, PROGRAM, Derived, current, library_version
+from sparseg.errors import InputError
+from sparseg.model import Checkpoint, load_checkpoint, read_checkpoint, weights_sha256
+from sparseg.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Network(Protocol):
+    """A checkpoint's network on one engine."""
+
+    identity: str
+    """What decides its outputs besides the checkpoint's weights ("" when nothing does: the eager network, the
+    program and the fp32 export agree with the weights within parity; an int8 model is its own files)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Logits. Shape: (N, C, H, W) float32 -> (N, 1, H, W) float32."""
+        ...
+
+    def describe(self) -> str:
+        """One line: what runs it."""
+        ...
+
+
+class TorchNetwork:
+    """A torch module on the runtime's device, in evaluation mode, fed in the memory format of the settings."""
+
+    identity = ""
+
+    def __init__(self, module: nn.Module, runtime: Runtime, channels_last: bool = True, what: str = "eager") -> None:
+        self.channels_last = channels_last
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        module = module.to(runtime.device, memory_format=layout)
+        if what == "eager":
+            module = module.eval()  # a program is in evaluation mode as exported (and refuses to be switched)
+        self.module, self.runtime, self.what = module, runtime, what
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.runtime.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        tensor = tensor.to(self.runtime.device, non_blocking=True)
+        if self.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        with self.runtime.autocast():
+            logits = self.module(tensor)
+        return logits.float().cpu().numpy()
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__} {self.runtime.precision}, {self.what}"
+
+
+class OpenVINONetwork:
+    """A derived OpenVINO model (fp32 export or int8) compiled for the CPU with the runtime's precision hint."""
+
+    def __init__(self, derived: Derived, runtime: Runtime) -> None:
+        import openvino as ov
+
+        settings = {"INFERENCE_PRECISION_HINT": runtime.openvino_hint, "PERFORMANCE_HINT": "LATENCY",
+                    "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        xml = derived.files[".xml"]
+        try:
+            self.compiled = ov.Core().compile_model(str(xml), "CPU", settings)
+        except RuntimeError as exc:
+            raise InputError(f"{xml}: OpenVINO cannot compile it ({str(exc).splitlines()[0]})") from None
+        self.derived, self.runtime = derived, runtime
+        self.identity = f"int8:{derived.identity()}" if derived.kind is INT8 else ""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.compiled(np.ascontiguousarray(batch, dtype=np.float32))[0]
+
+    def describe(self) -> str:
+        return f"OpenVINO {library_version('openvino')} {self.runtime.precision} ({self.derived.files['.xml'].name})"
+
+
+def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig = InferenceConfig()
+                 ) -> tuple[Checkpoint, Network]:
+    """Checkpoint `path` and its network for `runtime`: OpenVINO from its export (made now when missing or stale)
+    or its int8 model (refused without a current one); torch from its program where current and the frames are
+    fixed (no brain crop), else the network rebuilt from the checkpoint."""
+    path = Path(path)
+    if runtime.engine == "openvino":
+        checkpoint = read_checkpoint(path)
+        kind = INT8 if runtime.precision == "int8" else OPENVINO
+        derived = current(path, kind, checkpoint.metadata["weights_sha256"])
+        if kind is INT8:
+            _log_agreement(derived)
+        return checkpoint, OpenVINONetwork(derived, runtime)
+    if not inference.crop_to_brain:
+        checkpoint = read_checkpoint(path)
+        program = current(path, PROGRAM, checkpoint.metadata["weights_sha256"])
+        if program is not None:
+            return checkpoint, TorchNetwork(load_program(program, checkpoint), runtime, what="program")
+    checkpoint = load_checkpoint(path)
+    return checkpoint, TorchNetwork(checkpoint.module, runtime, inference.channels_last)
+
+
+def load_program(program: Derived, checkpoint: Checkpoint) -> nn.Module:
+    """The `torch.export` program of a current stamp, its weights checked against the checkpoint's."""
+    pt2 = program.files[".pt2"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = torch.export.load(str(pt2))
+    except Exception as exc:  # noqa: BLE001 - torch.export.load raises many kinds for a damaged file
+        raise InputError(f"{pt2}: the program cannot be read ({str(exc).splitlines()[0] if str(exc) else exc})"
+                         ) from None
+    if weights_sha256(exported.state_dict) != checkpoint.metadata.get("weights_sha256"):
+        raise InputError(f"{pt2}: weights do not match the checkpoint's recorded sha256 (corrupt or modified)")
+    return exported.module()
+
+
+def _log_agreement(int8: Derived) -> None:
+    """Say how well the int8 model agreed with fp32 when it was made (a warning below `INT8_MIN_AGREEMENT`)."""
+    xml, stamp = int8.files[".xml"], int8.stamp() or {}
+    agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
+    dice = agreement.get("dice_int8_vs_fp32")
+    smallest = dice.get("smallest") if isinstance(dice, dict) else None
+    if not isinstance(smallest, (int, float)):
+        log.warning("%s: its agreement with fp32 is not recorded (not measured yet, or `sparseg quantize` did not "
+                    "finish)", xml)
+    elif smallest < INT8_MIN_AGREEMENT:
+        log.warning("%s: on %s held-out cases its masks agreed with fp32's only down to Dice %.4f (required: %.2f)",
+                    xml, agreement.get("held_out_cases"), smallest, INT8_MIN_AGREEMENT)
+    else:
+        log.info("%s: agrees with fp32 on %s held-out cases (smallest Dice %.4f)", xml,
+                 agreement.get("held_out_cases"), smallest)
+    made_with = stamp.get("libraries") if isinstance(stamp.get("libraries"), dict) else {}
+    if made_with.get("openvino") != library_version("openvino"):
+        log.warning("%s: quantized with OpenVINO %s, running with %s", xml, made_with.get("openvino"),
+                    library_version("openvino"))
