@@ -203,7 +203,7 @@ def _check_inference_options(args: argparse.Namespace) -> None:
 
 def _predictor(args: argparse.Namespace):
     from sparseg.config import InferenceConfig
-    from sparseg.jobs import load_predictor
+    from sparseg.weights import load_predictor
 
     _check_inference_options(args)
     inference = InferenceConfig(precision=args.precision, engine=args.engine, crop_to_brain=args.crop_to_brain,
@@ -218,7 +218,7 @@ def _require_apart(outputs: list[Path], data: list[Path], weights: list[Path] | 
     checkpoints (an OpenVINO export made at start-up) may not replace the data's."""
     from sparseg.engines import checkpoint_files
     from sparseg.io import require_apart
-    from sparseg.jobs import resolve_weights
+    from sparseg.weights import resolve_weights
 
     derived = [checkpoint_files(checkpoint) for checkpoint in resolve_weights(weights)]
     require_apart(outputs, [*data, *(path for files in derived for path in files)])
@@ -227,8 +227,8 @@ def _require_apart(outputs: list[Path], data: list[Path], weights: list[Path] | 
 
 def _process(args: argparse.Namespace) -> int:
     from sparseg.cases import OUTPUT_MASK, case_inputs, find_input_case
+    from sparseg.container_job import run_container_job
     from sparseg.io import remove_stale
-    from sparseg.jobs import run_container_job
 
     _check_inference_options(args)
     case = find_input_case(args.input)  # the input is checked before the network is loaded
@@ -247,7 +247,7 @@ def _one_case(args: argparse.Namespace) -> int:
     """`sparseg predict --adc A --zadc Z --out mask.nii.gz`: one case, no layout."""
     from sparseg.cases import Case, case_inputs
     from sparseg.io import remove_stale
-    from sparseg.jobs import predict_case
+    from sparseg.segment import predict_case
 
     batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
     if batch_only or args.parts != 1:
@@ -273,8 +273,8 @@ def _one_case(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from sparseg.batch import batch_outputs, predict_batch
     from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name
-    from sparseg.jobs import batch_outputs, predict_batch
 
     _check_inference_options(args)
     if args.data is None:

@@ -2,7 +2,7 @@
 
 grand-challenge unpacks a model tarball into /opt/ml/model/ of the algorithm's
 container; the image averages every checkpoint it finds there, in subfolders
-too, and ignores its baked-in weights (`sparseg.jobs.default_weights`). The
+too, and ignores its baked-in weights (`sparseg.weights.default_weights`). The
 tarball holds each checkpoint under a name of its own (fold folders all call
 theirs `best.safetensors`), its JSON copy, optionally its network traced with
 this torch (used by an image with the same torch, which then starts faster;

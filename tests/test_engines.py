@@ -113,7 +113,7 @@ def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: P
 def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     export(path)
-    script = ("import sys; from sparseg.jobs import load_predictor; "
+    script = ("import sys; from sparseg.weights import load_predictor; "
               f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
               "print(type(p.models[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
               "'torchvision') if m in sys.modules))")

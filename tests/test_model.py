@@ -171,7 +171,7 @@ def test_tampered_traced_network_is_refused(tmp_path: Path) -> None:
 def test_traced_inference_imports_no_model_library(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
     trace_checkpoint(path)
-    script = ("import sys, torch; from sparseg.jobs import load_predictor; "
+    script = ("import sys, torch; from sparseg.weights import load_predictor; "
               "from sparseg.config import InferenceConfig; "
               f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
               "inference=InferenceConfig(engine='torch')); "
