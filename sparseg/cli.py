@@ -210,28 +210,10 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from sparseg.evaluation import RULES
-    from sparseg.quantization import quantize
+    from sparseg.quantization import describe, quantize
 
     result = quantize(args.checkpoint, args.data, args.calibration_slices)
-    summary = result.agreement.summary()
-    print(f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
-          f"cases; {result.calibration['split']}\n")
-    print("| case | Dice int8 vs fp32 | fp32 voxels | int8 voxels | DSC fp32 | DSC int8 | MASD fp32 | MASD int8 "
-          "| NSD fp32 | NSD int8 | s fp32 (torch) | s int8 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in result.agreement.cases:
-        print(f"| {c.case_id} | {c.dice_int8_vs_fp32:.4f} | {c.fp32_voxels} | {c.int8_voxels} | {c.dsc_fp32:.4f} "
-              f"| {c.dsc_int8:.4f} | {c.masd_fp32:.3f} | {c.masd_int8:.3f} | {c.nsd_fp32:.4f} | {c.nsd_int8:.4f} "
-              f"| {c.seconds_fp32:.2f} | {c.seconds_int8:.2f} |")
-    print(f"\nMASD and NSD: {RULES[0].label} rule (spacing (z, x, y), as the organisers' current script)")
-    agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
-    print(f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
-          f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
-          f"DSC {labels['fp32']['dsc']:.4f} fp32, {labels['int8']['dsc']:.4f} int8")
-    verdict = "holds" if result.agreement.holds else "does NOT hold"
-    print(f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.xml}; "
-          "use it with --precision int8")
+    print(describe(result), end="")
     return 0
 
 
@@ -502,19 +484,11 @@ def _add_package(sub: argparse._SubParsersAction) -> None:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from sparseg.submission import package_model
+    from sparseg.submission import describe, package_model
 
     manifest = package_model(args.weights, args.out, trace=not args.no_trace, export=not args.no_export,
                              quantize_data=args.quantize_data)
-    files = ", ".join(c["file"] for c in manifest["checkpoints"])
-    int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
-    print(f"wrote {args.out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
-          + (f", traced with torch {manifest['torch']}" if manifest["traced"] else "")
-          + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
-          + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
-             f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else ""))
-    if manifest["synthetic"]:
-        print("note: trained on synthetic data: for tests only, not for real scans")
+    print(describe(manifest, args.out), end="")
     return 0
 
 

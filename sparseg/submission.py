@@ -145,3 +145,19 @@ def package_model(weights: list[Path], out: Path, trace: bool = True, export: bo
                         archive.add(staging / member, arcname=member, filter=_readable_by_anyone)
             archive.add(staging / MANIFEST, arcname=MANIFEST, filter=_readable_by_anyone)
     return manifest
+
+
+def describe(manifest: dict, out: Path) -> str:
+    """What the model tarball `out` holds, from its `manifest`, as `sparseg package` prints it: the checkpoints,
+    whether they are traced and exported, their int8 models, and a note when they were trained on synthetic data."""
+    files = ", ".join(c["file"] for c in manifest["checkpoints"])
+    int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
+    text = (f"wrote {out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
+            + (f", traced with torch {manifest['torch']}" if manifest["traced"] else "")
+            + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
+            + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
+               f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else "")
+            + "\n")
+    if manifest["synthetic"]:
+        text += "note: trained on synthetic data: for tests only, not for real scans\n"
+    return text
