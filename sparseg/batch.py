@@ -36,7 +36,7 @@ from sparseg.hardware import describe
 from sparseg.inference import Predictor
 from sparseg.io import PARTIAL_PREFIX, TEMPORARY_NAME, files_sha256, remove_stale, require_apart, write_csv
 from sparseg.plausibility import synthetic_warning
-from sparseg.reader import read_ahead
+from sparseg.reader import LoadedCase, read_ahead
 from sparseg.resume import IN_PROGRESS, SUMMARY_COLUMNS, CaseSummary, earlier_rows, why_redo
 from sparseg.segment import CaseOutputs, CaseResult, earlier_result, segment
 
@@ -85,19 +85,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     """
     cases = batch_part(cases, part, parts)
     summary_path = out / part_name(summary_name, part, parts)
-    mine = batch_outputs(cases, out, part, parts, True, summary_name)
-    require_apart(mine, [path for case in cases for path in case_inputs(case)])
-    # An earlier QA page describes an earlier run (a page is written at the end, or not at all), and with
-    # `overwrite` every case's outputs go: a run stopped on the way leaves only its own.
-    remove_stale([out / part_name(BATCH_REPORT, part, parts),
-                  *(out / name for case in cases for name in case_outputs(case.case_id) if overwrite)])
-    out.mkdir(parents=True, exist_ok=True)
-    names = {path.name for path in mine}
-    for stale in out.glob(f"{PARTIAL_PREFIX}*"):  # an interrupted run's temporaries of these outputs, no others'
-        temporary = TEMPORARY_NAME.fullmatch(stale.name)
-        if temporary is not None and temporary.group(1) in names:
-            with contextlib.suppress(OSError):
-                stale.unlink()
+    _clear_for_this_run(cases, out, part, parts, overwrite, summary_name)
     earlier = {} if overwrite else earlier_rows(summary_path)
     made_by = predictor.made_by()
     results: list[CaseResult] = []
@@ -116,22 +104,10 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
         record([])  # an empty part: its summary says so, and no earlier run's rows stay in it
     for index, loaded in enumerate(read_ahead(cases, predictor, read_depth)):
         case, upcoming = loaded.case, cases[index + 1 :]
-        suffix = mask_suffix(case.adc, mask_format)
-        outputs = CaseOutputs(out / prediction_name(case.case_id, suffix),
-                              out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
-                              out / overlay_name(case.case_id) if overlays else None)
+        outputs = _case_outputs(case, out, mask_format, save_probabilities, overlays)
         key = {"inputs_sha256": loaded.inputs_sha256, **made_by}
         try:
-            result = None
-            if not overwrite and loaded.error is None and outputs.exist():
-                reason = why_redo(earlier.get(case.case_id), key, outputs.sha256)
-                if reason is None:
-                    try:
-                        result = earlier_result(loaded, outputs, report)
-                    except InputError as exc:
-                        log.info("%s: segmenting again: its earlier output cannot be used (%s)", case.case_id, exc)
-                else:
-                    log.info("%s: segmenting again: %s", case.case_id, reason)
+            result = None if overwrite else _kept(loaded, outputs, earlier.get(case.case_id), key, report)
             if result is None:
                 # Recorded as in progress, with what is about to make them, before any output is replaced: a run
                 # killed from here on leaves a row that a rerun redoes, never a stale mask under a new key.
@@ -141,12 +117,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
             result.summary = replace(result.summary, mask=outputs.mask.name, mask_sha256=files_sha256([outputs.mask]),
                                      outputs_sha256=outputs.sha256(), **key)
         except SparsegError as exc:
-            log.error("%s: %s", case.case_id, exc)
-            result = CaseResult(CaseSummary(case_id=case.case_id, status="failed", error=str(exc)))
-            stale = outputs.remove_others(case.case_id, keep=False)
-            if stale:  # an earlier run's outputs, from inputs that no longer give them
-                log.warning("%s: removed its earlier outputs (%s): they were not made from these inputs",
-                            case.case_id, ", ".join(stale))
+            result = _failed(case.case_id, exc, outputs)
         results.append(result)
         bar.update()
         if not terminal:
@@ -157,6 +128,63 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
         path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor)
         log.info("QA report: %s", path)
     return [r.summary for r in results]
+
+
+def _clear_for_this_run(cases: list[Case], out: Path, part: int, parts: int, overwrite: bool,
+                        summary_name: str) -> None:
+    """Check that no output of the run is one of its inputs, then remove from `out` what an earlier run left that
+    this one must not be taken for: its QA page, with `overwrite` every case's outputs, and an interrupted run's
+    temporaries of these outputs (no others')."""
+    mine = batch_outputs(cases, out, part, parts, True, summary_name)
+    require_apart(mine, [path for case in cases for path in case_inputs(case)])
+    # An earlier QA page describes an earlier run (a page is written at the end, or not at all), and with
+    # `overwrite` every case's outputs go: a run stopped on the way leaves only its own.
+    remove_stale([out / part_name(BATCH_REPORT, part, parts),
+                  *(out / name for case in cases for name in case_outputs(case.case_id) if overwrite)])
+    out.mkdir(parents=True, exist_ok=True)
+    names = {path.name for path in mine}
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):  # an interrupted run's temporaries of these outputs, no others'
+        temporary = TEMPORARY_NAME.fullmatch(stale.name)
+        if temporary is not None and temporary.group(1) in names:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _case_outputs(case: Case, out: Path, mask_format: str, save_probabilities: bool, overlays: bool) -> CaseOutputs:
+    """Where a case's outputs go in `out`: its mask in `mask_format`, its probabilities and overlay if asked for."""
+    suffix = mask_suffix(case.adc, mask_format)
+    return CaseOutputs(out / prediction_name(case.case_id, suffix),
+                       out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
+                       out / overlay_name(case.case_id) if overlays else None)
+
+
+def _kept(loaded: LoadedCase, outputs: CaseOutputs, row: dict[str, str] | None, key: dict[str, str],
+          picture: bool) -> CaseResult | None:
+    """The result of a case an earlier run segmented, when its outputs exist and can be kept (`row`, its earlier
+    summary row, says they were made as `key` would make them); None, logged with why, when it is to be segmented."""
+    if loaded.error is not None or not outputs.exist():
+        return None
+    reason = why_redo(row, key, outputs.sha256)
+    if reason is not None:
+        log.info("%s: segmenting again: %s", loaded.case.case_id, reason)
+        return None
+    try:
+        return earlier_result(loaded, outputs, picture)
+    except InputError as exc:
+        log.info("%s: segmenting again: its earlier output cannot be used (%s)", loaded.case.case_id, exc)
+        return None
+
+
+def _failed(case_id: str, error: SparsegError, outputs: CaseOutputs) -> CaseResult:
+    """A failed case's result; its outputs an earlier run left are removed (they were not made from these inputs,
+    which no longer give them)."""
+    log.error("%s: %s", case_id, error)
+    result = CaseResult(CaseSummary(case_id=case_id, status="failed", error=str(error)))
+    stale = outputs.remove_others(case_id, keep=False)
+    if stale:  # an earlier run's outputs, from inputs that no longer give them
+        log.warning("%s: removed its earlier outputs (%s): they were not made from these inputs",
+                    case_id, ", ".join(stale))
+    return result
 
 
 def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
