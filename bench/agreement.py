@@ -28,7 +28,7 @@ import torch
 from sparseg.cases import find_any_cases
 from sparseg.config import InferenceConfig
 from sparseg.data import read_validation_case
-from sparseg.engines import ExportPaths, stale_because
+from sparseg.derived import INT8, Derived
 from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
@@ -74,7 +74,7 @@ def main() -> int:
     if not cpu_has_native_bf16():
         settings.pop("OpenVINO bf16")
     weights_sha = read_metadata(args.weights[0])["weights_sha256"]
-    if stale_because(ExportPaths.beside(args.weights[0], "int8"), weights_sha, "int8"):
+    if Derived.of(args.weights[0], INT8).stale_because(weights_sha):
         print("no int8 model beside the weights (sparseg quantize): no int8 row\n")
         settings.pop("OpenVINO int8")
     predictors = {"torch fp32 (reference)": Predictor.load(args.weights, cpu, inference=REFERENCE)}

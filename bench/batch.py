@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from sparseg.batch import predict_batch
 from sparseg.cases import find_any_cases
-from sparseg.jobs import load_predictor, predict_batch
 from sparseg.synth import SynthConfig, write_dataset
+from sparseg.weights import load_predictor
 
 from common import DEMO_WEIGHTS, machine_line
 

@@ -43,10 +43,10 @@ from sparseg.config import InferenceConfig
 from sparseg.environment import peak_rss_mib
 from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
-from sparseg.jobs import predict_case
 from sparseg.metrics import dice
 from sparseg.model import load_checkpoint
 from sparseg.runtime import cpu_has_native_bf16
+from sparseg.segment import predict_case
 
 from common import (
     checkpoint_for,

@@ -7,7 +7,7 @@ the mask), random weights, one warm-up case first, on a synthetic case with
 brain on every slice (`--whole-head`: the default synthetic grid, where the
 slices without brain are skipped by SPARSeg and run by the 3D models):
 - SPARSeg: the paper's 2D UNet++ (Inception-v4, scSE) with the default
-  inference settings (`sparseg.jobs.predict_case`; on the CPU, OpenVINO fp32),
+  inference settings (`sparseg.segment.predict_case`; on the CPU, OpenVINO fp32),
   with torch fp32 (the former CPU default), and, on the CPU, with the opt-in
   int8 model (calibrated on other synthetic cases, as in bench/inference.py);
 - Swin-UNETR (MONAI), feature size 48, 128^3 sliding window, overlap 0.25, as
@@ -36,8 +36,8 @@ from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig, PreprocessingConfig
 from sparseg.inference import Predictor
 from sparseg.io import read_image, write_mask
-from sparseg.jobs import predict_case
 from sparseg.preprocessing import channel_maps
+from sparseg.segment import predict_case
 
 from common import checkpoint_for, input_case, machine_line, quantize_for_bench
 

@@ -22,9 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sparseg.batch import predict_batch  # noqa: E402
 from sparseg.cases import find_any_cases, overlay_name  # noqa: E402
-from sparseg.jobs import load_predictor, predict_batch  # noqa: E402
 from sparseg.synth import SynthConfig, write_dataset  # noqa: E402
+from sparseg.weights import load_predictor  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent

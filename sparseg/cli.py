@@ -39,6 +39,22 @@ LABELLED_DATA = "labelled cases: the release layout or a CSV manifest (case_id,a
 """The threshold baseline's rule, in words."""
 
 
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic cases in the BONBID-HIE release layout")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (1ADC_ss/, 2Z_ADC/, 3LABEL/)")
+    p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
+    p.add_argument("--layout", choices=("release", "input"), default="release",
+                   help="'release' (default) or 'input': one case in the container's /input layout")
+    p.add_argument("--index", type=int, default=0, help="with --layout input: which case of the seed")
+    p.add_argument("--size", type=int, help="fixed in-plane size in voxels (default: random, 128-256)")
+    p.add_argument("--depth", type=int, help="fixed number of slices (default: random, 16-64)")
+    p.add_argument("--full-brain", action="store_true",
+                   help="thin slices over the middle of the brain: brain on every slice, as on most slices of a "
+                        "real volume (benchmarks); default: the whole head, brain on a quarter to all slices")
+    p.set_defaults(handler=_synth)
+
+
 def _synth(args: argparse.Namespace) -> int:
     from sparseg import synth
 
@@ -61,12 +77,29 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline", help=f"write the {THRESHOLD_RULE} threshold masks, to score like a model")
+    p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
+    p.add_argument("--out", type=Path, required=True, help=f"folder for {prediction_name('<case_id>')}")
+    p.set_defaults(handler=_baseline)
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from sparseg.baseline import run_baseline
 
     written = run_baseline(args.data, args.out)
     print(f"wrote {len(written)} {THRESHOLD_RULE} masks to {args.out}")
     return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score predicted masks like the challenge (DSC, MASD, NSD)")
+    p.add_argument("--gt", type=Path, required=True, help="labelled data in the release layout (3LABEL/, 1ADC_ss/)")
+    p.add_argument("--pred", type=Path, required=True, help="folder of predicted masks named by case id")
+    p.add_argument("--out", type=Path, required=True, help="folder for scores.csv, summary.json, summary.md")
+    p.add_argument("--tolerance-mm", type=float, default=EvaluationConfig.nsd_tolerance_mm,
+                   help="NSD tolerance in mm (default: the challenge's, %(default)s)")
+    p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -77,6 +110,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a network on labelled cases (one fold); several GPUs: "
+                       "torchrun --nproc_per_node N -m sparseg train ...")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
+    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
+    p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch, with the "
+                   "config it was made with")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue with a config that differs from the run's (e.g. more epochs); "
+                        "the differences are logged and config.json is rewritten")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="train without cases that cannot be read (listed in skipped_cases.csv) instead of stopping")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -95,6 +146,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print what a checkpoint is: config, data, metrics, versions")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--verify", action="store_true", help="also load the weights and check their sha256")
+    p.set_defaults(handler=_info)
+
+
 def _info(args: argparse.Namespace) -> int:
     import json
 
@@ -110,6 +168,17 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write each checkpoint's network beside it as a torch.export program "
+                       "(<name>.program.pt2/.json: the GPU starts without importing the model libraries) and in "
+                       "OpenVINO's format (<name>.openvino.xml/.bin/.json: the CPU engine, made at start-up when "
+                       "missing), each checked against the checkpoint and stamped")
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--kind", choices=("all", "program", "openvino"), default="all",
+                   help="which files to make (default: both)")
+    p.set_defaults(handler=_export)
+
+
 def _export(args: argparse.Namespace) -> int:
     from sparseg.derived import OPENVINO, PROGRAM, make
 
@@ -120,30 +189,36 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="write a checkpoint's int8 model beside it (<name>.int8.*), calibrated on "
+                       "its training cases, and measure on held-out cases how far its masks are from fp32's")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", type=Path, help=LABELLED_DATA + "; the cases the checkpoint was trained on calibrate, "
+                   "the others (its validation fold when the data is its own) are held out")
+    p.add_argument("--calibration-slices", type=int, default=CALIBRATION_SLICES,
+                   help=f"slices with brain to calibrate on (default {CALIBRATION_SLICES})")
+    p.set_defaults(handler=_quantize)
+
+
 def _quantize(args: argparse.Namespace) -> int:
-    from sparseg.evaluation import RULES
-    from sparseg.quantization import quantize
+    from sparseg.quantization import describe, quantize
 
     result = quantize(args.checkpoint, args.data, args.calibration_slices)
-    summary = result.agreement.summary()
-    print(f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
-          f"cases; {result.calibration['split']}\n")
-    print("| case | Dice int8 vs fp32 | fp32 voxels | int8 voxels | DSC fp32 | DSC int8 | MASD fp32 | MASD int8 "
-          "| NSD fp32 | NSD int8 | s fp32 (torch) | s int8 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in result.agreement.cases:
-        print(f"| {c.case_id} | {c.dice_int8_vs_fp32:.4f} | {c.fp32_voxels} | {c.int8_voxels} | {c.dsc_fp32:.4f} "
-              f"| {c.dsc_int8:.4f} | {c.masd_fp32:.3f} | {c.masd_int8:.3f} | {c.nsd_fp32:.4f} | {c.nsd_int8:.4f} "
-              f"| {c.seconds_fp32:.2f} | {c.seconds_int8:.2f} |")
-    print(f"\nMASD and NSD: {RULES[0].label} rule (spacing (z, x, y), as the organisers' current script)")
-    agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
-    print(f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
-          f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
-          f"DSC {labels['fp32']['dsc']:.4f} fp32, {labels['int8']['dsc']:.4f} int8")
-    verdict = "holds" if result.agreement.holds else "does NOT hold"
-    print(f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.xml}; "
-          "use it with --precision int8")
+    print(describe(result), end="")
     return 0
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="cross-validate several configs on the same folds; compare their "
+                       "out-of-fold scores in one table")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
+    p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
+    p.add_argument("--out", type=Path, required=True, help="folder for one cross-validation per config and "
+                   "ablation.md")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K",
+                   help="train and score only these folds (default: every fold of each config)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=_ablate)
 
 
 def _ablate(args: argparse.Namespace) -> int:
@@ -154,6 +229,24 @@ def _ablate(args: argparse.Namespace) -> int:
     print("scored on the out-of-fold masks of " + (f"fold(s) {' '.join(map(str, args.folds))}" if args.folds
                                                     else "every fold"))
     return 0
+
+
+def _add_cv(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cv", help="cross-validate: train every fold, segment each fold's held-out cases with its "
+                       "network, score all of those out-of-fold masks once (resumable; folds shareable)")
+    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
+    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for fold<k>/ runs, out_of_fold/ masks, out_of_fold_scores/ and threshold_sweep.csv")
+    p.add_argument("--folds", type=int, help="number of folds (default: the config's train.folds)")
+    p.add_argument("--only", type=int, nargs="+", metavar="K",
+                   help="train only these folds (several machines or GPUs, one shared --out); the out-of-fold "
+                        "scores come once every fold is finished")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                   help="which network of each fold segments its held-out cases: the last epoch's (default, as "
+                        "nnU-Net) or the best epoch's, which was picked on those very cases (optimistic)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=_cv)
 
 
 def _cv(args: argparse.Namespace) -> int:
@@ -187,6 +280,30 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, nargs="+",
+                   help="checkpoint file(s) or folder(s) holding them; several are averaged (default: those under "
+                        "/opt/ml/model/, else model_weights/)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: the GPU if there is one")
+    p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
+    p.add_argument("--min-lesion-mm3", type=float, default=0.0,
+                   help="remove lesion components smaller than this (default 0: off, as in the paper)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16/fp16 autocast on GPUs, fp32 on the CPU; fp32: none anywhere; "
+                        "bf16: on the CPU too (faster on CPUs with native bf16; masks may differ slightly); "
+                        "int8: the checkpoint's int8 model (CPU; make it with `sparseg quantize`, which measures "
+                        "how far its masks are from fp32's)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the network: auto (default): OpenVINO on the CPU (same masks as torch, faster), "
+                        "torch on a GPU")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help=f"slices per forward pass (default 0: {AUTO_BATCH_SIZE['cuda']} on a GPU, "
+                        f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
+    p.add_argument("--crop-to-brain", action="store_true",
+                   help="crop the slices to the brain's box: about 2x faster, but check it keeps your network's "
+                        "masks first (bench/agreement.py); default: whole slices (those with brain only)")
+
+
 def _check_inference_options(args: argparse.Namespace) -> None:
     """The numbers of the inference options, checked before anything is read."""
     if args.batch_size < 0:
@@ -197,7 +314,7 @@ def _check_inference_options(args: argparse.Namespace) -> None:
 
 def _predictor(args: argparse.Namespace):
     from sparseg.config import InferenceConfig
-    from sparseg.jobs import load_predictor
+    from sparseg.weights import load_predictor
 
     _check_inference_options(args)
     inference = InferenceConfig(precision=args.precision, engine=args.engine, crop_to_brain=args.crop_to_brain,
@@ -212,17 +329,25 @@ def _require_apart(outputs: list[Path], data: list[Path], weights: list[Path] | 
     checkpoints (an OpenVINO export made at start-up) may not replace the data's."""
     from sparseg.derived import derived_files
     from sparseg.io import require_apart
-    from sparseg.jobs import resolve_weights
+    from sparseg.weights import resolve_weights
 
     derived = [derived_files(checkpoint) for checkpoint in resolve_weights(weights)]
     require_apart(outputs, [*data, *(path for files in derived for path in files)])
     require_apart([path for files in derived for path in files[1:]], data)
 
 
+def _add_process(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("process", help="the grand-challenge job: /input -> /output (what process.py runs)")
+    p.add_argument("--input", type=Path, default=Path("/input"))
+    p.add_argument("--output", type=Path, default=Path("/output"))
+    _add_inference_options(p)
+    p.set_defaults(handler=_process)
+
+
 def _process(args: argparse.Namespace) -> int:
     from sparseg.cases import OUTPUT_MASK, case_inputs, find_input_case
+    from sparseg.container_job import run_container_job
     from sparseg.io import remove_stale
-    from sparseg.jobs import run_container_job
 
     _check_inference_options(args)
     case = find_input_case(args.input)  # the input is checked before the network is loaded
@@ -241,7 +366,7 @@ def _one_case(args: argparse.Namespace) -> int:
     """`sparseg predict --adc A --zadc Z --out mask.nii.gz`: one case, no layout."""
     from sparseg.cases import Case, case_inputs
     from sparseg.io import remove_stale
-    from sparseg.jobs import predict_case
+    from sparseg.segment import predict_case
 
     batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
     if batch_only or args.parts != 1:
@@ -266,9 +391,39 @@ def _one_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segment every case of a folder or manifest (any layout), or one case")
+    p.add_argument("--data", type=Path,
+                   help="the cases: a release-layout folder, an /input folder or a folder of them, a folder with "
+                        "--adc/--zadc patterns, or a CSV manifest (case_id,adc,zadc[,label])")
+    p.add_argument("--adc", help="with --data: a glob pattern of the ADC files, the case id where the * is "
+                                 "(e.g. '*_adc.nii.gz'); without --data: one case's ADC file")
+    p.add_argument("--zadc", help="the Z_ADC files' pattern (with --data), or one case's Z_ADC file")
+    p.add_argument("--out", type=Path, required=True,
+                   help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}; for one case, the mask file")
+    p.add_argument("--mask-format", choices=("auto", *(f.lstrip(".") for f in MASK_FORMATS)), default="auto",
+                   help="file type of the masks (default auto: the ADC file's, .nii.gz for NIfTI, else .mha)")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help=f"also write {probabilities_name('<case_id>')}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment every case again (default: a case is kept when its outputs exist and were made "
+                        "from the same inputs, weights and settings, so a rerun resumes)")
+    p.add_argument("--overlays", action="store_true",
+                   help=f"also write {overlay_name('<case_id>')}: the slices with the most lesion, predicted "
+                        "(and true) contours")
+    p.add_argument("--report", action="store_true",
+                   help=f"also write {BATCH_REPORT}: one page with the sortable summary, every case's overlay, "
+                        "scores where labels exist, and flags for what deserves a look (implies --overlays)")
+    p.add_argument("--part", type=int, default=1, help="with --parts N: which share of the cases (1 to N)")
+    p.add_argument("--parts", type=int, default=1,
+                   help="split the cases by id into N shares, for N machines or GPUs writing into one --out")
+    _add_inference_options(p)
+    p.set_defaults(handler=_predict)
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from sparseg.batch import batch_outputs, predict_batch
     from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name
-    from sparseg.jobs import batch_outputs, predict_batch
 
     _check_inference_options(args)
     if args.data is None:
@@ -301,142 +456,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _package(args: argparse.Namespace) -> int:
-    from sparseg.submission import package_model
-
-    manifest = package_model(args.weights, args.out, program=not args.no_program, export=not args.no_export,
-                             quantize_data=args.quantize_data)
-    files = ", ".join(c["file"] for c in manifest["checkpoints"])
-    int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
-    print(f"wrote {args.out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
-          + (f", torch.export programs of torch {manifest['torch']}" if manifest["program"] else "")
-          + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
-          + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
-             f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else ""))
-    if manifest["synthetic"]:
-        print("note: trained on synthetic data: for tests only, not for real scans")
-    return 0
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from sparseg.evaluation import compare_masks
-
-    comparison = compare_masks(args.mask, args.reference)
-    ok = comparison.within(args.min_dice)
-    print(f"{'ok' if ok else 'DIFFERENT'}: {args.mask}: {comparison.describe()}")
-    return 0 if ok else 1
-
-
-def _add_inference_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", type=Path, nargs="+",
-                   help="checkpoint file(s) or folder(s) holding them; several are averaged (default: those under "
-                        "/opt/ml/model/, else model_weights/)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: the GPU if there is one")
-    p.add_argument("--tta", action="store_true", help="average with flipped slices (test-time augmentation)")
-    p.add_argument("--min-lesion-mm3", type=float, default=0.0,
-                   help="remove lesion components smaller than this (default 0: off, as in the paper)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default): bf16/fp16 autocast on GPUs, fp32 on the CPU; fp32: none anywhere; "
-                        "bf16: on the CPU too (faster on CPUs with native bf16; masks may differ slightly); "
-                        "int8: the checkpoint's int8 model (CPU; make it with `sparseg quantize`, which measures "
-                        "how far its masks are from fp32's)")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what runs the network: auto (default): OpenVINO on the CPU (same masks as torch, faster), "
-                        "torch on a GPU")
-    p.add_argument("--batch-size", type=int, default=0,
-                   help=f"slices per forward pass (default 0: {AUTO_BATCH_SIZE['cuda']} on a GPU, "
-                        f"{AUTO_BATCH_SIZE['cpu']} on the CPU); lower it if memory runs out")
-    p.add_argument("--crop-to-brain", action="store_true",
-                   help="crop the slices to the brain's box: about 2x faster, but check it keeps your network's "
-                        "masks first (bench/agreement.py); default: whole slices (those with brain only)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sparseg",
-        description="Neonatal HIE lesion segmentation from ADC and Z_ADC (BONBID-HIE).",
-    )
-    parser.add_argument("--version", action="version", version=f"sparseg {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("synth", help="write synthetic cases in the BONBID-HIE release layout")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (1ADC_ss/, 2Z_ADC/, 3LABEL/)")
-    p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
-    p.add_argument("--layout", choices=("release", "input"), default="release",
-                   help="'release' (default) or 'input': one case in the container's /input layout")
-    p.add_argument("--index", type=int, default=0, help="with --layout input: which case of the seed")
-    p.add_argument("--size", type=int, help="fixed in-plane size in voxels (default: random, 128-256)")
-    p.add_argument("--depth", type=int, help="fixed number of slices (default: random, 16-64)")
-    p.add_argument("--full-brain", action="store_true",
-                   help="thin slices over the middle of the brain: brain on every slice, as on most slices of a "
-                        "real volume (benchmarks); default: the whole head, brain on a quarter to all slices")
-    p.set_defaults(handler=_synth)
-
-    p = sub.add_parser("baseline", help=f"write the {THRESHOLD_RULE} threshold masks, to score like a model")
-    p.add_argument("--data", type=Path, required=True, help="cases in the release or /input layout")
-    p.add_argument("--out", type=Path, required=True, help=f"folder for {prediction_name('<case_id>')}")
-    p.set_defaults(handler=_baseline)
-
-    p = sub.add_parser("evaluate", help="score predicted masks like the challenge (DSC, MASD, NSD)")
-    p.add_argument("--gt", type=Path, required=True, help="labelled data in the release layout (3LABEL/, 1ADC_ss/)")
-    p.add_argument("--pred", type=Path, required=True, help="folder of predicted masks named by case id")
-    p.add_argument("--out", type=Path, required=True, help="folder for scores.csv, summary.json, summary.md")
-    p.add_argument("--tolerance-mm", type=float, default=EvaluationConfig.nsd_tolerance_mm,
-                   help="NSD tolerance in mm (default: the challenge's, %(default)s)")
-    p.set_defaults(handler=_evaluate)
-
-    p = sub.add_parser("train", help="train a network on labelled cases (one fold); several GPUs: "
-                       "torchrun --nproc_per_node N -m sparseg train ...")
-    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
-    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, split, history, plots")
-    p.add_argument("--fold", type=int, default=0, help="held-out fold for validation (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch, with the "
-                   "config it was made with")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="with --resume: continue with a config that differs from the run's (e.g. more epochs); "
-                        "the differences are logged and config.json is rewritten")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="train without cases that cannot be read (listed in skipped_cases.csv) instead of stopping")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.set_defaults(handler=_train)
-
-    p = sub.add_parser("predict", help="segment every case of a folder or manifest (any layout), or one case")
-    p.add_argument("--data", type=Path,
-                   help="the cases: a release-layout folder, an /input folder or a folder of them, a folder with "
-                        "--adc/--zadc patterns, or a CSV manifest (case_id,adc,zadc[,label])")
-    p.add_argument("--adc", help="with --data: a glob pattern of the ADC files, the case id where the * is "
-                                 "(e.g. '*_adc.nii.gz'); without --data: one case's ADC file")
-    p.add_argument("--zadc", help="the Z_ADC files' pattern (with --data), or one case's Z_ADC file")
-    p.add_argument("--out", type=Path, required=True,
-                   help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}; for one case, the mask file")
-    p.add_argument("--mask-format", choices=("auto", *(f.lstrip(".") for f in MASK_FORMATS)), default="auto",
-                   help="file type of the masks (default auto: the ADC file's, .nii.gz for NIfTI, else .mha)")
-    p.add_argument("--save-probabilities", action="store_true",
-                   help=f"also write {probabilities_name('<case_id>')}")
-    p.add_argument("--overwrite", action="store_true",
-                   help="segment every case again (default: a case is kept when its outputs exist and were made "
-                        "from the same inputs, weights and settings, so a rerun resumes)")
-    p.add_argument("--overlays", action="store_true",
-                   help=f"also write {overlay_name('<case_id>')}: the slices with the most lesion, predicted "
-                        "(and true) contours")
-    p.add_argument("--report", action="store_true",
-                   help=f"also write {BATCH_REPORT}: one page with the sortable summary, every case's overlay, "
-                        "scores where labels exist, and flags for what deserves a look (implies --overlays)")
-    p.add_argument("--part", type=int, default=1, help="with --parts N: which share of the cases (1 to N)")
-    p.add_argument("--parts", type=int, default=1,
-                   help="split the cases by id into N shares, for N machines or GPUs writing into one --out")
-    _add_inference_options(p)
-    p.set_defaults(handler=_predict)
-
-    p = sub.add_parser("process", help="the grand-challenge job: /input -> /output (what process.py runs)")
-    p.add_argument("--input", type=Path, default=Path("/input"))
-    p.add_argument("--output", type=Path, default=Path("/output"))
-    _add_inference_options(p)
-    p.set_defaults(handler=_process)
-
+def _add_package(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("package", help="the grand-challenge model tarball of trained checkpoints (the image reads "
                        "it from /opt/ml/model/)")
     p.add_argument("--weights", type=Path, nargs="+", required=True,
@@ -453,6 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "anyway")
     p.set_defaults(handler=_package)
 
+
+def _package(args: argparse.Namespace) -> int:
+    from sparseg.submission import describe, package_model
+
+    manifest = package_model(args.weights, args.out, program=not args.no_program, export=not args.no_export,
+                             quantize_data=args.quantize_data)
+    print(describe(manifest, args.out), end="")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="check a mask file against a reference mask (grid and voxels); exit 1 if not")
     p.add_argument("mask", type=Path)
     p.add_argument("reference", type=Path)
@@ -460,55 +491,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest Dice that passes (default 1: voxel for voxel); the grids must always match")
     p.set_defaults(handler=_compare)
 
-    p = sub.add_parser("info", help="print what a checkpoint is: config, data, metrics, versions")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--verify", action="store_true", help="also load the weights and check their sha256")
-    p.set_defaults(handler=_info)
 
-    p = sub.add_parser("export", help="write each checkpoint's network beside it as a torch.export program "
-                       "(<name>.program.pt2/.json: the GPU starts without importing the model libraries) and in "
-                       "OpenVINO's format (<name>.openvino.xml/.bin/.json: the CPU engine, made at start-up when "
-                       "missing), each checked against the checkpoint and stamped")
-    p.add_argument("checkpoints", type=Path, nargs="+")
-    p.add_argument("--kind", choices=("all", "program", "openvino"), default="all",
-                   help="which files to make (default: both)")
-    p.set_defaults(handler=_export)
+def _compare(args: argparse.Namespace) -> int:
+    from sparseg.evaluation import compare_masks
 
-    p = sub.add_parser("quantize", help="write a checkpoint's int8 model beside it (<name>.int8.*), calibrated on "
-                       "its training cases, and measure on held-out cases how far its masks are from fp32's")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data", type=Path, help=LABELLED_DATA + "; the cases the checkpoint was trained on calibrate, "
-                   "the others (its validation fold when the data is its own) are held out")
-    p.add_argument("--calibration-slices", type=int, default=CALIBRATION_SLICES,
-                   help=f"slices with brain to calibrate on (default {CALIBRATION_SLICES})")
-    p.set_defaults(handler=_quantize)
+    comparison = compare_masks(args.mask, args.reference)
+    ok = comparison.within(args.min_dice)
+    print(f"{'ok' if ok else 'DIFFERENT'}: {args.mask}: {comparison.describe()}")
+    return 0 if ok else 1
 
-    p = sub.add_parser("cv", help="cross-validate: train every fold, segment each fold's held-out cases with its "
-                       "network, score all of those out-of-fold masks once (resumable; folds shareable)")
-    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
-    p.add_argument("--config", type=Path, required=True, help="run config JSON (resources/configs/)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="folder for fold<k>/ runs, out_of_fold/ masks, out_of_fold_scores/ and threshold_sweep.csv")
-    p.add_argument("--folds", type=int, help="number of folds (default: the config's train.folds)")
-    p.add_argument("--only", type=int, nargs="+", metavar="K",
-                   help="train only these folds (several machines or GPUs, one shared --out); the out-of-fold "
-                        "scores come once every fold is finished")
-    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
-                   help="which network of each fold segments its held-out cases: the last epoch's (default, as "
-                        "nnU-Net) or the best epoch's, which was picked on those very cases (optimistic)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.set_defaults(handler=_cv)
 
-    p = sub.add_parser("ablate", help="cross-validate several configs on the same folds; compare their "
-                       "out-of-fold scores in one table")
-    p.add_argument("--data", type=Path, required=True, help=LABELLED_DATA)
-    p.add_argument("--configs", type=Path, nargs="+", required=True, help="run config JSON files")
-    p.add_argument("--out", type=Path, required=True, help="folder for one cross-validation per config and "
-                   "ablation.md")
-    p.add_argument("--folds", type=int, nargs="+", metavar="K",
-                   help="train and score only these folds (default: every fold of each config)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.set_defaults(handler=_ablate)
+SUBCOMMANDS = (
+    _add_synth,
+    _add_baseline,
+    _add_evaluate,
+    _add_train,
+    _add_predict,
+    _add_process,
+    _add_package,
+    _add_compare,
+    _add_info,
+    _add_export,
+    _add_quantize,
+    _add_cv,
+    _add_ablate,
+)
+"""The subcommands, in the order `sparseg --help` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparseg",
+        description="Neonatal HIE lesion segmentation from ADC and Z_ADC (BONBID-HIE).",
+    )
+    parser.add_argument("--version", action="version", version=f"sparseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(sub)
     return parser
 
 

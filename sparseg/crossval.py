@@ -2,7 +2,7 @@
 
 Every fold is trained in its own folder (`fold<k>/`, resumable); then each
 fold's network segments the cases it was not trained on, through
-`sparseg.jobs.predict_batch`, the path of `sparseg predict` and the
+`sparseg.batch.predict_batch`, the path of `sparseg predict` and the
 container, into `out_of_fold/` (with `summary_fold<k>.csv`, the record of what
 made each mask); then all of those masks are scored once
 (`out_of_fold_scores/`: the three spacing rules, burden strata). That is nnU-Net's way of reporting cross-validation.
@@ -28,15 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseg.batch import predict_batch
 from sparseg.cases import Case, case_outputs, data_inputs, find_cases, probabilities_name
 from sparseg.config import RunConfig
 from sparseg.data import FINGERPRINT_FORMAT, fingerprint
 from sparseg.errors import InputError
 from sparseg.evaluation import REPORT_FILES, Report, evaluate, write_report
 from sparseg.io import read_image, read_mask, require_apart, write_csv
-from sparseg.jobs import load_predictor, predict_batch
 from sparseg.metrics import dice
 from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, run_files, train
+from sparseg.weights import load_predictor
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ segmented twice, by the torch fp32 network (the reference) and by the int8
 model as saved, and the result says per case how far the int8 mask is from
 the fp32 mask (Dice) and how both score against the label with the
 challenge's metrics. The int8 model is written beside the checkpoint
-(`sparseg.engines`), its stamp holding the calibration and this agreement;
+(`sparseg.derived`), its stamp holding the calibration and this agreement;
 `--precision int8` then runs it and says how well it agreed.
 
 Which cases are which: the checkpoint records the cases it trained on and
@@ -47,7 +47,7 @@ from sparseg.data import (
 )
 from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
-from sparseg.evaluation import score_row
+from sparseg.evaluation import RULES, score_row
 from sparseg.inference import Predictor
 from sparseg.io import require_apart
 from sparseg.metrics import dice
@@ -254,3 +254,32 @@ def recorded_agreement(checkpoint: Path) -> dict | None:
     """The agreement recorded in the int8 model's stamp beside `checkpoint` (None without one)."""
     stamp = Derived.of(checkpoint, INT8).stamp()
     return stamp.get("agreement") if stamp else None
+
+
+def markdown_table(agreement: Agreement) -> str:
+    """Each held-out case as a row of a Markdown table (Dice of the int8 mask against fp32's, the voxels of both,
+    each one's DSC, MASD and NSD against the label, seconds), then the rule MASD and NSD were computed under."""
+    lines = ["| case | Dice int8 vs fp32 | fp32 voxels | int8 voxels | DSC fp32 | DSC int8 | MASD fp32 | MASD int8 "
+             "| NSD fp32 | NSD int8 | s fp32 (torch) | s int8 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.case_id} | {c.dice_int8_vs_fp32:.4f} | {c.fp32_voxels} | {c.int8_voxels} | {c.dsc_fp32:.4f} "
+              f"| {c.dsc_int8:.4f} | {c.masd_fp32:.3f} | {c.masd_int8:.3f} | {c.nsd_fp32:.4f} | {c.nsd_int8:.4f} "
+              f"| {c.seconds_fp32:.2f} | {c.seconds_int8:.2f} |" for c in agreement.cases]
+    note = f"MASD and NSD: {RULES[0].label} rule (spacing (z, x, y), as the organisers' current script)"
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def describe(result: QuantizationResult) -> str:
+    """What a quantization did, as `sparseg quantize` prints it: the calibration, each held-out case's agreement
+    (`markdown_table`), their summary and whether the agreement holds."""
+    summary = result.agreement.summary()
+    agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
+    verdict = "holds" if result.agreement.holds else "does NOT hold"
+    return (f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
+            f"cases; {result.calibration['split']}\n\n"
+            + markdown_table(result.agreement)
+            + f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
+            f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
+            f"DSC {labels['fp32']['dsc']:.4f} fp32, {labels['int8']['dsc']:.4f} int8\n"
+            f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.xml}; "
+            "use it with --precision int8\n")

@@ -2,7 +2,7 @@
 
 grand-challenge unpacks a model tarball into /opt/ml/model/ of the algorithm's
 container; the image averages every checkpoint it finds there, in subfolders
-too, and ignores its baked-in weights (`sparseg.jobs.default_weights`). The
+too, and ignores its baked-in weights (`sparseg.weights.default_weights`). The
 tarball holds each checkpoint under a name of its own (fold folders all call
 theirs `best.safetensors`), its JSON copy, optionally its `torch.export`
 program made with this torch (used by an image with the same torch, which
@@ -143,3 +143,20 @@ def package_model(weights: list[Path], out: Path, program: bool = True, export: 
                         archive.add(staging / member, arcname=member, filter=_readable_by_anyone)
             archive.add(staging / MANIFEST, arcname=MANIFEST, filter=_readable_by_anyone)
     return manifest
+
+
+def describe(manifest: dict, out: Path) -> str:
+    """What the model tarball `out` holds, from its `manifest`, as `sparseg package` prints it: the checkpoints,
+    whether their torch.export programs and OpenVINO exports are packed, their int8 models, and a note when they
+    were trained on synthetic data."""
+    files = ", ".join(c["file"] for c in manifest["checkpoints"])
+    int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
+    text = (f"wrote {out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
+            + (f", torch.export programs of torch {manifest['torch']}" if manifest["program"] else "")
+            + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
+            + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
+               f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else "")
+            + "\n")
+    if manifest["synthetic"]:
+        text += "note: trained on synthetic data: for tests only, not for real scans\n"
+    return text

@@ -200,22 +200,73 @@ def _threshold_for_count(values: np.ndarray, count: int) -> float:
 def generate_case(seed: int, index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     """Generate one case; deterministic in (seed, index)."""
     rng = np.random.default_rng([seed, index])
+    shape, spacing_zyx = _random_grid(rng, config)
+    coords = _head_coordinates(rng, shape, spacing_zyx)
+    tissue, atlas_mean, atlas_sd = _anatomy_and_atlas(rng, coords, shape, spacing_zyx, config)
+    brain = tissue > 0
+    burden = _random_burden(rng, config)
+    adc, label = _adc_and_label(rng, tissue, coords, burden, spacing_zyx, config)
+
+    # Smoothing within the brain (normalised convolution), so the brain's edge is not darkened.
+    weight = ndimage.gaussian_filter(brain.astype(np.float32), _sigma_vox(config.z_smoothing_mm, spacing_zyx))
+    adc_smooth = ndimage.gaussian_filter(adc, _sigma_vox(config.z_smoothing_mm, spacing_zyx)) / np.maximum(weight, 1e-3)
+    z = np.where(brain, (adc_smooth - atlas_mean) / atlas_sd, 0.0)
+    z = np.clip(z, -config.z_clip, config.z_clip).astype(np.float32)
+
+    geometry, orientation = _random_geometry(rng, shape, spacing_zyx)
+    adc_dtype = str(rng.choice(["float32", "float32", "int16", "uint16", "float64"]))
+    z_dtype = str(rng.choice(["float32", "float32", "float64"]))
+    label_dtype = str(rng.choice(["uint8", "uint8", "int16"]))
+    return SynthCase(
+        case_id=case_id(index),
+        adc=adc,
+        z=z,
+        label=label,
+        geometry=geometry,
+        adc_dtype=adc_dtype,
+        z_dtype=z_dtype,
+        label_dtype=label_dtype,
+        orientation=orientation,
+    )
+
+
+def _sigma_vox(mm: float, spacing_zyx: tuple[float, float, float]) -> tuple[float, ...]:
+    """A Gaussian's width of `mm` in voxels along (z, y, x)."""
+    return tuple(mm / s for s in spacing_zyx)
+
+
+def _random_grid(rng: np.random.Generator, config: SynthConfig) -> tuple[tuple[int, int, int], tuple[float, ...]]:
+    """The case's shape (z, y, x) and spacing in mm: square slices over the field of view, slices to cover the
+    head."""
     n = int(rng.choice(config.in_plane_sizes))
     fov = rng.uniform(*config.field_of_view_mm)
     spacing_xy = fov / n
     spacing_z = rng.uniform(*config.slice_spacing_mm)
     depth = int(np.clip(round(rng.uniform(*config.coverage_mm) / spacing_z), *config.depth_range))
-    shape = (depth, n, n)
-    spacing_zyx = (spacing_z, spacing_xy, spacing_xy)
+    return (depth, n, n), (spacing_z, spacing_xy, spacing_xy)
 
-    # Open-grid physical coordinates (mm) centred on the volume, with a random head position.
+
+def _head_coordinates(rng: np.random.Generator, shape: tuple[int, int, int],
+                      spacing_zyx: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Open-grid physical coordinates (mm) centred on the volume, with a random head position."""
     centre_offset = rng.normal(0.0, [3.0, 4.0, 4.0])
-    coords = tuple(
+    return tuple(
         ((np.arange(s) - (s - 1) / 2.0) * sp - off).reshape([-1 if i == a else 1 for i in range(3)])
         for a, (s, sp, off) in enumerate(zip(shape, spacing_zyx, centre_offset))
     )
+
+
+def _tissue_values(config: SynthConfig) -> np.ndarray:
+    """ADC of each tissue label of `_tissue_map` (0 outside)."""
+    return np.array([0.0, config.adc_wm, config.adc_gm, config.adc_deep_gm, config.adc_csf], dtype=np.float32)
+
+
+def _anatomy_and_atlas(rng: np.random.Generator, coords: tuple[np.ndarray, ...], shape: tuple[int, int, int],
+                       spacing_zyx: tuple[float, ...], config: SynthConfig) -> tuple[np.ndarray, ...]:
+    """The case's tissue labels, and the normative atlas's per-voxel ADC mean and standard deviation: the same
+    anatomy, mis-registered by a little, blurred like a population mean."""
     full = tuple(np.broadcast_to(c, shape) for c in coords)
-    sigma_of = lambda mm: tuple(mm / s for s in spacing_zyx)  # noqa: E731
+    sigma_of = lambda mm: _sigma_vox(mm, spacing_zyx)  # noqa: E731
 
     radii = (rng.uniform(38, 46), rng.uniform(50, 60), rng.uniform(40, 48))
     anatomy = {"radii": radii, "shift": (0.0, 0.0, 0.0), "scale": 1.0, "ventricles": rng.uniform(0.8, 1.3)}
@@ -231,20 +282,32 @@ def generate_case(seed: int, index: int, config: SynthConfig = SynthConfig()) ->
         ventricles=anatomy["ventricles"] * rng.uniform(0.85, 1.15),
     )
     atlas_tissue = _tissue_map(full, atlas_anatomy, fold * 0.0, radial)
-    values = np.array([0.0, config.adc_wm, config.adc_gm, config.adc_deep_gm, config.adc_csf], dtype=np.float32)
+    values = _tissue_values(config)
     sds = np.array([1.0, *config.atlas_sd], dtype=np.float32)
     atlas_mean = ndimage.gaussian_filter(values[atlas_tissue], sigma_of(2.0))
     atlas_sd = ndimage.gaussian_filter(sds[atlas_tissue], sigma_of(2.0))
     atlas_sd += 0.35 * np.abs(values[atlas_tissue] - atlas_mean)
+    return tissue, atlas_mean, atlas_sd
 
-    brain = tissue > 0
-    parenchyma = (tissue >= 1) & (tissue <= 3)
+
+def _random_burden(rng: np.random.Generator, config: SynthConfig) -> float:
+    """Lesion voxels / brain voxels: a stratum drawn in the dataset's proportions, then a burden within it (0 for
+    a lesion-free case)."""
     group = int(rng.choice(3, p=np.array(config.strata_weights) / sum(config.strata_weights)))
     lesion_free = rng.random() < config.lesion_free_fraction
     low, high = config.burden_ranges[group]
-    burden = 0.0 if lesion_free else float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return 0.0 if lesion_free else float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
-    tissue_adc = ndimage.gaussian_filter(values[tissue], sigma_of(0.6))
+
+def _adc_and_label(rng: np.random.Generator, tissue: np.ndarray, coords: tuple[np.ndarray, ...], burden: float,
+                   spacing_zyx: tuple[float, ...], config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The ADC volume (tissue values, a smooth bias, lesions of reduced ADC, noise; 0 outside the brain) and the
+    expert's label of its lesions."""
+    shape = tissue.shape
+    sigma_of = lambda mm: _sigma_vox(mm, spacing_zyx)  # noqa: E731
+    brain = tissue > 0
+    parenchyma = (tissue >= 1) & (tissue <= 3)
+    tissue_adc = ndimage.gaussian_filter(_tissue_values(config)[tissue], sigma_of(0.6))
     bias = 1.0 + 0.04 * _smooth_noise(rng, shape, sigma_of(30.0))
     adc = tissue_adc * bias
     label = np.zeros(shape, dtype=bool)
@@ -265,28 +328,7 @@ def generate_case(seed: int, index: int, config: SynthConfig = SynthConfig()) ->
         label = (outline > q_label) & parenchyma
     adc = adc + rng.normal(0.0, config.noise_sd, shape).astype(np.float32)
     adc = np.where(brain, np.maximum(adc, 1.0), 0.0).astype(np.float32)
-
-    # Smoothing within the brain (normalised convolution), so the brain's edge is not darkened.
-    weight = ndimage.gaussian_filter(brain.astype(np.float32), sigma_of(config.z_smoothing_mm))
-    adc_smooth = ndimage.gaussian_filter(adc, sigma_of(config.z_smoothing_mm)) / np.maximum(weight, 1e-3)
-    z = np.where(brain, (adc_smooth - atlas_mean) / atlas_sd, 0.0)
-    z = np.clip(z, -config.z_clip, config.z_clip).astype(np.float32)
-
-    geometry, orientation = _random_geometry(rng, shape, spacing_zyx)
-    adc_dtype = str(rng.choice(["float32", "float32", "int16", "uint16", "float64"]))
-    z_dtype = str(rng.choice(["float32", "float32", "float64"]))
-    label_dtype = str(rng.choice(["uint8", "uint8", "int16"]))
-    return SynthCase(
-        case_id=case_id(index),
-        adc=adc,
-        z=z,
-        label=label,
-        geometry=geometry,
-        adc_dtype=adc_dtype,
-        z_dtype=z_dtype,
-        label_dtype=label_dtype,
-        orientation=orientation,
-    )
+    return adc, label
 
 
 def _random_geometry(

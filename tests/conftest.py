@@ -117,3 +117,18 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def own_names(tiny_dataset: Path, folder: Path, suffix: str = ".nii.gz") -> dict[str, tuple[Path, Path, Path]]:
+    """The tiny cases as a user's flat folder: patient<k>_adc / _zadc / _label, in `suffix` format."""
+    from sparseg.cases import find_cases
+    from sparseg.io import read_image, write_image
+
+    files = {}
+    for k, case in enumerate(find_cases(tiny_dataset)):
+        names = []
+        for kind, path in (("adc", case.adc), ("zadc", case.z), ("label", case.label)):
+            volume = read_image(path)
+            names.append(write_image(volume.array, volume.geometry, folder / f"patient{k:02d}_{kind}{suffix}"))
+        files[f"patient{k:02d}"] = tuple(names)
+    return files

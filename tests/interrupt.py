@@ -4,7 +4,7 @@
 
 kills the process just before, or just after, the N-th call of MODULE.FUNCTION (as the module calls it: a name
 it imported is patched in that module). Tests use it to stop a job between two writes deterministically:
-`sparseg.jobs:write_csv 2 after` stops a batch right after it recorded its second case.
+`sparseg.batch:write_csv 2 after` stops a batch right after it recorded its second case.
 """
 
 from __future__ import annotations

@@ -94,3 +94,10 @@ def test_synth_refuses_no_cases_in_one_line(tmp_path: Path, cases: str, capsys: 
     assert main(["synth", "--out", str(tmp_path / "out"), "--cases", cases]) == 2
     assert capsys.readouterr().err == f"sparseg: error: --cases must be 1 or more, not {cases}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf"])
+def test_an_impossible_min_lesion_size_is_refused(tiny_checkpoint: Path, tmp_path: Path, value: str, capsys) -> None:
+    code = main(["predict", "--data", str(tmp_path), "--out", str(tmp_path / "o"), f"--min-lesion-mm3={value}",
+                 "--weights", str(tiny_checkpoint)])
+    assert code == 2 and "--min-lesion-mm3 must be a finite number of 0 or more" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
     make(path, OPENVINO)
     make(path, PROGRAM)
     for engine, network in (("openvino", "OpenVINONetwork"), ("torch", "TorchNetwork")):
-        script = ("import sys; from sparseg.jobs import load_predictor; from sparseg.config import InferenceConfig; "
+        script = ("import sys; from sparseg.weights import load_predictor; from sparseg.config import InferenceConfig; "
                   f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
                   f"inference=InferenceConfig(engine={engine!r})); "
                   "print(type(p.networks[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "

@@ -170,9 +170,9 @@ def test_a_changed_raw_file_under_the_same_mhd_header_is_segmented_again(data: P
     assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
 
 
-@pytest.mark.parametrize("kill", [("sparseg.jobs:write_csv", "1", "after"),  # recorded in progress, nothing else
-                                  ("sparseg.jobs:write_mask", "1", "after"),  # its mask renamed into place
-                                  ("sparseg.jobs:write_bytes", "1", "after")])  # its overlay too
+@pytest.mark.parametrize("kill", [("sparseg.batch:write_csv", "1", "after"),  # recorded in progress, nothing else
+                                  ("sparseg.segment:write_mask", "1", "after"),  # its mask renamed into place
+                                  ("sparseg.segment:write_bytes", "1", "after")])  # its overlay too
 def test_a_run_killed_at_any_step_leaves_nothing_a_rerun_keeps_as_finished(data: Path, tiny_checkpoint: Path,
                                                                          tmp_path: Path, kill) -> None:
     """A run with other settings, killed between writing a case's mask and recording it, once left that mask to a
@@ -511,7 +511,7 @@ def test_an_output_differing_from_an_input_in_letter_case_only_is_refused(data: 
 
 
 def test_the_resume_key_holds_the_minimum_lesion_size_exactly(tiny_checkpoint: Path) -> None:
-    from sparseg.jobs import load_predictor
+    from sparseg.weights import load_predictor
 
     settings = [load_predictor([tiny_checkpoint], "cpu", min_lesion_mm3=v).made_by()["settings"]
                 for v in (1961848.0, 1961849.0)]

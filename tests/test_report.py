@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from sparseg.batch import predict_batch
 from sparseg.cases import find_any_cases
-from sparseg.jobs import load_predictor, predict_batch
 from sparseg.report import ReportCase, render
+from sparseg.weights import load_predictor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"

@@ -16,10 +16,10 @@ from sparseg.cli import main
 from sparseg.derived import INT8, OPENVINO, PROGRAM, Derived, current
 from sparseg.errors import InputError
 from sparseg.io import read_mask
-from sparseg.jobs import default_weights
 from sparseg.model import build_model, read_metadata, save_checkpoint
 from sparseg.submission import MANIFEST, member_names, package_model
 from sparseg.synth import SynthConfig, write_input_case
+from sparseg.weights import default_weights
 
 from conftest import TINY_RUN
 

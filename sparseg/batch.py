@@ -1,0 +1,201 @@
+"""Batch mode (`sparseg predict`): any number of cases in either layout, the model loaded once.
+
+Writes `<case_id>_lesion.mha` (or the ADC file's format) per case, optionally
+its probabilities and overlay, a summary CSV recording what made each mask
+(`sparseg.resume`), and optionally the QA page (`sparseg.report`); the names
+are in `sparseg.cases`. The next cases are read in the background
+(`sparseg.reader`) while each is segmented (`sparseg.segment`); a failing case
+is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sparseg.cases import (
+    BATCH_REPORT,
+    BATCH_SUMMARY,
+    Case,
+    batch_part,
+    case_inputs,
+    case_outputs,
+    mask_suffix,
+    overlay_name,
+    part_name,
+    prediction_name,
+    probabilities_name,
+)
+from sparseg.errors import InputError, SparsegError
+from sparseg.inference import Predictor
+from sparseg.io import PARTIAL_PREFIX, TEMPORARY_NAME, files_sha256, remove_stale, require_apart, write_csv
+from sparseg.plausibility import synthetic_warning
+from sparseg.reader import LoadedCase, read_ahead
+from sparseg.resume import IN_PROGRESS, SUMMARY_COLUMNS, CaseSummary, earlier_rows, why_redo
+from sparseg.segment import CaseOutputs, CaseResult, earlier_result, segment
+
+log = logging.getLogger(__name__)
+
+
+def _log_case(index: int, total: int, result: CaseResult) -> None:
+    """One line per case for logs without a terminal (`docker run`, CI, a cluster's job log)."""
+    s = result.summary
+    if s.status == "failed":
+        return  # logged as an error where it failed
+    what = "done earlier" if s.status == "done earlier" else f"{s.seconds:.1f} s"
+    flags = f"; look: {s.flags}" if s.flags else ""
+    log.info("[%d/%d] %s: %.2f mL lesion (%s burden), %s%s", index, total, s.case_id, s.lesion_ml, s.burden_group,
+             what, flags)
+
+
+def batch_outputs(cases: list[Case], out: Path, part: int = 0, parts: int = 1, report: bool = False,
+                  summary_name: str = BATCH_SUMMARY) -> list[Path]:
+    """Every file `predict_batch` may write, or remove as stale, in `out` for `cases` (one part's)."""
+    folder = [out / part_name(summary_name, part, parts), *([out / part_name(BATCH_REPORT, part, parts)] if report
+                                                            else [])]
+    return [*folder, *(out / name for case in cases for name in case_outputs(case.case_id))]
+
+
+def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_probabilities: bool = False,
+                  overlays: bool = False, overwrite: bool = False, mask_format: str = "auto",
+                  report: bool = False, part: int = 0, parts: int = 1, read_depth: int = 2,
+                  summary_name: str = BATCH_SUMMARY) -> list[CaseSummary]:
+    """Segment `cases` (part `part` of `parts` of them); a failing case is reported and the others go on.
+
+    Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
+    optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
+    lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`).
+    The next cases are read and preprocessed in the background, `read_depth` ahead, while the network runs.
+    Every file is written under a temporary name and renamed, so an interrupted
+    batch leaves only complete files (and temporary ones, removed by the next
+    run). summary.csv is rewritten after each case and records what made each
+    mask (`MADE_BY`: the inputs' hash, the checkpoints' hashes, the settings). A
+    rerun keeps a case's outputs only when they all exist and that record
+    matches (unless `overwrite`): it continues where an interrupted run
+    stopped, and redoes, saying why, a case whose inputs, weights or settings
+    changed. With `parts` > 1 the summary and report are named by part, so N
+    machines can share one output folder; `summary_name` names the summary
+    otherwise (cross-validation keeps one per fold in one folder).
+    """
+    cases = batch_part(cases, part, parts)
+    summary_path = out / part_name(summary_name, part, parts)
+    _clear_for_this_run(cases, out, part, parts, overwrite, summary_name)
+    earlier = {} if overwrite else earlier_rows(summary_path)
+    made_by = predictor.made_by()
+    results: list[CaseResult] = []
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=len(cases), desc="cases", unit="case", disable=not terminal)
+
+    def record(upcoming: list[Case], current: CaseSummary | None = None) -> None:
+        """summary.csv: the cases done, the one being written (`current`), and the earlier run's rows of those
+        still to come (their files are still on disk)."""
+        rows = [asdict(r.summary) for r in results] + ([asdict(current)] if current is not None else [])
+        rows += [{name: row.get(name, "") for name in SUMMARY_COLUMNS}
+                 for c in upcoming if (row := earlier.get(c.case_id)) is not None]
+        write_csv(summary_path, rows, SUMMARY_COLUMNS)
+
+    if not cases:
+        record([])  # an empty part: its summary says so, and no earlier run's rows stay in it
+    for index, loaded in enumerate(read_ahead(cases, predictor, read_depth)):
+        case, upcoming = loaded.case, cases[index + 1 :]
+        outputs = _case_outputs(case, out, mask_format, save_probabilities, overlays)
+        key = {"inputs_sha256": loaded.inputs_sha256, **made_by}
+        try:
+            result = None if overwrite else _kept(loaded, outputs, earlier.get(case.case_id), key, report)
+            if result is None:
+                # Recorded as in progress, with what is about to make them, before any output is replaced: a run
+                # killed from here on leaves a row that a rerun redoes, never a stale mask under a new key.
+                record(upcoming, CaseSummary(case_id=case.case_id, status=IN_PROGRESS, **key))
+                outputs.remove_others(case.case_id)
+                result = segment(loaded, predictor, outputs, picture=report)
+            result.summary = replace(result.summary, mask=outputs.mask.name, mask_sha256=files_sha256([outputs.mask]),
+                                     outputs_sha256=outputs.sha256(), **key)
+        except SparsegError as exc:
+            result = _failed(case.case_id, exc, outputs)
+        results.append(result)
+        bar.update()
+        if not terminal:
+            _log_case(index + 1, len(cases), result)
+        record(upcoming)
+    bar.close()
+    if report:
+        path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor)
+        log.info("QA report: %s", path)
+    return [r.summary for r in results]
+
+
+def _clear_for_this_run(cases: list[Case], out: Path, part: int, parts: int, overwrite: bool,
+                        summary_name: str) -> None:
+    """Check that no output of the run is one of its inputs, then remove from `out` what an earlier run left that
+    this one must not be taken for: its QA page, with `overwrite` every case's outputs, and an interrupted run's
+    temporaries of these outputs (no others')."""
+    mine = batch_outputs(cases, out, part, parts, True, summary_name)
+    require_apart(mine, [path for case in cases for path in case_inputs(case)])
+    # An earlier QA page describes an earlier run (a page is written at the end, or not at all), and with
+    # `overwrite` every case's outputs go: a run stopped on the way leaves only its own.
+    remove_stale([out / part_name(BATCH_REPORT, part, parts),
+                  *(out / name for case in cases for name in case_outputs(case.case_id) if overwrite)])
+    out.mkdir(parents=True, exist_ok=True)
+    names = {path.name for path in mine}
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):  # an interrupted run's temporaries of these outputs, no others'
+        temporary = TEMPORARY_NAME.fullmatch(stale.name)
+        if temporary is not None and temporary.group(1) in names:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _case_outputs(case: Case, out: Path, mask_format: str, save_probabilities: bool, overlays: bool) -> CaseOutputs:
+    """Where a case's outputs go in `out`: its mask in `mask_format`, its probabilities and overlay if asked for."""
+    suffix = mask_suffix(case.adc, mask_format)
+    return CaseOutputs(out / prediction_name(case.case_id, suffix),
+                       out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
+                       out / overlay_name(case.case_id) if overlays else None)
+
+
+def _kept(loaded: LoadedCase, outputs: CaseOutputs, row: dict[str, str] | None, key: dict[str, str],
+          picture: bool) -> CaseResult | None:
+    """The result of a case an earlier run segmented, when its outputs exist and can be kept (`row`, its earlier
+    summary row, says they were made as `key` would make them); None, logged with why, when it is to be segmented."""
+    if loaded.error is not None or not outputs.exist():
+        return None
+    reason = why_redo(row, key, outputs.sha256)
+    if reason is not None:
+        log.info("%s: segmenting again: %s", loaded.case.case_id, reason)
+        return None
+    try:
+        return earlier_result(loaded, outputs, picture)
+    except InputError as exc:
+        log.info("%s: segmenting again: its earlier output cannot be used (%s)", loaded.case.case_id, exc)
+        return None
+
+
+def _failed(case_id: str, error: SparsegError, outputs: CaseOutputs) -> CaseResult:
+    """A failed case's result; its outputs an earlier run left are removed (they were not made from these inputs,
+    which no longer give them)."""
+    log.error("%s: %s", case_id, error)
+    result = CaseResult(CaseSummary(case_id=case_id, status="failed", error=str(error)))
+    stale = outputs.remove_others(case_id, keep=False)
+    if stale:  # an earlier run's outputs, from inputs that no longer give them
+        log.warning("%s: removed its earlier outputs (%s): they were not made from these inputs",
+                    case_id, ", ".join(stale))
+    return result
+
+
+def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
+    from sparseg.report import ReportCase, write_report
+
+    cases = [ReportCase(case_id=r.summary.case_id, status=r.summary.status, lesion_ml=r.summary.lesion_ml,
+                        burden_group=r.summary.burden_group, seconds=r.summary.seconds,
+                        flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
+                        error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores) for r in results]
+    context = [f"device: {predictor.runtime.describe()}",
+               *(f"checkpoint: {c.describe()}, network {n.describe()}"
+                 for c, n in zip(predictor.checkpoints, predictor.networks, strict=True)),
+               f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
+    warning = synthetic_warning(predictor)
+    return write_report(path, cases, context, [warning.upper()] if warning else [])

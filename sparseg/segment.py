@@ -1,0 +1,149 @@
+"""One case segmented: its mask (and probabilities) written on the ADC image's grid, its overlay drawn, its
+scores against its label where it has one, and its summary row.
+
+`segment` takes a case as the background reader loaded it (`sparseg.reader`)
+and hands its volumes to `sparseg.inference.Predictor`, which does the
+segmenting; `predict_case` reads and segments one case (the container job,
+`sparseg predict` of one case). `earlier_result` is the same result of a case
+an earlier run segmented, read back from its mask (a batch's rerun).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparseg.cases import Case, case_outputs
+from sparseg.config import burden_group
+from sparseg.errors import InputError
+from sparseg.evaluation import CaseRow, score_row
+from sparseg.inference import Predictor
+from sparseg.io import Volume, files_sha256, read_mask, write_bytes, write_image, write_mask
+from sparseg.metrics import lesion_burden
+from sparseg.plausibility import unusual
+from sparseg.reader import LoadedCase, load_case
+from sparseg.resume import CaseSummary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseOutputs:
+    """Where one case's outputs go; None for those not asked for."""
+
+    mask: Path
+    probabilities: Path | None = None
+    overlay: Path | None = None
+
+    def exist(self) -> bool:
+        return all(p is None or p.is_file() for p in (self.mask, self.probabilities, self.overlay))
+
+    def sha256(self) -> str:
+        """The sha256 (16 hex digits) of the outputs asked for, byte for byte ("" when one is missing)."""
+        try:
+            return files_sha256(p for p in (self.mask, self.probabilities, self.overlay) if p is not None)
+        except OSError:
+            return ""
+
+    def remove_others(self, case_id: str, keep: bool = True) -> list[str]:
+        """Remove the case's outputs in the folder that this run does not write (another format's mask,
+        probabilities or an overlay not asked for), or all of them without `keep`; the names removed. Every
+        output of a case is then one run's."""
+        mine = {self.mask, self.probabilities, self.overlay} if keep else set()
+        removed = []
+        for name in case_outputs(case_id):
+            path = self.mask.parent / name
+            if path not in mine and path.is_file():
+                path.unlink()
+                removed.append(name)
+        return removed
+
+
+@dataclass
+class CaseResult:
+    summary: CaseSummary
+    overlay_png: bytes | None = None
+    scores: CaseRow | None = None
+
+
+def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, picture: bool = False) -> CaseResult:
+    """Segment a loaded case, write its outputs, and (with `picture`, or an overlay path) draw its overlay.
+    Where the case has a label, its scores are computed too (the report shows them)."""
+    if loaded.error is not None:
+        raise loaded.error
+    assert loaded.adc is not None and loaded.z is not None
+    started = time.perf_counter() - loaded.seconds
+    adc, z = loaded.adc, loaded.z
+    flags = unusual(adc)
+    result = predictor.predict(adc, z, loaded.prepared)
+    if outputs.probabilities is not None:
+        write_image(result.probabilities.astype(np.float32), adc.geometry, outputs.probabilities)
+    write_mask(result.mask, adc.geometry, outputs.mask)
+    png, scores, label_flags = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
+    summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags + label_flags,
+                       time.perf_counter() - started)
+    return CaseResult(summary, png, scores)
+
+
+def _label(case: Case, adc: Volume) -> tuple[np.ndarray | None, list[str]]:
+    """The case's label where it has one on the ADC image's grid; one on another grid is left out, flagged."""
+    if case.label is None:
+        return None, []
+    label, grid = read_mask(case.label)
+    differences = grid.differences(adc.geometry)
+    if differences:
+        log.warning("%s: the label's grid differs from the ADC image's (%s): left out of the overlay and scores",
+                    case.label, "; ".join(differences))
+        return None, ["label on another grid"]
+    return label, []
+
+
+def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path | None,
+                        picture: bool) -> tuple[bytes | None, CaseRow | None, list[str]]:
+    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), with `picture` its scores
+    against its label where it has one, and flags about the label."""
+    if overlay is None and not picture:
+        return None, None, []
+    label, flags = _label(case, adc)
+    from sparseg.plots import overlay_png
+
+    png = overlay_png(adc.array, mask, label, adc.geometry.spacing_mm, case.case_id)
+    if overlay is not None:
+        write_bytes(overlay, png)
+    scores = None
+    if picture and label is not None:
+        scores = score_row(case.case_id, label, mask, adc.geometry, lesion_burden(label, adc.array))
+    return (png if picture else None), scores, flags
+
+
+def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
+                 overlay_path: Path | None = None) -> CaseSummary:
+    """Read, segment and write one case (the container job; `sparseg predict` of one case)."""
+    return segment(load_case(case), predictor, CaseOutputs(mask_path, probabilities_path, overlay_path)).summary
+
+
+def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: list[str],
+             seconds: float = float("nan")) -> CaseSummary:
+    """A summary row: lesion volume and burden of `mask` on the ADC image's grid, and the flags."""
+    burden = lesion_burden(mask, adc.array)
+    flags = [*flags, "empty mask"] if not mask.any() and "no brain" not in flags else flags
+    return CaseSummary(case_id=case_id, status=status,
+                       lesion_ml=float(mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
+                       burden=burden, burden_group=burden_group(burden), seconds=seconds, flags="; ".join(flags))
+
+
+def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> CaseResult:
+    """The result of a case segmented by an earlier run, from its mask file (and overlay, for the report)."""
+    if loaded.error is not None:
+        raise loaded.error
+    assert loaded.adc is not None
+    mask, grid = read_mask(outputs.mask)
+    if grid.differences(loaded.adc.geometry):
+        raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
+    png, scores, label_flags = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
+    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc) + label_flags)
+    return CaseResult(summary, png, scores)

@@ -1,0 +1,137 @@
+"""Batch mode: every case of a folder or manifest, a failing case reported and the others going on."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from sparseg.batch import predict_batch
+from sparseg.cases import find_any_cases, find_cases
+from sparseg.cli import main
+from sparseg.io import read_geometry, read_image
+from sparseg.weights import load_predictor
+
+from conftest import own_names
+
+
+def test_batch_goes_on_past_a_bad_case(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    bad = find_cases(data)[2]
+    bad.z.write_bytes(b"not an image")
+    summaries = predict_batch(find_any_cases(data), tmp_path / "out", load_predictor([tiny_checkpoint], "cpu"),
+                              save_probabilities=True)
+    status = {s.case_id: s.status for s in summaries}
+    assert status.pop(bad.case_id) == "failed" and set(status.values()) == {"ok"}
+    with open(tmp_path / "out" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and "not a readable image" in next(r for r in rows if r["case_id"] == bad.case_id)["error"]
+    assert not (tmp_path / "out" / f"{bad.case_id}_lesion.mha").exists()
+    good = find_cases(data)[0]
+    probabilities = read_image(tmp_path / "out" / f"{good.case_id}_probabilities.mha").array
+    assert probabilities.shape == read_image(good.adc).array.shape
+
+
+def test_predict_command_exit_codes(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    args = ["predict", "--data", str(tiny_dataset), "--out", str(tmp_path / "ok"), "--weights", str(tiny_checkpoint)]
+    assert main(args) == 0
+    data = shutil.copytree(tiny_dataset, tmp_path / "data")
+    find_cases(data)[0].adc.write_bytes(b"")
+    bad = ["predict", "--data", str(data), "--out", str(tmp_path / "bad"), "--weights", str(tiny_checkpoint)]
+    assert main(bad) == 1
+
+
+def test_batch_overlays_are_pngs_of_every_case(tiny_dataset: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    predict_batch(find_any_cases(tiny_dataset), tmp_path, load_predictor([tiny_checkpoint], "cpu"), overlays=True)
+    pngs = sorted(tmp_path.glob("*_overlay.png"))
+    assert [p.name.removesuffix("_overlay.png") for p in pngs] == [c.case_id for c in find_cases(tiny_dataset)]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert not list(tmp_path.glob(".partial-*"))
+
+
+def _statuses(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "summary.csv") as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_full_disk_fails_the_batch_without_leaving_empty_masks(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                 full_disk: Path, capsys) -> None:
+    out = full_disk / "out"
+    code = main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(tiny_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot write" in err.splitlines()[-1] and "Traceback" not in err
+    assert [p for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"] == []
+
+
+def test_a_folder_of_nifti_pairs_with_own_names_runs_end_to_end(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                tmp_path: Path) -> None:
+    files = own_names(tiny_dataset, tmp_path / "scans")
+    out = tmp_path / "masks"
+    assert main(["predict", "--data", str(tmp_path / "scans"), "--adc", "*_adc.nii.gz", "--zadc", "*_zadc.nii.gz",
+                 "--out", str(out), "--weights", str(tiny_checkpoint)]) == 0
+    for case_id, (adc, _, _) in files.items():
+        mask = out / f"{case_id}_lesion.nii.gz"
+        assert read_geometry(mask).differences(read_geometry(adc), tolerance=1e-5) == []
+    assert set(_statuses(out)) == set(files)
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,adc,zadc,label\n" + "".join(
+        f"{cid},scans/{a.name},scans/{z.name},scans/{label.name}\n" for cid, (a, z, label) in files.items()))
+    assert main(["evaluate", "--gt", str(manifest), "--pred", str(out), "--out", str(tmp_path / "scores")]) == 0
+    with open(tmp_path / "scores" / "scores.csv") as handle:
+        assert sorted(row["case_id"] for row in csv.DictReader(handle)) == sorted(files)
+    assert main(["predict", "--data", str(manifest), "--out", str(tmp_path / "as-mha"), "--mask-format", "mha",
+                 "--weights", str(tiny_checkpoint)]) == 0
+    for case_id in files:
+        np.testing.assert_array_equal(read_image(tmp_path / "as-mha" / f"{case_id}_lesion.mha").array,
+                                      read_image(out / f"{case_id}_lesion.nii.gz").array)
+
+
+def test_input_errors_come_before_the_network_is_loaded(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    """A typo in the data once cost the whole start-up first: here the weights do not even exist."""
+    absent = str(tmp_path / "absent.safetensors")
+    own_names(tiny_dataset, tmp_path / "scans")
+    (tmp_path / "scans" / "patient00_zadc.nii.gz").unlink()
+    assert main(["predict", "--data", str(tmp_path / "scans"), "--adc", "*_adc.nii.gz", "--zadc", "*_zadc.nii.gz",
+                 "--out", str(tmp_path / "out"), "--weights", absent]) == 2
+    assert "no Z_ADC (*_zadc.nii.gz) for: patient00" in capsys.readouterr().err
+    assert main(["process", "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o"),
+                 "--weights", absent]) == 2
+    assert "nothing/images/skull-stripped-adc-brain-mri: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_two_parts_into_one_folder_equal_one_run(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    command = ["predict", "--data", str(tiny_dataset), "--weights", str(tiny_checkpoint)]
+    assert main([*command, "--out", str(tmp_path / "whole")]) == 0
+    for part in ("1", "2"):
+        assert main([*command, "--out", str(tmp_path / "parts"), "--part", part, "--parts", "2"]) == 0
+    whole = sorted(p.name for p in (tmp_path / "whole").glob("*_lesion.mha"))
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*_lesion.mha")) == whole
+    for name in whole:
+        np.testing.assert_array_equal(read_image(tmp_path / "parts" / name).array,
+                                      read_image(tmp_path / "whole" / name).array)
+    shares = [set(_statuses_of(tmp_path / "parts" / f"summary_part{k}of2.csv")) for k in (1, 2)]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == set(_statuses(tmp_path / "whole"))
+
+
+def _statuses_of(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_without_a_terminal_each_case_is_one_log_line(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "sparseg", "predict", "--data", str(tiny_dataset), "--out",
+                          str(tmp_path / "out"), "--weights", str(tiny_checkpoint), "--device", "cpu"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "] MGHNICU_" in line]
+    assert len(lines) == 6 and lines[0].startswith("sparseg: INFO: [1/6] MGHNICU_")
+    assert all(" mL lesion (" in line and " burden), " in line for line in lines)
+    assert "cases:" not in run.stderr  # no progress bar without a terminal
