@@ -29,9 +29,9 @@ COPY sparseg /opt/app/sparseg
 COPY resources /opt/app/resources
 # The checkpoints build.sh staged: model_weights/*.safetensors, or those named with --weights.
 COPY build/model_weights /opt/app/model_weights
-# The baked checkpoints' networks as torch.export programs (the GPU's engine) and OpenVINO exports (the CPU's)
-# beside them (sparseg/derived.py): the job then starts without importing segmentation-models-pytorch, timm and
-# torchvision, and without exporting (see docs/performance.md). int8 models staged by build.sh are kept as they are.
+# The baked checkpoints' networks exported to OpenVINO (the CPU's engine) beside them (sparseg/derived.py): a CPU
+# job then starts without importing segmentation-models-pytorch, timm and torchvision, and without exporting
+# (see docs/performance.md). int8 models staged by build.sh are kept as they are.
 RUN /opt/venv/bin/python -m compileall -q /opt/app/sparseg /opt/app/process.py > /dev/null \
  && cd /opt/app && /opt/venv/bin/python -m sparseg export model_weights/*.safetensors
 ENV PATH=/opt/venv/bin:$PATH \

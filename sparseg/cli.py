@@ -169,23 +169,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write each checkpoint's network beside it as a torch.export program "
-                       "(<name>.program.pt2/.json: the GPU starts without importing the model libraries) and in "
-                       "OpenVINO's format (<name>.openvino.xml/.bin/.json: the CPU engine, made at start-up when "
-                       "missing), each checked against the checkpoint and stamped")
+    p = sub.add_parser("export", help="write each checkpoint's network in OpenVINO's format beside it "
+                       "(<name>.openvino.xml/.bin/.json): the CPU engine (made at start-up when missing)")
     p.add_argument("checkpoints", type=Path, nargs="+")
-    p.add_argument("--kind", choices=("all", "program", "openvino"), default="all",
-                   help="which files to make (default: both)")
     p.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sparseg.derived import OPENVINO, PROGRAM, make
+    from sparseg.derived import make
 
-    kinds = {"program": [PROGRAM], "openvino": [OPENVINO], "all": [PROGRAM, OPENVINO]}[args.kind]
     for checkpoint in args.checkpoints:
-        for kind in kinds:
-            print(f"wrote {', '.join(str(p) for p in make(checkpoint, kind).all_paths)}")
+        print(f"wrote {', '.join(str(p) for p in make(checkpoint).all_paths)}")
     return 0
 
 
@@ -462,9 +456,6 @@ def _add_package(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, nargs="+", required=True,
                    help="checkpoints to average, e.g. runs/cv/fold*/final.safetensors")
     p.add_argument("--out", type=Path, required=True, help="the tarball to write, e.g. model.tar.gz")
-    p.add_argument("--no-program", action="store_true",
-                   help="leave out the torch.export programs (made with this torch; an image with the same torch "
-                        "starts faster with them, others rebuild the networks)")
     p.add_argument("--no-export", action="store_true",
                    help="leave out the OpenVINO exports (the image then makes them at start-up on a CPU)")
     p.add_argument("--quantize-data", type=Path, metavar="DATA",
@@ -477,7 +468,7 @@ def _add_package(sub: argparse._SubParsersAction) -> None:
 def _package(args: argparse.Namespace) -> int:
     from sparseg.submission import describe, package_model
 
-    manifest = package_model(args.weights, args.out, program=not args.no_program, export=not args.no_export,
+    manifest = package_model(args.weights, args.out, export=not args.no_export,
                              quantize_data=args.quantize_data)
     print(describe(manifest, args.out), end="")
     return 0

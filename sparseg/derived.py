@@ -1,34 +1,31 @@
 """Files derived from a checkpoint: made, stamped, checked and remade by one mechanism.
 
-Three kinds of file are made from a checkpoint and kept beside it:
+Two kinds of file are made from a checkpoint and kept beside it:
 
-    best.safetensors  ->  best.program.pt2 + .json      the network as a torch.export program (GPU start-up)
-                          best.openvino.xml/.bin + .json the network in OpenVINO's format (the CPU engine)
+    best.safetensors  ->  best.openvino.xml/.bin + .json the network in OpenVINO's format (the CPU engine)
                           best.int8.xml/.bin + .json     OpenVINO int8, calibrated by `sparseg quantize`
 
 Each is a `Kind`: a name, its files and how to make them. Everything else is
 shared. The stamp (`<stem><suffix>.json`, written last) names the checkpoint's
 weights (`weights_sha256`), the versions of the libraries that made it and the
 sha256 of each file, so an export of other weights, an interrupted write, an
-edited file or one made by another torch or OpenVINO is never run. Before it
-is saved, a network made from the checkpoint must give the checkpoint's torch
-logits within `PARITY_TOLERANCE` (`require_parity`); the int8 model cannot,
-by design, and is checked on its own measured agreement instead
-(`sparseg.quantization`). Every file is written into a staging folder, read
-back, then proved on disk and renamed into place (`io.place`).
+edited file or one made by another OpenVINO is never run. Before it is saved,
+a network made from the checkpoint must give the checkpoint's torch logits
+within `PARITY_TOLERANCE` (`require_parity`); the int8 model cannot, by design,
+and is checked on its own measured agreement instead (`sparseg.quantization`).
+Every file is written into a staging folder, read back, then proved on disk
+and renamed into place (`io.place`).
 
 What a stale file means depends on its kind: the OpenVINO export is made again
 (at start-up when needed, in a temporary folder when the checkpoint's folder
-is read-only); the program is only worth making ahead of time (`sparseg export`,
-the image's build does it), so without a current one the network is rebuilt;
-an int8 model cannot be remade without calibration data, so a stale one is
-refused.
+is read-only); an int8 model cannot be remade without calibration data, so a
+stale one is refused.
 
-Why a `torch.export` program and not TorchScript: TorchScript is deprecated in
-the pinned torch. The program is exported for the configured frame with a
-dynamic batch, which is what the container feeds unless `--crop-to-brain` is
-given; the crop's frames vary, so it keeps the eager network. Loading the
-program needs no segmentation-models-pytorch, timm or torchvision.
+No torch file is derived. The TorchScript trace that once sped up the start on
+a GPU is deprecated in the pinned torch, and its successor, a `torch.export`
+program of the configured frame with a dynamic batch, was measured: loading it
+took longer than rebuilding the network from the checkpoint (docs/performance.md,
+start-up), so torch always rebuilds the network.
 """
 
 from __future__ import annotations
@@ -59,10 +56,10 @@ log = logging.getLogger(__name__)
 STAMP_FORMAT = "sparseg-derived/1"
 
 PARITY_TOLERANCE = 1e-4
-"""A network derived from a checkpoint (the torch program, the OpenVINO export) must give the checkpoint's torch
-logits to within this, relative to their largest magnitude (at least 1), on its kind's parity frames; else it is
-not made. A wrong conversion, or one that specialised on one shape, is off by far more; measured on the demo, test
-and paper networks: 0 for the program, at most 2e-6 for OpenVINO fp32."""
+"""A network derived from a checkpoint (the OpenVINO export) must give the checkpoint's torch logits to within
+this, relative to their largest magnitude (at least 1), on `parity_frames`; else it is not made. A wrong
+conversion, or one that specialised on one shape, is off by far more; measured on the demo, test and paper
+networks: at most 2e-6 for OpenVINO fp32."""
 
 
 def library_version(name: str) -> str:
@@ -84,13 +81,9 @@ class Kind:
     libraries: tuple[str, ...]
     """Libraries whose version must be the maker's for the file to be current."""
     on_stale: str
-    """"remake" (made again when needed), "rebuild" (the eager network is used instead) or "refuse"."""
+    """"remake" (made again when needed) or "refuse"."""
     write: Callable[[Any, dict[str, Path]], None] | None = None
     """Writes a made network into the given files (one per extension)."""
-
-
-def _write_program(program: Any, files: dict[str, Path]) -> None:
-    torch.export.save(program, str(files[".pt2"]))
 
 
 def _write_openvino(model: Any, files: dict[str, Path]) -> None:
@@ -100,10 +93,9 @@ def _write_openvino(model: Any, files: dict[str, Path]) -> None:
     ov.Core().read_model(str(files[".xml"]))  # reads back whole, or raises
 
 
-PROGRAM = Kind("program", ".program", (".pt2",), ("torch",), "rebuild", _write_program)
 OPENVINO = Kind("openvino", ".openvino", (".xml", ".bin"), ("openvino",), "remake", _write_openvino)
 INT8 = Kind("int8", ".int8", (".xml", ".bin"), (), "refuse", _write_openvino)
-KINDS = (PROGRAM, OPENVINO, INT8)
+KINDS = (OPENVINO, INT8)
 
 
 @dataclass(frozen=True)
@@ -175,22 +167,19 @@ class Derived:
             try:
                 staging.mkdir(parents=True)
                 staged = Derived(self.kind, self.checkpoint, staging)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # torch.export's notes on its own serialisation
-                    self.kind.write(network, staged.files)
+                self.kind.write(network, staged.files)
                 hashes = {extension: file_sha256(path) for extension, path in staged.files.items()}
                 self.stamp_path.unlink(missing_ok=True)  # no stamp names a set while it is being replaced
             except OSError as exc:
                 raise OutputError(f"{self.stamp_path}: cannot write ({exc.strerror or exc})") from None
-            except RuntimeError as exc:  # OpenVINO's and torch's errors, a full disk among them
+            except RuntimeError as exc:  # OpenVINO's errors, a full disk among them
                 raise OutputError(f"{self.stamp_path}: cannot write ({str(exc).splitlines()[0]})") from None
             for extension in reversed(self.kind.extensions):
                 place(staged.files[extension], self.files[extension])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         stamp = {"format": STAMP_FORMAT, "kind": self.kind.name, "checkpoint": self.checkpoint.name,
-                 "libraries": {name: library_version(name) for name in ("torch", "openvino")
-                               if name in self.kind.libraries or self.kind.write is _write_openvino},
+                 "libraries": {name: library_version(name) for name in ("torch", "openvino")},
                  **fields, "files_sha256": hashes}
         write_text(self.stamp_path, json.dumps(stamp, indent=2, allow_nan=True) + "\n")
         return self
@@ -218,25 +207,22 @@ def derived_files(checkpoint: Path | str) -> list[Path]:
             *(path for kind in KINDS for path in Derived.of(checkpoint, kind).all_paths)]
 
 
-def parity_frames(config: RunConfig, fixed_frame: bool = False) -> list[torch.Tensor]:
-    """Two seeded random batches of different sizes: a derived network must hold for any batch and, unless
-    `fixed_frame`, any frame (the brain crop feeds frames of any multiple of 32). Small, because an uploaded model
-    is exported at start-up within the container's memory limit. Shape: [(1, C, H, W), (2, C, H/2, about 3W/4)],
-    or (2, C, H, W) second with `fixed_frame`."""
+def parity_frames(config: RunConfig) -> list[torch.Tensor]:
+    """Two seeded random batches of different sizes: a derived network must hold for any batch and any frame (the
+    brain crop feeds frames of any multiple of 32). Small, because an uploaded model is exported at start-up within
+    the container's memory limit. Shape: [(1, C, H, W), (2, C, H/2, about 3W/4)]."""
     height, width = config.preprocessing.slice_size
     channels = config.in_channels
     generator = torch.Generator().manual_seed(0)
-    second = (height, width) if fixed_frame else (max(32, height // 2), max(32, width * 3 // 4 // 32 * 32))
     return [torch.randn(1, channels, height, width, generator=generator),
-            torch.randn(2, channels, *second, generator=generator)]
+            torch.randn(2, channels, max(32, height // 2), max(32, width * 3 // 4 // 32 * 32), generator=generator)]
 
 
-def require_parity(checkpoint: Checkpoint, what: str, derived: Callable[[torch.Tensor], Any],
-                   fixed_frame: bool = False) -> None:
+def require_parity(checkpoint: Checkpoint, what: str, derived: Callable[[torch.Tensor], Any]) -> None:
     """Raise SparsegError, naming the checkpoint, when `derived` (frames -> logits) differs from the checkpoint's
     torch network by more than `PARITY_TOLERANCE` on `parity_frames`; `what` names the derived network."""
     with torch.no_grad():
-        for frame in parity_frames(checkpoint.config, fixed_frame):
+        for frame in parity_frames(checkpoint.config):
             expected = checkpoint.module(frame).numpy()
             got = derived(frame)
             got = got.numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
@@ -246,47 +232,34 @@ def require_parity(checkpoint: Checkpoint, what: str, derived: Callable[[torch.T
                                    f"{tuple(frame.shape)} slices; it cannot be made")
 
 
-def make(path: Path | str, kind: Kind, folder: Path | None = None) -> Derived:
-    """Make checkpoint `path`'s program or OpenVINO export beside it (or into `folder`), once `require_parity`
-    holds for it."""
+def make(path: Path | str, kind: Kind | None = None, folder: Path | None = None) -> Derived:
+    """Make checkpoint `path`'s OpenVINO export beside it (or into `folder`), once `require_parity` holds for it.
+    (The int8 model is made by `sparseg.quantization`, from calibration data.)"""
+    import openvino as ov
+
+    kind = kind or OPENVINO
+    if kind is not OPENVINO:
+        raise ValueError(f"{kind.name} files are not made from the checkpoint alone")
     path = Path(path)
     target = Derived.of(path, kind, folder)
     require_apart(target.all_paths, [path])
     checkpoint = load_checkpoint(path)
-    example = parity_frames(checkpoint.config)[0]
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the converters' tracing notes
-        if kind is PROGRAM:
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            network = torch.export.export(checkpoint.module, (example.expand(2, *example.shape[1:]).clone(),),
-                                          dynamic_shapes=({0: batch},))
-            run = network.module()
-        elif kind is OPENVINO:
-            import openvino as ov
-
-            network = ov.convert_model(checkpoint.module, example_input=example,
-                                       input=[(-1, checkpoint.config.in_channels, -1, -1)])
-            compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-
-            def run(frame: torch.Tensor) -> np.ndarray:
-                return compiled(frame.numpy())[0]
-        else:
-            raise ValueError(f"{kind.name} files are not made from the checkpoint alone")
-        require_parity(checkpoint, f"its {kind.name} network", run, fixed_frame=kind is PROGRAM)
+        warnings.simplefilter("ignore")  # the converter's tracing notes
+        network = ov.convert_model(checkpoint.module, example_input=parity_frames(checkpoint.config)[0],
+                                   input=[(-1, checkpoint.config.in_channels, -1, -1)])
+        compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        require_parity(checkpoint, "OpenVINO's network", lambda frame: compiled(frame.numpy())[0])
     return target.save(network, {"weights_sha256": checkpoint.metadata["weights_sha256"]})
 
 
-def current(path: Path, kind: Kind, weights_sha256: str) -> Derived | None:
+def current(path: Path, kind: Kind, weights_sha256: str) -> Derived:
     """The `kind` files of checkpoint `path` when current. Otherwise, as the kind says: made now (beside it, or
-    in a temporary folder when its folder cannot be written), None (use the eager network), or an InputError."""
+    in a temporary folder when its folder cannot be written), or an InputError."""
     target = Derived.of(path, kind)
     reason = target.stale_because(weights_sha256)
     if reason is None:
         return target
-    if kind.on_stale == "rebuild":
-        if reason != "there is none":
-            log.info("%s: not used (%s); rebuilding the network", target.files[kind.extensions[0]], reason)
-        return None
     if kind.on_stale == "refuse":
         raise InputError(f"{path}: no {kind.name} model to run ({target.files[kind.extensions[0]].name}: {reason}); "
                          f"make one with: sparseg quantize {path} --data TRAINING_DATA")
@@ -298,4 +271,4 @@ def current(path: Path, kind: Kind, weights_sha256: str) -> Derived | None:
         log.info("%s; making them in %s for this run only", exc, folder)
         return make(path, kind, folder)
     finally:
-        gc.collect()  # the torch network and the converted one, before the job's own peak
+        gc.collect()  # the torch network and the converted model, before the job's own peak

@@ -10,8 +10,8 @@ refused); loading checks the weights too, never unpickles anything, and
 rebuilds the model from the stored config alone. A readable copy of the JSON
 is written beside it.
 
-Files made from a checkpoint (its `torch.export` program, OpenVINO export and
-int8 model) are `sparseg.derived`'s; the safetensors file stays the one source
+Files made from a checkpoint (its OpenVINO export and int8 model) are
+`sparseg.derived`'s; the safetensors file stays the one source
 of truth.
 """
 

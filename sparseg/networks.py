@@ -2,9 +2,8 @@
 
 `Network` is one interface over every engine:
 
-- `TorchNetwork`: torch, on the runtime's device and in its precision; the
-  module is the network rebuilt from the checkpoint (eager) or the
-  `torch.export` program beside it (`sparseg.derived`);
+- `TorchNetwork`: torch, on the runtime's device and in its precision, the
+  network rebuilt from the checkpoint;
 - `OpenVINONetwork`: OpenVINO on the CPU, fp32 or bf16 from the export, or
   the int8 model.
 
@@ -14,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -23,9 +21,9 @@ import torch
 from torch import nn
 
 from sparseg.config import INT8_MIN_AGREEMENT, InferenceConfig
-from sparseg.derived import INT8, OPENVINO, PROGRAM, Derived, current, library_version
+from sparseg.derived import INT8, OPENVINO, Derived, current, library_version
 from sparseg.errors import InputError
-from sparseg.model import Checkpoint, load_checkpoint, read_checkpoint, weights_sha256
+from sparseg.model import Checkpoint, load_checkpoint, read_checkpoint
 from sparseg.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,8 +33,8 @@ class Network(Protocol):
     """A checkpoint's network on one engine."""
 
     identity: str
-    """What decides its outputs besides the checkpoint's weights ("" when nothing does: the eager network, the
-    program and the fp32 export agree with the weights within parity; an int8 model is its own files)."""
+    """What decides its outputs besides the checkpoint's weights ("" when nothing does: the torch network and the
+    fp32 export agree with the weights within parity; an int8 model is its own files)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits. Shape: (N, C, H, W) float32 -> (N, 1, H, W) float32."""
@@ -52,13 +50,10 @@ class TorchNetwork:
 
     identity = ""
 
-    def __init__(self, module: nn.Module, runtime: Runtime, channels_last: bool = True, what: str = "eager") -> None:
-        self.channels_last = channels_last
+    def __init__(self, module: nn.Module, runtime: Runtime, channels_last: bool = True) -> None:
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        module = module.to(runtime.device, memory_format=layout)
-        if what == "eager":
-            module = module.eval()  # a program is in evaluation mode as exported (and refuses to be switched)
-        self.module, self.runtime, self.what = module, runtime, what
+        self.module = module.to(runtime.device, memory_format=layout).eval()
+        self.runtime, self.channels_last = runtime, channels_last
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -73,7 +68,7 @@ class TorchNetwork:
         return logits.float().cpu().numpy()
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} {self.runtime.precision}, {self.what}"
+        return f"torch {torch.__version__} {self.runtime.precision}, rebuilt from the checkpoint"
 
 
 class OpenVINONetwork:
@@ -102,8 +97,7 @@ class OpenVINONetwork:
 def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig = InferenceConfig()
                  ) -> tuple[Checkpoint, Network]:
     """Checkpoint `path` and its network for `runtime`: OpenVINO from its export (made now when missing or stale)
-    or its int8 model (refused without a current one); torch from its program where current and the frames are
-    fixed (no brain crop), else the network rebuilt from the checkpoint."""
+    or its int8 model (refused without a current one); torch with the network rebuilt from the checkpoint."""
     path = Path(path)
     if runtime.engine == "openvino":
         checkpoint = read_checkpoint(path)
@@ -112,28 +106,8 @@ def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig 
         if kind is INT8:
             _log_agreement(derived)
         return checkpoint, OpenVINONetwork(derived, runtime)
-    if not inference.crop_to_brain:
-        checkpoint = read_checkpoint(path)
-        program = current(path, PROGRAM, checkpoint.metadata["weights_sha256"])
-        if program is not None:
-            return checkpoint, TorchNetwork(load_program(program, checkpoint), runtime, what="program")
     checkpoint = load_checkpoint(path)
     return checkpoint, TorchNetwork(checkpoint.module, runtime, inference.channels_last)
-
-
-def load_program(program: Derived, checkpoint: Checkpoint) -> nn.Module:
-    """The `torch.export` program of a current stamp, its weights checked against the checkpoint's."""
-    pt2 = program.files[".pt2"]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exported = torch.export.load(str(pt2))
-    except Exception as exc:  # noqa: BLE001 - torch.export.load raises many kinds for a damaged file
-        raise InputError(f"{pt2}: the program cannot be read ({str(exc).splitlines()[0] if str(exc) else exc})"
-                         ) from None
-    if weights_sha256(exported.state_dict) != checkpoint.metadata.get("weights_sha256"):
-        raise InputError(f"{pt2}: weights do not match the checkpoint's recorded sha256 (corrupt or modified)")
-    return exported.module()
 
 
 def _log_agreement(int8: Derived) -> None:

@@ -4,11 +4,9 @@ grand-challenge unpacks a model tarball into /opt/ml/model/ of the algorithm's
 container; the image averages every checkpoint it finds there, in subfolders
 too, and ignores its baked-in weights (`sparseg.weights.default_weights`). The
 tarball holds each checkpoint under a name of its own (fold folders all call
-theirs `best.safetensors`), its JSON copy, optionally its `torch.export`
-program made with this torch (used by an image with the same torch, which
-then starts faster; any other rebuilds the network) and its OpenVINO export
-(the CPU engine; without it the image exports at start-up), all made by
-`sparseg.derived`, its int8 model when there is a
+theirs `best.safetensors`), its JSON copy, optionally its OpenVINO export
+(the CPU engine, made by `sparseg.derived`; without it the image exports at
+start-up), its int8 model when there is a
 current one beside it (`sparseg quantize`, or `quantize_data` here: run with
 `--precision int8`), and `sparseg-model.json`, which says what is inside.
 Checkpoints that cannot be averaged (other preprocessing or threshold), or
@@ -27,7 +25,7 @@ import torch
 
 from sparseg import __version__
 from sparseg.cases import data_inputs, find_any_cases
-from sparseg.derived import INT8, KINDS, OPENVINO, PROGRAM, Derived, derived_files, library_version, make
+from sparseg.derived import INT8, KINDS, Derived, derived_files, library_version, make
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
 from sparseg.io import atomic_path, require_apart, verify_gzip
@@ -73,7 +71,7 @@ def _int8_summary(path: Path, weights_sha256: str) -> dict | None:
             "smallest_dice_vs_fp32": dice.get("smallest")}
 
 
-def package_model(weights: list[Path], out: Path, program: bool = True, export: bool = True,
+def package_model(weights: list[Path], out: Path, export: bool = True,
                   quantize_data: Path | None = None) -> dict:
     """Write the model tarball `out` (.tar.gz) of the checkpoints `weights`; return its manifest.
 
@@ -107,7 +105,6 @@ def package_model(weights: list[Path], out: Path, program: bool = True, export: 
         "format": FORMAT,
         "sparseg": __version__,
         "torch": torch.__version__,
-        "program": program,
         "synthetic": checkpoints[0].synthetic,
         "threshold": checkpoints[0].config.threshold,
         "checkpoints": [{
@@ -126,9 +123,8 @@ def package_model(weights: list[Path], out: Path, program: bool = True, export: 
             shutil.copyfile(path, staging / name)
             if path.with_suffix(".json").is_file():
                 shutil.copyfile(path.with_suffix(".json"), (staging / name).with_suffix(".json"))
-            for kind, wanted in ((PROGRAM, program), (OPENVINO, export)):
-                if wanted:
-                    make(staging / name, kind)
+            if export:
+                make(staging / name)
             if int8[path] is not None:
                 source, staged = Derived.of(path, INT8), Derived.of(staging / name, INT8)
                 for made, copy in zip(source.all_paths, staged.all_paths, strict=True):
@@ -147,12 +143,11 @@ def package_model(weights: list[Path], out: Path, program: bool = True, export: 
 
 def describe(manifest: dict, out: Path) -> str:
     """What the model tarball `out` holds, from its `manifest`, as `sparseg package` prints it: the checkpoints,
-    whether their torch.export programs and OpenVINO exports are packed, their int8 models, and a note when they
-    were trained on synthetic data."""
+    whether their OpenVINO exports are packed, their int8 models, and a note when they were trained on synthetic
+    data."""
     files = ", ".join(c["file"] for c in manifest["checkpoints"])
     int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
     text = (f"wrote {out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
-            + (f", torch.export programs of torch {manifest['torch']}" if manifest["program"] else "")
             + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
             + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
                f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else "")

@@ -65,25 +65,6 @@ def edit_checkpoint_header(checkpoint: Path, change: Callable[[dict], None], res
     return checkpoint
 
 
-def tamper_program(checkpoint: Path) -> Path:
-    """Make `checkpoint`'s torch.export program, then change one of its weights and restamp it (a modified file
-    whose stamp still looks current)."""
-    import json
-
-    from sparseg.derived import PROGRAM, file_sha256, make
-
-    program = make(checkpoint, PROGRAM)
-    pt2 = program.files[".pt2"]
-    exported = torch.export.load(str(pt2))
-    with torch.no_grad():
-        next(iter(exported.state_dict.values())).add_(1.0)
-    torch.export.save(exported, str(pt2))
-    stamp = program.stamp()
-    stamp["files_sha256"][".pt2"] = file_sha256(pt2)
-    program.stamp_path.write_text(json.dumps(stamp))
-    return pt2
-
-
 def mount_full_tmpfs(folder: Path) -> str | None:
     """Mount a 64 KiB tmpfs on `folder` and fill it to the last byte; the reason when it cannot (needs root)."""
     import os

@@ -24,7 +24,7 @@ from sparseg.cli import main
 from sparseg.io import Geometry, read_image, write_image
 from sparseg.synth import SynthConfig, write_input_case
 
-from conftest import edit_checkpoint_header, mount_full_tmpfs, tamper_program
+from conftest import edit_checkpoint_header, mount_full_tmpfs
 
 
 def _adc(root: Path) -> Path:
@@ -284,7 +284,7 @@ HEADER_DAMAGE: dict[str, tuple[Callable[[dict], None], bool, str]] = {
     "unknown config key": (lambda m: m["config"]["model"].update(depth=4), True, "model.depth"),
     "no config": (lambda m: m.pop("config"), True, "no run config"),
 }
-DAMAGE = ["missing", "truncated", "tampered", "tampered program", *HEADER_DAMAGE]
+DAMAGE = ["missing", "truncated", "tampered", *HEADER_DAMAGE]
 
 
 def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
@@ -294,9 +294,6 @@ def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
         weights.write_bytes(data[: len(data) // 2])
     elif damage == "tampered":
         weights.write_bytes(data[:-8] + bytes(8))
-    elif damage == "tampered program":
-        weights.write_bytes(data)
-        tamper_program(weights)
     elif damage in HEADER_DAMAGE:
         weights.write_bytes(data)
         change, resign, _ = HEADER_DAMAGE[damage]
@@ -305,19 +302,16 @@ def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
 
 
 def _checkpoint_problem(damage: str) -> str:
-    return {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256",
-            "tampered program": "sha256"}.get(damage) or HEADER_DAMAGE[damage][2]
+    return {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256"}.get(damage) or \
+        HEADER_DAMAGE[damage][2]
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
-    named = "model.program.pt2" if damage == "tampered program" else "model.safetensors"
     output = tmp_path / "output"
-    # the program is torch's: the CPU's default engine (OpenVINO) has an export of its own
-    options = ("--engine", "torch") if damage == "tampered program" else ()
-    code, _, err = _process(case, output, weights, capsys, *options)
-    _assert_clean_error(code, err, output, named, _checkpoint_problem(damage))
+    code, _, err = _process(case, output, weights, capsys)
+    _assert_clean_error(code, err, output, "model.safetensors", _checkpoint_problem(damage))
 
 
 def test_int8_without_an_int8_model_is_a_clean_error(case: Path, tiny_checkpoint: Path, tmp_path: Path,
@@ -342,7 +336,7 @@ def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: P
     np.testing.assert_array_equal(mask.array, read_image(_process_torch(case, tmp_path, weights)).array)
 
 
-@pytest.mark.parametrize("damage", [d for d in DAMAGE if d != "tampered program"])
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_info_verify_names_a_bad_checkpoint(damage: str, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
     code = main(["info", str(weights), "--verify"])
@@ -444,11 +438,6 @@ def readme_table() -> str:
                    "tampered checkpoint (weights changed)": tmp / "tampered.safetensors"}
         damaged["truncated checkpoint"].write_bytes(weights.read_bytes()[:1000])
         damaged["tampered checkpoint (weights changed)"].write_bytes(weights.read_bytes()[:-8] + bytes(8))
-        traced = "torch.export program beside it with changed weights (`--engine torch`)"
-        damaged[traced] = tmp / "program" / "tiny.safetensors"
-        damaged[traced].parent.mkdir()
-        damaged[traced].write_bytes(weights.read_bytes())
-        tamper_program(damaged[traced])
         exported = "OpenVINO export beside it with changed weights (it is made again)"
         damaged[exported] = tmp / "exported" / "tiny.safetensors"
         damaged[exported].parent.mkdir()
@@ -458,7 +447,7 @@ def readme_table() -> str:
         damaged[no_int8] = tmp / "no-int8" / "tiny.safetensors"
         damaged[no_int8].parent.mkdir()
         damaged[no_int8].write_bytes(weights.read_bytes())
-        options = {traced: ["--engine", "torch"], no_int8: ["--precision", "int8"]}
+        options = {no_int8: ["--precision", "int8"]}
         for what, (change, resign, _) in HEADER_DAMAGE.items():
             damaged[f"checkpoint header: {what}"] = tmp / f"header{len(damaged)}" / "tiny.safetensors"
             damaged[f"checkpoint header: {what}"].parent.mkdir()

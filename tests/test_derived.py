@@ -13,15 +13,15 @@ import torch
 
 from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig
-from sparseg.derived import OPENVINO, PROGRAM, Derived, make
+from sparseg.derived import OPENVINO, Derived, make
 from sparseg.errors import InputError
 from sparseg.inference import Predictor
 from sparseg.io import read_image
 from sparseg.model import build_model, read_metadata, save_checkpoint
-from sparseg.networks import OpenVINONetwork, TorchNetwork, load_network
+from sparseg.networks import OpenVINONetwork, load_network
 from sparseg.runtime import resolve_runtime
 
-from conftest import TINY_RUN, tamper_program
+from conftest import TINY_RUN
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,16 +102,13 @@ def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: P
 
 def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
-    make(path, OPENVINO)
-    make(path, PROGRAM)
-    for engine, network in (("openvino", "OpenVINONetwork"), ("torch", "TorchNetwork")):
-        script = ("import sys; from sparseg.weights import load_predictor; from sparseg.config import InferenceConfig; "
-                  f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu', "
-                  f"inference=InferenceConfig(engine={engine!r})); "
-                  "print(type(p.networks[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
-                  "'torchvision') if m in sys.modules))")
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-        assert out.split() == [network, "[]"], engine
+    make(path)
+    script = ("import sys; from sparseg.weights import load_predictor; "
+              f"p = load_predictor([__import__('pathlib').Path({str(path)!r})], 'cpu'); "
+              "print(type(p.networks[0]).__name__, sorted(m for m in ('segmentation_models_pytorch', 'timm', "
+              "'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["OpenVINONetwork", "[]"]
 
 
 def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(tmp_path: Path) -> None:
@@ -135,16 +132,15 @@ def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    for kind, failing in ((OPENVINO, "net.openvino.bin"), (PROGRAM, "net.program.pt2")):
-        with pytest.raises(OutputError, match=rf"{failing}: cannot write \(No space left on device\)"):
-            make(path, kind)
-        assert not any(p.exists() for p in Derived.of(path, kind).all_paths)
+    with pytest.raises(OutputError, match=r"net.openvino.bin: cannot write \(No space left on device\)"):
+        make(path)
+    assert not any(p.exists() for p in Derived.of(path, OPENVINO).all_paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
 
 
 def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The program and the OpenVINO export are held to the same `derived.PARITY_TOLERANCE`: with none left, both
-    are refused, naming the checkpoint; within it, a derived network off by less than the tolerance passes."""
+    """A derived network is held to `derived.PARITY_TOLERANCE`: with none left, the OpenVINO export is refused,
+    naming the checkpoint; within it, a derived network off by less than the tolerance passes."""
     from sparseg import derived, model
     from sparseg.errors import SparsegError
 
@@ -157,48 +153,6 @@ def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypat
     with pytest.raises(SparsegError, match=r"net.safetensors: off differs from torch's by"):
         derived.require_parity(checkpoint, "off", lambda frame: network(frame) + 2.0 * scale)
     monkeypatch.setattr(derived, "PARITY_TOLERANCE", -1.0)
-    for kind in (PROGRAM, OPENVINO):
-        with pytest.raises(SparsegError, match=rf"net.safetensors: its {kind.name} network differs from torch's"):
-            make(path, kind)
-        assert not any(p.exists() for p in Derived.of(path, kind).all_paths)
-
-
-def test_the_program_is_used_and_equals_the_eager_network(tmp_path: Path) -> None:
-    """The torch.export program runs any batch of the configured frame exactly as the rebuilt network; the crop's
-    frames vary, so with --crop-to-brain the rebuilt network runs."""
-    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
-    program = make(path, PROGRAM)
-    assert program.files[".pt2"] == tmp_path / "net.program.pt2"
-    stamp = program.stamp()
-    assert stamp["weights_sha256"] == read_metadata(path)["weights_sha256"]
-    assert stamp["libraries"]["torch"] == torch.__version__
-    runtime = resolve_runtime("cpu", "torch", "fp32")
-    checkpoint, network = load_network(path, runtime)
-    assert isinstance(network, TorchNetwork) and network.what == "program" and checkpoint.module is None
-    eager = load_network(path, runtime, InferenceConfig(crop_to_brain=True))[1]
-    assert eager.what == "eager"
-    for batch in (1, 3, 7):
-        x = np.random.default_rng(batch).random((batch, 3, *TINY_RUN.preprocessing.slice_size), dtype=np.float32)
-        np.testing.assert_array_equal(network(x), eager(x))
-
-
-def test_a_stale_or_damaged_program_is_not_used_and_a_modified_one_is_refused(tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="sparseg")
-    runtime = resolve_runtime("cpu", "torch", "fp32")
-    path = _checkpoint(tmp_path / "net.safetensors", seed=1)
-    program = make(path, PROGRAM)
-    stamp = program.stamp()
-    program.stamp_path.write_text(json.dumps({**stamp, "libraries": {"torch": "0.0.1"}}))
-    assert load_network(path, runtime)[1].what == "eager"
-    assert "made by torch 0.0.1" in caplog.text
-    make(path, PROGRAM)
-    _checkpoint(path, seed=2)  # retrained: other weights under the same name
-    assert load_network(path, runtime)[1].what == "eager"
-    assert "made from other weights" in caplog.text
-    make(path, PROGRAM)
-    program.files[".pt2"].write_bytes(program.files[".pt2"].read_bytes()[:-2000])
-    assert load_network(path, runtime)[1].what == "eager"
-    assert "net.program.pt2 is not the file its stamp names" in caplog.text
-    tamper_program(path)  # other weights inside, restamped to look current
-    with pytest.raises(InputError, match=r"net\.program\.pt2: weights do not match"):
-        load_network(path, runtime)
+    with pytest.raises(SparsegError, match=r"net.safetensors: OpenVINO's network differs from torch's"):
+        make(path)
+    assert not any(p.exists() for p in Derived.of(path, OPENVINO).all_paths)

@@ -452,11 +452,11 @@ def test_parts_leave_each_other_s_temporaries_alone(data: Path, tiny_checkpoint:
 
 
 def test_export_never_writes_over_its_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    """A derived file's name that is a link to the checkpoint itself: writing the program there would replace the
+    """A derived file's name that is a link to the checkpoint itself: writing the export there would replace the
     weights."""
     checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "m.safetensors"))
-    (tmp_path / "m.program.pt2").symlink_to(checkpoint)
-    _refused(capsys, main(["export", str(checkpoint)]), "m.program.pt2: this command would write there")
+    (tmp_path / "m.openvino.bin").symlink_to(checkpoint)
+    _refused(capsys, main(["export", str(checkpoint)]), "m.openvino.bin: this command would write there")
     assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
 
 

@@ -13,7 +13,7 @@ import torch
 
 from sparseg.cases import OUTPUT_MASK, find_cases, prediction_name
 from sparseg.cli import main
-from sparseg.derived import INT8, OPENVINO, PROGRAM, Derived, current
+from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
 from sparseg.io import read_mask
 from sparseg.model import build_model, read_metadata, save_checkpoint
@@ -46,15 +46,13 @@ def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> No
         names = sorted(archive.getnames())
         assert {member.mode for member in archive.getmembers()} == {0o644}  # the container's user reads them
         archive.extractall(tmp_path / "unpacked", filter="data")
-    exports = [f"fold{k}-best.{kind}" for k in range(2)
-               for kind in ("openvino.xml", "openvino.bin", "openvino.json", "program.pt2", "program.json")]
+    exports = [f"fold{k}-best.openvino.{part}" for k in range(2) for part in ("xml", "bin", "json")]
     assert names == sorted([MANIFEST, "fold0-best.json", "fold0-best.safetensors",
                             "fold1-best.json", "fold1-best.safetensors", *exports])
     assert manifest["openvino"] and all(entry["int8"] is None for entry in manifest["checkpoints"])
     for k in range(2):  # each export is current for its checkpoint under its new name: no export at start-up
         member = tmp_path / "unpacked" / f"fold{k}-best.safetensors"
-        for kind in (OPENVINO, PROGRAM):
-            assert Derived.of(member, kind).stale_because(read_metadata(member)["weights_sha256"]) is None
+        assert Derived.of(member, OPENVINO).stale_because(read_metadata(member)["weights_sha256"]) is None
     assert json.loads((tmp_path / "unpacked" / MANIFEST).read_text()) == manifest
     for entry, path in zip(manifest["checkpoints"], paths):
         assert read_metadata(tmp_path / "unpacked" / entry["file"])["weights_sha256"] == entry["weights_sha256"]
@@ -131,7 +129,7 @@ def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path
     model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
     path = save_checkpoint(tmp_path / "run" / "best.safetensors", model.eval(), TINY_RUN,
                            {"data": {"case_ids": ids[:4], "synthetic": True}})
-    manifest = package_model([path], tmp_path / "model.tar.gz", program=False, quantize_data=tiny_dataset)
+    manifest = package_model([path], tmp_path / "model.tar.gz", quantize_data=tiny_dataset)
     int8 = manifest["checkpoints"][0]["int8"]
     assert int8["held_out_cases"] == 2 and 0 <= int8["smallest_dice_vs_fp32"] <= 1
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
@@ -153,9 +151,9 @@ def test_an_int8_model_made_for_other_weights_is_not_packed(tmp_path: Path) -> N
     mine = _checkpoint(tmp_path / "mine" / "best.safetensors")
     for source, copy in zip(made.all_paths, Derived.of(mine, INT8).all_paths, strict=True):
         copy.write_bytes(source.read_bytes())
-    manifest = package_model([mine], tmp_path / "model.tar.gz", program=False, export=False)
+    manifest = package_model([mine], tmp_path / "model.tar.gz", export=False)
     assert manifest["checkpoints"][0]["int8"] is None
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
         assert not [name for name in archive.getnames() if ".int8." in name]
-    assert package_model([other], tmp_path / "own.tar.gz", program=False, export=False)["checkpoints"][0]["int8"] == {
+    assert package_model([other], tmp_path / "own.tar.gz", export=False)["checkpoints"][0]["int8"] == {
         "held_out_cases": 2, "holds": True, "smallest_dice_vs_fp32": 1.0}

@@ -159,9 +159,10 @@ def test_validation_masks_are_what_predict_writes(tiny_dataset: Path, tmp_path: 
 
 
 def test_one_step_updates_the_weights_and_reports_each_term() -> None:
+    from sparseg.runtime import training_runtime
     from sparseg.train import Optimisation
 
-    optimisation = Optimisation.build(TINY, torch.device("cpu"))
+    optimisation = Optimisation.build(TINY, training_runtime("cpu"))
     before = {k: v.clone() for k, v in optimisation.model.state_dict().items()}
     images = torch.rand(4, TINY.in_channels, *TINY.preprocessing.slice_size)
     targets = (torch.rand(4, 1, *TINY.preprocessing.slice_size) > 0.9).float()
