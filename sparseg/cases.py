@@ -25,6 +25,7 @@ import csv
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,50 @@ def part_name(name: str, part: int, parts: int) -> str:
         return name
     stem, dot, suffix = name.partition(".")
     return f"{stem}_part{part + 1}of{parts}{dot}{suffix}"
+
+
+CLUSTER_INDICES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+"""What a cluster tells each task of a job array: SLURM job arrays (with SLURM_ARRAY_TASK_COUNT, _MIN and _STEP)
+and Kubernetes Indexed Jobs (0-based; the number of completions is not passed, so --parts gives it)."""
+
+
+def resolve_part(part: int | None, parts: int | None, environ: Mapping[str, str]) -> tuple[int, int, str]:
+    """`--part` (1-based) and `--parts` as given, else from a job array's environment (`CLUSTER_INDICES`); with
+    neither, the whole batch. Returns (part, parts, where they came from). A value that is not a whole number, or a
+    part outside 1..parts, is an InputError naming the variable."""
+
+    def number(name: str) -> int:
+        text = environ.get(name, "").strip()
+        if not text.lstrip("-").isdigit():
+            raise InputError(f"{name}={environ.get(name)!r}: not a whole number")
+        return int(text)
+
+    where = "--part/--parts"
+    if part is None and "SLURM_ARRAY_TASK_ID" in environ:
+        step = number("SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in environ else 1
+        first = number("SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in environ else 0
+        offset = number("SLURM_ARRAY_TASK_ID") - first
+        if step < 1 or offset % step:
+            raise InputError(f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']}: not a task of the array "
+                             f"{first}-...:{step}")
+        part = offset // step + 1
+        if parts is None:
+            if "SLURM_ARRAY_TASK_COUNT" not in environ:
+                raise InputError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: give --parts N")
+            parts = number("SLURM_ARRAY_TASK_COUNT")
+        where = (f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']}"
+                 f"{'' if 'SLURM_ARRAY_TASK_COUNT' not in environ else ' of ' + environ['SLURM_ARRAY_TASK_COUNT']}")
+    elif part is None and "JOB_COMPLETION_INDEX" in environ:
+        if parts is None:
+            raise InputError(f"JOB_COMPLETION_INDEX={environ['JOB_COMPLETION_INDEX']}: a Kubernetes Indexed Job does "
+                             "not say how many completions it has; give --parts N (the Job's completions)")
+        part = number("JOB_COMPLETION_INDEX") + 1
+        where = f"JOB_COMPLETION_INDEX={environ['JOB_COMPLETION_INDEX']}"
+    part = 1 if part is None else part
+    parts = 1 if parts is None else parts
+    if parts < 1 or not 1 <= part <= parts:
+        raise InputError(f"{where}: part {part} of {parts}: expected 1 <= part <= parts")
+    return part, parts, where
 
 
 def batch_part(cases: list[Case], part: int, parts: int) -> list[Case]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -363,7 +364,7 @@ def _one_case(args: argparse.Namespace) -> int:
     from sparseg.segment import predict_case
 
     batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
-    if batch_only or args.parts != 1:
+    if batch_only or args.parts not in (None, 1):
         options = ", ".join("--" + name.replace("_", "-") for name in batch_only) or "--parts"
         raise SparsegError(f"{options}: for a batch into an output folder, not one case into {args.out}")
     suffix = next((s for s in ONE_FILE_MASKS if args.out.name.lower().endswith(s)), None)
@@ -408,24 +409,25 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", action="store_true",
                    help=f"also write {BATCH_REPORT}: one page with the sortable summary, every case's overlay, "
                         "scores where labels exist, and flags for what deserves a look (implies --overlays)")
-    p.add_argument("--part", type=int, default=1, help="with --parts N: which share of the cases (1 to N)")
-    p.add_argument("--parts", type=int, default=1,
-                   help="split the cases by id into N shares, for N machines or GPUs writing into one --out")
+    p.add_argument("--part", type=int, help="with --parts N: which share of the cases (1 to N); default: from a "
+                   "job array's SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX (Kubernetes) when set, else 1")
+    p.add_argument("--parts", type=int,
+                   help="split the cases by id into N shares, for N machines or GPUs writing into one --out; "
+                        "default: SLURM_ARRAY_TASK_COUNT in a SLURM job array, else 1 (docs/cluster.md)")
     _add_inference_options(p)
     p.set_defaults(handler=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from sparseg.batch import batch_outputs, predict_batch
-    from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name
+    from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name, resolve_part
 
     _check_inference_options(args)
     if args.data is None:
         if not (args.adc and args.zadc):
             raise SparsegError("give --data (a folder or a CSV manifest), or --adc and --zadc files for one case")
         return _one_case(args)
-    if args.part < 1 or args.parts < 1 or args.part > args.parts:
-        raise SparsegError(f"--part {args.part} --parts {args.parts}: expected 1 <= part <= parts")
+    args.part, args.parts, where = resolve_part(args.part, args.parts, os.environ)
     if args.out.exists() and not args.out.is_dir():
         raise SparsegError(f"--out {args.out}: not a folder (a batch writes a folder of masks)")
     cases = find_any_cases(args.data, args.adc, args.zadc)  # checked before the network is loaded
@@ -433,7 +435,7 @@ def _predict(args: argparse.Namespace) -> int:
     _require_apart(batch_outputs(mine, args.out, args.part - 1, args.parts, args.report),
                    data_inputs(args.data, cases), args.weights)
     if args.parts > 1:
-        print(f"part {args.part} of {args.parts}: {len(mine)} of the {len(cases)} cases")
+        print(f"part {args.part} of {args.parts} ({where}): {len(mine)} of the {len(cases)} cases")
     summaries = predict_batch(cases, args.out, _predictor(args), save_probabilities=args.save_probabilities,
                               overlays=args.overlays or args.report, overwrite=args.overwrite,
                               mask_format=args.mask_format, report=args.report, part=args.part - 1,

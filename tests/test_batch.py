@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sparseg.batch import predict_batch
 from sparseg.cases import find_any_cases, find_cases
@@ -115,6 +116,25 @@ def test_two_parts_into_one_folder_equal_one_run(tiny_checkpoint: Path, tiny_dat
                                       read_image(tmp_path / "whole" / name).array)
     shares = [set(_statuses_of(tmp_path / "parts" / f"summary_part{k}of2.csv")) for k in (1, 2)]
     assert not shares[0] & shares[1] and shares[0] | shares[1] == set(_statuses(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("cluster", ["slurm", "kubernetes"])
+def test_a_job_array_splits_the_cohort_without_part_options(cluster: str, tiny_checkpoint: Path, tiny_dataset: Path,
+                                                            tmp_path: Path, monkeypatch, capsys) -> None:
+    """docs/cluster.md's scripts: each task runs the same command; its index chooses its share."""
+    command = ["predict", "--data", str(tiny_dataset), "--weights", str(tiny_checkpoint), "--out", str(tmp_path)]
+    for index in range(3):
+        if cluster == "slurm":
+            monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(10 + index))
+            monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "10")
+            monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+            assert main(command) == 0
+        else:
+            monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+            assert main([*command, "--parts", "3"]) == 0
+        assert f"part {index + 1} of 3 (" in capsys.readouterr().out
+    shares = [set(_statuses_of(tmp_path / f"summary_part{k}of3.csv")) for k in (1, 2, 3)]
+    assert sum(map(len, shares)) == 6 and len(set().union(*shares)) == 6
 
 
 def _statuses_of(path: Path) -> dict[str, dict[str, str]]:

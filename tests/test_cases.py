@@ -253,3 +253,26 @@ def test_ids_that_differ_only_in_case_or_normalisation_are_refused(tmp_path: Pat
         cases.find_any_cases(manifest)
     assert "'Patient' and 'patient' differ only in letter case" in str(info.value)
     assert "'b\u00e9b\u00e9' and 'be\u0301be\u0301' differ only in letter case or Unicode" in str(info.value)
+
+
+def test_a_job_array_s_index_chooses_the_part() -> None:
+    """SLURM job arrays and Kubernetes Indexed Jobs: one script for every task; given options win."""
+    assert cases.resolve_part(None, None, {}) == (1, 1, "--part/--parts")
+    slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1",
+             "SLURM_ARRAY_TASK_STEP": "2"}  # --array=1-7:2: tasks 1, 3, 5, 7
+    assert cases.resolve_part(None, None, slurm) == (4, 4, "SLURM_ARRAY_TASK_ID=7 of 4")
+    assert cases.resolve_part(None, None, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "3"})[:2] == (1, 3)
+    assert cases.resolve_part(2, 5, slurm) == (2, 5, "--part/--parts")
+    assert cases.resolve_part(None, 3, {"JOB_COMPLETION_INDEX": "2"}) == (3, 3, "JOB_COMPLETION_INDEX=2")
+    with pytest.raises(InputError, match="JOB_COMPLETION_INDEX=2: a Kubernetes Indexed Job does not say how many"):
+        cases.resolve_part(None, None, {"JOB_COMPLETION_INDEX": "2"})
+    with pytest.raises(InputError, match=r"JOB_COMPLETION_INDEX=3: part 4 of 3: expected 1 <= part <= parts"):
+        cases.resolve_part(None, 3, {"JOB_COMPLETION_INDEX": "3"})
+    with pytest.raises(InputError, match="SLURM_ARRAY_TASK_ID='x': not a whole number"):
+        cases.resolve_part(None, None, {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"})
+    with pytest.raises(InputError, match="SLURM_ARRAY_TASK_ID=4: not a task of the array 1-...:2"):
+        cases.resolve_part(None, None, {**slurm, "SLURM_ARRAY_TASK_ID": "4"})
+    with pytest.raises(InputError, match="SLURM_ARRAY_TASK_COUNT is not: give --parts N"):
+        cases.resolve_part(None, None, {"SLURM_ARRAY_TASK_ID": "1"})
+    with pytest.raises(InputError, match=r"--part/--parts: part 3 of 2"):
+        cases.resolve_part(3, 2, {})
