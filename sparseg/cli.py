@@ -104,11 +104,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from sparseg.evaluation import evaluate, markdown_table, write_report
+    from sparseg.evaluation import evaluate, lesion_table, markdown_table, write_report
 
     report = evaluate(args.gt, args.pred, EvaluationConfig(nsd_tolerance_mm=args.tolerance_mm), out=args.out)
     paths = write_report(report, args.out)
-    print(markdown_table(report.summary, report.config.nsd_tolerance_mm), end="")
+    print(markdown_table(report.summary, report.config.nsd_tolerance_mm))
+    print(lesion_table(report.summary, report.config.lesion_band_edges_ml), end="")
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -249,7 +250,7 @@ def _cv(args: argparse.Namespace) -> int:
 
     from sparseg.config import load_run_config
     from sparseg.crossval import outputs, run_cv
-    from sparseg.evaluation import markdown_table
+    from sparseg.evaluation import lesion_table, markdown_table
 
     config = load_run_config(args.config)
     if args.folds is not None:
@@ -266,7 +267,8 @@ def _cv(args: argparse.Namespace) -> int:
     masks, scores, sweep = outputs(args.out, args.checkpoint)
     print(f"out-of-fold masks of {len(result.report.rows)} cases ({len(result.folds)} folds, each fold's "
           f"{result.checkpoint}) in {masks}; scores in {scores}")
-    print(markdown_table(result.report.summary, result.report.config.nsd_tolerance_mm), end="")
+    print(markdown_table(result.report.summary, result.report.config.nsd_tolerance_mm))
+    print(lesion_table(result.report.summary, result.report.config.lesion_band_edges_ml), end="")
     print(f"\nout-of-fold DSC by sigmoid threshold (the checkpoints use {config.threshold:g}; {sweep}):")
     print("| threshold | DSC |\n|---|---|")
     for row in result.sweep or []:

@@ -126,12 +126,17 @@ class EvaluationConfig:
     """Normalised surface Dice tolerance."""
     burden_edges: tuple[float, float] = (0.01, 0.05)
     """Lesion burden (lesion voxels / non-zero ADC voxels) strata edges: <1%, 1-5%, >5%."""
+    lesion_band_edges_ml: tuple[float, float] = (0.1, 1.0)
+    """Lesion-wise scores by lesion volume: bands "small" (< 0.1 mL), "medium" (0.1-1 mL), "large" (>= 1 mL)."""
 
     def __post_init__(self) -> None:
         _require_number(self.nsd_tolerance_mm, "nsd_tolerance_mm", 0.0, low_open=True)
         _require_range(self.burden_edges, "burden_edges")
         _require(0 < self.burden_edges[0] and self.burden_edges[1] < 1, "burden_edges",
                  f"expected fractions between 0 and 1, not {self.burden_edges!r}")
+        _require_range(self.lesion_band_edges_ml, "lesion_band_edges_ml")
+        _require(0 < self.lesion_band_edges_ml[0], "lesion_band_edges_ml",
+                 f"expected volumes in mL above 0, not {self.lesion_band_edges_ml!r}")
 
 
 @dataclass(frozen=True)
@@ -327,6 +332,16 @@ def burden_groups(edges: tuple[float, float] = EvaluationConfig.burden_edges) ->
     """The stratum names in ascending order."""
     low, high = edges
     return [f"<{low:.0%}", f"{low:.0%}-{high:.0%}", f">{high:.0%}"]
+
+
+LESION_BANDS = ("small", "medium", "large")
+"""The lesion-volume bands of lesion-wise scores, smallest first (edges: `EvaluationConfig.lesion_band_edges_ml`)."""
+
+
+def lesion_band_names(edges_ml: tuple[float, float] = EvaluationConfig.lesion_band_edges_ml) -> dict[str, str]:
+    """Each band of `LESION_BANDS` in words: {"small": "< 0.1 mL", ...}."""
+    low, high = edges_ml
+    return dict(zip(LESION_BANDS, (f"< {low:g} mL", f"{low:g}-{high:g} mL", f">= {high:g} mL"), strict=True))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseg.cases import Case, case_id_of, data_inputs, find_cases, find_masks
-from sparseg.config import EvaluationConfig, burden_group, burden_groups
+from sparseg.config import EvaluationConfig, burden_group, burden_groups, lesion_band_names
 from sparseg.errors import InputError
 from sparseg.io import (
     Geometry,
@@ -53,6 +53,7 @@ from sparseg.io import (
     write_csv,
     write_text,
 )
+from sparseg.lesions import lesion_counts, lesion_rates, pooled
 from sparseg.metrics import CaseScore, dice, lesion_burden, score_case
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ SCORING = {"dsc": "Dice; does not depend on the spacing",
            "means": "over the cases where each score is defined (pandas' describe(), as the organisers): a MASD of "
                     "NaN (exactly one mask empty) is left out of the MASD mean, its DSC 0 and NSD 0 count"}
 """What the columns of scores.csv and the keys of summary.json mean, written into summary.json."""
+LESION_NOTE = ("Lesions: 26-connected components; a true lesion is detected when any of its voxels is predicted, a "
+               "predicted lesion is false when it touches no true lesion; counts pooled over the row's cases.")
+"""One line under every lesion-wise table."""
 RULE_NOTE = ("DSC, MASD, NSD: the BONBID-HIE 2024 evaluation (the organisers' current script, spacing (z, x, y)); "
              "physical: spacing (z, y, x); 2023: the 2023 script's (x, y, z)")
 """One line under every table of scores, saying which rule each column follows."""
@@ -121,6 +125,26 @@ class CaseRow:
     pred_voxels: int
     burden: float
     burden_group: str
+    lesions_true: int = 0
+    lesions_pred: int = 0
+    lesions_detected: int = 0
+    lesions_missed: int = 0
+    lesions_false: int = 0
+    """Lesion-wise counts (`sparseg.lesions`): 26-connected lesions of the label and the prediction, the true ones
+    detected (any overlap) or missed, and the predicted ones overlapping no true lesion."""
+    lesions_true_small: int = 0
+    lesions_detected_small: int = 0
+    lesions_false_small: int = 0
+    lesions_true_medium: int = 0
+    lesions_detected_medium: int = 0
+    lesions_false_medium: int = 0
+    lesions_true_large: int = 0
+    lesions_detected_large: int = 0
+    lesions_false_large: int = 0
+    """The same by lesion volume band (`config.LESION_BANDS`)."""
+    lesion_sensitivity: float = math.nan
+    lesion_precision: float = math.nan
+    lesion_f1: float = math.nan
     grid_warning: str = ""
     """What differs between the prediction's header geometry and the label's, if anything."""
 
@@ -172,7 +196,7 @@ def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry
               config: EvaluationConfig = EvaluationConfig(), grid_warning: str = "") -> CaseRow:
     """The table row of one case on the label's `geometry`: DSC, MASD and NSD under each spacing rule
     (`RULES`; rules that give the same spacing, as all but the 2023 one do for square pixels, are scored once),
-    voxel counts and burden group."""
+    voxel counts, burden group and the lesion-wise counts and rates (`sparseg.lesions`)."""
     by_spacing: dict[tuple[float, float, float], CaseScore] = {}
     scores = {}
     for rule in RULES:
@@ -180,6 +204,7 @@ def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry
         if spacing not in by_spacing:
             by_spacing[spacing] = score_case(gt, pred, spacing, config.nsd_tolerance_mm)
         scores[rule.keys[0]], scores[rule.keys[1]] = by_spacing[spacing].masd, by_spacing[spacing].nsd
+    lesions = lesion_counts(gt, pred, geometry.voxel_volume_mm3 / 1000.0, config.lesion_band_edges_ml)
     return CaseRow(
         case_id=case_id,
         dsc=next(iter(by_spacing.values())).dsc,
@@ -188,13 +213,16 @@ def score_row(case_id: str, gt: np.ndarray, pred: np.ndarray, geometry: Geometry
         pred_voxels=int(np.count_nonzero(pred)),
         burden=burden,
         burden_group=burden_group(burden, config.burden_edges),
+        **lesions,
+        **lesion_rates(lesions),
         grid_warning=grid_warning,
     )
 
 
 def summarise(rows: list[CaseRow], config: EvaluationConfig = EvaluationConfig()) -> dict[str, dict[str, float]]:
     """Means over cases, overall and per stratum: each score over the cases where it is defined, as the
-    organisers' `describe()` takes them (a MASD of NaN drops out of the MASD mean only)."""
+    organisers' `describe()` takes them (a MASD of NaN drops out of the MASD mean only); then the lesion-wise
+    counts summed over the cases and their rates (`lesions.pooled`)."""
     groups = {"all": rows}
     for name in burden_groups(config.burden_edges):
         groups[name] = [r for r in rows if r.burden_group == name]
@@ -205,6 +233,7 @@ def summarise(rows: list[CaseRow], config: EvaluationConfig = EvaluationConfig()
             values = np.array([getattr(r, metric) for r in members], dtype=float)
             finite = values[~np.isnan(values)]
             entry[metric] = float(finite.mean()) if finite.size else math.nan
+        entry.update(pooled(asdict(r) for r in members))
         summary[name] = entry
     return summary
 
@@ -260,6 +289,23 @@ def markdown_table(summary: dict[str, dict[str, float]], tolerance_mm: float, fi
     return "\n".join(lines) + f"\n\n{RULE_NOTE}.\n"
 
 
+def lesion_table(summary: dict[str, dict[str, float]], edges_ml: tuple[float, float], first: str = "burden") -> str:
+    """The lesion-wise figures of `summary` as a Markdown table (counts pooled over each row's cases; module
+    `sparseg.lesions`), with the sensitivity and the false lesions per volume band of `edges_ml`."""
+    bands = lesion_band_names(edges_ml)
+    columns = ["lesions", "detected", "missed", "false", "sensitivity", "precision", "F1",
+               *(f"sensitivity {name}" for name in bands.values()), *(f"false {name}" for name in bands.values())]
+    lines = [f"| {first} | n | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+    for name, entry in summary.items():
+        cells = [str(int(entry[key])) for key in ("lesions_true", "lesions_detected", "lesions_missed",
+                                                   "lesions_false")]
+        cells += [_fmt(entry[key], 3) for key in ("lesion_sensitivity", "lesion_precision", "lesion_f1")]
+        cells += [_fmt(entry[f"lesion_sensitivity_{band}"], 3) for band in bands]
+        cells += [str(int(entry[f"lesions_false_{band}"])) for band in bands]
+        lines.append(f"| {name} | {int(entry['n'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + LESION_NOTE + "\n"
+
+
 def _nan_to_none(value):
     """JSON has no NaN: undefined scores (MASD with one empty mask) become null."""
     if isinstance(value, dict):
@@ -277,10 +323,12 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path, md_path = (out / name for name in REPORT_FILES)
     write_csv(csv_path, [asdict(row) for row in report.rows])
-    document = {"summary": report.summary, "scoring": SCORING, "nsd_tolerance_mm": report.config.nsd_tolerance_mm,
+    document = {"summary": report.summary, "scoring": {**SCORING, "lesions": LESION_NOTE},
+                "nsd_tolerance_mm": report.config.nsd_tolerance_mm,
                 "cases": [asdict(r) for r in report.rows]}
     write_text(json_path, json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
-    write_text(md_path, markdown_table(report.summary, report.config.nsd_tolerance_mm))
+    write_text(md_path, markdown_table(report.summary, report.config.nsd_tolerance_mm) + "\n"
+               + lesion_table(report.summary, report.config.lesion_band_edges_ml))
     return [csv_path, json_path, md_path]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from sparseg import __version__
 from sparseg.config import EvaluationConfig, burden_groups
 from sparseg.evaluation import RULES, CaseRow
 from sparseg.io import write_text
+from sparseg.lesions import pooled
 
 
 @dataclass
@@ -96,6 +97,14 @@ def _group_order(group: str) -> str:
     return str(groups.index(group)) if group in groups else ""
 
 
+def _lesions_found(scores: CaseRow | None) -> str:
+    """"found of true" lesions, sorting by the share found (a case without lesions sorts last)."""
+    if scores is None:
+        return _cell("", "")
+    share = scores.lesion_sensitivity
+    return _cell(f"{scores.lesions_detected}/{scores.lesions_true}", "" if math.isnan(share) else f"{share:.6f}")
+
+
 def _flags(flags: list[str]) -> str:
     return "".join(f'<span class="flag">{html.escape(flag)}</span>' for flag in flags)
 
@@ -105,7 +114,7 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
     labelled = any(case.scores is not None for case in cases)
     headers = ["case", "status", "lesion (mL)", "burden group", "seconds", "flags"]
     if labelled:
-        headers[4:4] = ["DSC", "MASD (mm)", "NSD"]
+        headers[4:4] = ["DSC", "MASD (mm)", "NSD", "lesions found", "false lesions"]
     rows = []
     for number, case in enumerate(cases):
         cells = [_cell(f'<a href="#case-{number}">{html.escape(case.case_id)}</a>', case.case_id, text=True),
@@ -116,7 +125,8 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
             scores = case.scores
             cells += [_cell(*_number(scores.dsc if scores else None, 3)),
                       _cell(*_number(scores.masd if scores else None, 2)),
-                      _cell(*_number(scores.nsd if scores else None, 3))]
+                      _cell(*_number(scores.nsd if scores else None, 3)),
+                      _lesions_found(scores), _cell(*_number(scores.lesions_false if scores else None, 0))]
         cells += [_cell(*_number(case.seconds, 1)), _cell(_flags(case.flags), ";".join(case.flags), text=True)]
         klass = "failed" if case.status == "failed" else "flagged" if case.flags else ""
         rows.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>")
@@ -126,7 +136,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
                  f"burden {html.escape(case.burden_group or 'n/a')}"]
         if case.scores is not None:
             facts.append(f"DSC {_number(case.scores.dsc, 3)[0]}, MASD {_number(case.scores.masd, 2)[0]} mm, "
-                         f"NSD {_number(case.scores.nsd, 3)[0]} (against its label)")
+                         f"NSD {_number(case.scores.nsd, 3)[0]} (against its label); lesions: "
+                         f"{case.scores.lesions_detected} of {case.scores.lesions_true} found, "
+                         f"{case.scores.lesions_false} false")
         picture = ""
         if case.overlay_png:
             data = base64.b64encode(case.overlay_png).decode("ascii")
@@ -149,6 +161,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
         overview += "; mean over the {} labelled: ".format(len(scored)) + ", ".join(
             f"{name.upper()} {sum(v) / len(v):.3f}" if v else f"{name.upper()} n/a" for name, v in means.items())
         overview += f" (MASD and NSD: the {RULES[0].label} rule, spacing (z, x, y), as the organisers' current script)"
+        lesions = pooled(asdict(s) for s in scored)
+        overview += (f"; lesions: {lesions['lesions_detected']} of {lesions['lesions_true']} found, "
+                     f"{lesions['lesions_false']} false (lesion-wise F1 {_number(lesions['lesion_f1'], 3)[0]})")
     top = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
     top += "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in context) + "</ul>"
     return f"""<!DOCTYPE html>

@@ -187,7 +187,8 @@ def test_report_files(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "summary.json").read_text())
     assert document["cases"][0]["masd"] is None and document["summary"]["all"]["masd"] == 0.0
     metrics = ["dsc", "masd", "nsd", "masd_physical", "nsd_physical", "masd_2023", "nsd_2023"]
-    assert list(document["summary"]["all"]) == ["n", *metrics]
+    assert list(document["summary"]["all"])[:8] == ["n", *metrics]  # the challenge's first, then lesion-wise
+    assert {"lesions_true", "lesions_false", "lesion_f1", "lesion_sensitivity_small"} <= set(document["summary"]["all"])
     assert "f5b2c78" in document["scoring"]["masd, nsd"] and "(x, y, z)" in document["scoring"]["masd_2023, nsd_2023"]
     with open(tmp_path / "scores.csv") as handle:
         reader = csv.DictReader(handle)
@@ -235,3 +236,70 @@ def test_a_label_on_another_grid_than_its_adc_is_refused(tiny_dataset: Path, tmp
     write_mask(label, replace(geometry, spacing_xyz_mm=tuple(v * 2 for v in geometry.spacing_xyz_mm)), case.label)
     with pytest.raises(InputError, match="_lesion.mha: the label's grid differs from its ADC image"):
         evaluate(data, pred)
+
+
+def _sphere(shape: tuple[int, int, int], centre: tuple[int, int, int], radius: float) -> np.ndarray:
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
+
+
+def test_lesion_wise_counts_of_hand_made_cases() -> None:
+    """Known answers: two lesions, one missed; a false one; one lesion split in two; lesions touching by a corner
+    (26-connected: one lesion); the volume bands (1 mm voxels: 1000 voxels = 1 mL)."""
+    from sparseg.lesions import lesion_counts, lesion_rates, pooled
+
+    shape, ml = (24, 40, 40), 0.001
+    big, small = _sphere(shape, (12, 10, 10), 7), _sphere(shape, (12, 30, 30), 2)  # 1.4 mL and 0.03 mL
+    assert big.sum() * ml >= 1.0 and small.sum() * ml < 0.1
+    gt = big | small
+    one_missed = lesion_counts(gt, big, ml)
+    assert (one_missed["lesions_true"], one_missed["lesions_detected"], one_missed["lesions_missed"],
+            one_missed["lesions_false"]) == (2, 1, 1, 0)
+    assert one_missed["lesions_true_small"] == 1 and one_missed["lesions_detected_small"] == 0
+    assert one_missed["lesions_true_large"] == one_missed["lesions_detected_large"] == 1
+    rates = lesion_rates(one_missed)
+    assert rates["lesion_sensitivity"] == 0.5 and rates["lesion_precision"] == 1.0
+    assert rates["lesion_f1"] == pytest.approx(1 / 1.5)
+
+    false = _sphere(shape, (4, 30, 8), 3)  # 123 voxels: the middle band (0.1-1 mL)
+    with_false = lesion_counts(gt, gt | false, ml)
+    assert (with_false["lesions_pred"], with_false["lesions_detected"], with_false["lesions_false"]) == (3, 2, 1)
+    assert with_false["lesions_false_medium"] == 1 and with_false["lesions_false_small"] == 0
+    assert lesion_rates(with_false)["lesion_precision"] == pytest.approx(2 / 3)
+
+    split = big.copy()
+    split[12] = False  # one true lesion, predicted as two halves
+    halves = lesion_counts(big, split, ml)
+    assert (halves["lesions_true"], halves["lesions_pred"], halves["lesions_detected"], halves["lesions_false"]) == \
+        (1, 2, 1, 0)
+    assert lesion_rates(halves)["lesion_f1"] == 1.0
+
+    corner = np.zeros(shape, bool)
+    corner[5, 5, 5] = corner[6, 6, 6] = True  # touching by a corner only
+    assert lesion_counts(corner, corner, ml)["lesions_true"] == 1
+
+    empty = lesion_counts(np.zeros(shape, bool), np.zeros(shape, bool), ml)
+    assert all(math.isnan(v) for v in lesion_rates(empty).values())
+    cohort = pooled([one_missed, with_false, empty])
+    assert (cohort["lesions_true"], cohort["lesions_detected"], cohort["lesions_false"]) == (4, 3, 1)
+    assert cohort["lesion_sensitivity_small"] == 0.5 and cohort["lesion_sensitivity_large"] == 1.0
+
+
+def test_lesion_wise_scores_reach_scores_csv_summary_json_and_summary_md(tmp_path: Path) -> None:
+    from sparseg.evaluation import score_row
+    from sparseg.io import Geometry
+
+    shape = (24, 40, 40)
+    geometry = Geometry.from_array_order(shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    gt = _sphere(shape, (12, 10, 10), 7) | _sphere(shape, (12, 30, 30), 2)
+    row = score_row("p1", gt, _sphere(shape, (12, 10, 10), 7), geometry, 0.02)
+    assert (row.lesions_true, row.lesions_detected, row.lesions_missed, row.lesion_sensitivity) == (2, 1, 1, 0.5)
+    paths = write_report(Report([row], summarise([row])), tmp_path)
+    with open(paths[0]) as handle:
+        written = next(csv.DictReader(handle))
+    assert written["lesions_missed"] == "1" and float(written["lesion_f1"]) == pytest.approx(1 / 1.5)
+    summary = json.loads(paths[1].read_text())["summary"]["all"]
+    assert summary["lesions_true"] == 2 and summary["lesion_sensitivity_large"] == 1.0
+    assert summary["lesion_sensitivity_small"] == 0.0
+    table = paths[2].read_text()
+    assert "| all | 1 | 2 | 1 | 1 | 0 | 0.500 | 1.000 | 0.667 | 0.000 | n/a | 1.000 | 0 | 0 | 0 |" in table

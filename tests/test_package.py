@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "__init__"},
     {"config", "environment"},
     {"io", "runtime"},
-    {"cases", "preprocessing", "metrics", "plots"},
+    {"cases", "preprocessing", "metrics", "lesions", "plots"},
     {"synth", "baseline", "evaluation", "model", "losses", "augment"},
     {"derived"},
     {"networks"},
