@@ -168,10 +168,18 @@ def _kept(loaded: LoadedCase, outputs: CaseOutputs, row: dict[str, str] | None, 
         log.info("%s: segmenting again: %s", loaded.case.case_id, reason)
         return None
     try:
-        return earlier_result(loaded, outputs, picture)
+        return earlier_result(loaded, outputs, picture, _number(row.get("member_agreement")))
     except InputError as exc:
         log.info("%s: segmenting again: its earlier output cannot be used (%s)", loaded.case.case_id, exc)
         return None
+
+
+def _number(text: str | None) -> float:
+    """A number an earlier summary.csv recorded; NaN for none or an unreadable one."""
+    try:
+        return float(text) if text else float("nan")
+    except ValueError:
+        return float("nan")
 
 
 def _failed(case_id: str, error: SparsegError, outputs: CaseOutputs) -> CaseResult:
@@ -192,7 +200,8 @@ def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predic
     cases = [ReportCase(case_id=r.summary.case_id, status=r.summary.status, lesion_ml=r.summary.lesion_ml,
                         burden_group=r.summary.burden_group, seconds=r.summary.seconds,
                         flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
-                        error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores) for r in results]
+                        error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores,
+                        agreement=r.summary.member_agreement) for r in results]
     context = [f"device: {predictor.runtime.describe()}",
                *(f"checkpoint: {c.describe()}, network {n.describe()}"
                  for c, n in zip(predictor.checkpoints, predictor.networks, strict=True)),

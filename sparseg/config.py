@@ -38,6 +38,9 @@ but the masks may differ from fp32's by a few voxels); "int8" runs the checkpoin
 `sparseg quantize` with its agreement with fp32 measured (CPU only)."""
 CALIBRATION_SLICES = 300
 """Slices with brain that int8 calibration uses by default (NNCF's own default subset size)."""
+MEMBER_AGREEMENT_FLAG = 0.7
+"""Below this mean pairwise Dice between the members of an ensemble (`Prediction.member_agreement`), a case is
+flagged "the models disagree: look" (docs/disagreement.md measures what the score says)."""
 INT8_MIN_AGREEMENT = 0.99
 """The smallest Dice between int8 and fp32 masks, on every held-out case, for int8 to count as keeping the masks."""
 ENGINES = ("auto", "torch", "openvino")

@@ -20,6 +20,7 @@ from scipy import ndimage
 from sparseg.config import AUTO_BATCH_SIZE, InferenceConfig, PreprocessingConfig, RunConfig
 from sparseg.errors import InputError, SparsegError
 from sparseg.io import Volume, require_same_grid
+from sparseg.metrics import dice
 from sparseg.model import Checkpoint
 from sparseg.networks import Network, TorchNetwork, load_network
 from sparseg.preprocessing import BrainWindow, brain_window, from_slices, to_slices
@@ -56,6 +57,9 @@ class Prediction:
     """(D, H, W) float32 mean lesion probability."""
     mask: np.ndarray
     """(D, H, W) bool, probabilities above the checkpoint's threshold (small components removed if asked)."""
+    member_agreement: float = float("nan")
+    """With two or more checkpoints (a fold ensemble): the mean Dice between the masks each member alone would
+    make, over every pair (1 when all agree, an empty pair counting as agreeing); NaN with one checkpoint."""
 
 
 class Predictor:
@@ -130,12 +134,17 @@ class Predictor:
 
     def run(self, prepared: Prepared) -> np.ndarray:
         """Mean probability over models (and flips) on the case's own grid. Shape: -> (D, H, W) float32."""
+        return self._run(prepared)[0]
+
+    def _run(self, prepared: Prepared) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`run`'s mean, and with two or more networks each one's own mean over the flips (on the case's grid)."""
         total = np.zeros(prepared.frame, dtype=np.float32)
+        members = [np.zeros(prepared.frame, dtype=np.float32) for _ in self.networks] if len(self.networks) > 1 else []
         inputs, window = prepared.inputs, prepared.window
         if len(inputs):
             flips = [(), (-1,), (-2,)] if self.tta else [()]
             window_total = np.zeros((inputs.shape[0], *inputs.shape[2:]), dtype=np.float32)
-            for network in self.networks:
+            for number, network in enumerate(self.networks):
                 for axes in flips:
                     flipped = np.flip(inputs, axis=axes) if axes else inputs
                     try:
@@ -144,8 +153,11 @@ class Predictor:
                         raise SparsegError(f"out of {self.runtime.device.type.upper()} memory with {self.batch_size} "
                                            "slices per forward pass: try a smaller --batch-size") from None
                     window_total += np.flip(out, axis=axes) if axes else out
+                    if members:
+                        members[number][window.slices, window.rows, window.cols] += (
+                            (np.flip(out, axis=axes) if axes else out) / len(flips))
             total[window.slices, window.rows, window.cols] = window_total / (len(self.networks) * len(flips))
-        return from_slices(total, prepared.grid)
+        return from_slices(total, prepared.grid), [from_slices(member, prepared.grid) for member in members]
 
     def probabilities(self, adc: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Mean probability over models (and flips). Shape: (D, H, W) -> (D, H, W) float32."""
@@ -162,8 +174,16 @@ class Predictor:
         """Check that ADC and Z_ADC share a grid, then segment on that grid (from `prepared`, their network
         input, when a reader made it already)."""
         require_same_grid(adc, z)
-        probabilities = self.run(prepared or self.prepare(adc.array, z.array))
-        return Prediction(probabilities=probabilities, mask=self.mask(probabilities, adc.geometry.voxel_volume_mm3))
+        probabilities, members = self._run(prepared or self.prepare(adc.array, z.array))
+        voxel_mm3 = adc.geometry.voxel_volume_mm3
+        return Prediction(probabilities=probabilities, mask=self.mask(probabilities, voxel_mm3),
+                          member_agreement=member_agreement([self.mask(m, voxel_mm3) for m in members]))
+
+
+def member_agreement(masks: list[np.ndarray]) -> float:
+    """The mean Dice over every pair of `masks` (two empty masks agree: Dice 1); NaN for fewer than two."""
+    pairs = [dice(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+    return float(np.mean(pairs)) if pairs else float("nan")
 
 
 def require_ensemble(checkpoints: list[Checkpoint]) -> None:

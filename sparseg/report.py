@@ -40,6 +40,8 @@ class ReportCase:
     overlay_png: bytes | None = None
     scores: CaseRow | None = None
     """The challenge's scores against the case's label, where it has one."""
+    agreement: float = math.nan
+    """How much the members of a fold ensemble agree on the case (mean pairwise Dice); NaN with one model."""
 
 
 STYLE = """
@@ -113,6 +115,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
     """The page: `context` lines (weights, settings, machine) and `warnings` at the top, the table, the cases."""
     labelled = any(case.scores is not None for case in cases)
     headers = ["case", "status", "lesion (mL)", "burden group", "seconds", "flags"]
+    ensemble = any(not math.isnan(case.agreement) for case in cases)
+    if ensemble:
+        headers[4:4] = ["models agree"]
     if labelled:
         headers[4:4] = ["DSC", "MASD (mm)", "NSD", "lesions found", "false lesions"]
     rows = []
@@ -127,6 +132,8 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
                       _cell(*_number(scores.masd if scores else None, 2)),
                       _cell(*_number(scores.nsd if scores else None, 3)),
                       _lesions_found(scores), _cell(*_number(scores.lesions_false if scores else None, 0))]
+        if ensemble:
+            cells.append(_cell(*_number(case.agreement, 2)))
         cells += [_cell(*_number(case.seconds, 1)), _cell(_flags(case.flags), ";".join(case.flags), text=True)]
         klass = "failed" if case.status == "failed" else "flagged" if case.flags else ""
         rows.append(f'<tr class="{klass}">' + "".join(cells) + "</tr>")

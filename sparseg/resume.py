@@ -36,6 +36,9 @@ class CaseSummary:
     burden: float = float("nan")
     burden_group: str = ""
     seconds: float = float("nan")
+    member_agreement: float = float("nan")
+    """With a fold ensemble: the mean Dice between the masks its members alone would make (`inference`); low values
+    are flagged."""
     flags: str = ""
     """What deserves a look, "; "-separated: an empty mask, an implausible unit or spacing."""
     error: str = ""

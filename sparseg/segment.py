@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseg.cases import Case, case_outputs
-from sparseg.config import burden_group
+from sparseg.config import MEMBER_AGREEMENT_FLAG, burden_group
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, score_row
 from sparseg.inference import Predictor
@@ -85,7 +85,7 @@ def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, pict
     write_mask(result.mask, adc.geometry, outputs.mask)
     png, scores, label_flags = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
     summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags + label_flags,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, result.member_agreement)
     return CaseResult(summary, png, scores)
 
 
@@ -127,17 +127,23 @@ def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilitie
 
 
 def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: list[str],
-             seconds: float = float("nan")) -> CaseSummary:
-    """A summary row: lesion volume and burden of `mask` on the ADC image's grid, and the flags."""
+             seconds: float = float("nan"), agreement: float = float("nan")) -> CaseSummary:
+    """A summary row: lesion volume and burden of `mask` on the ADC image's grid, the ensemble's agreement, and
+    the flags."""
     burden = lesion_burden(mask, adc.array)
     flags = [*flags, "empty mask"] if not mask.any() and "no brain" not in flags else flags
+    if agreement < MEMBER_AGREEMENT_FLAG:
+        flags = [*flags, f"the models disagree: look (agreement {agreement:.2f})"]
     return CaseSummary(case_id=case_id, status=status,
                        lesion_ml=float(mask.sum()) * adc.geometry.voxel_volume_mm3 / 1000.0,
-                       burden=burden, burden_group=burden_group(burden), seconds=seconds, flags="; ".join(flags))
+                       burden=burden, burden_group=burden_group(burden), seconds=seconds,
+                       member_agreement=agreement, flags="; ".join(flags))
 
 
-def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> CaseResult:
-    """The result of a case segmented by an earlier run, from its mask file (and overlay, for the report)."""
+def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool,
+                   agreement: float = float("nan")) -> CaseResult:
+    """The result of a case segmented by an earlier run, from its mask file (and overlay, for the report), with
+    the ensemble's agreement its summary row recorded."""
     if loaded.error is not None:
         raise loaded.error
     assert loaded.adc is not None
@@ -145,5 +151,6 @@ def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool) -> C
     if grid.differences(loaded.adc.geometry):
         raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
     png, scores, label_flags = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
-    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc) + label_flags)
+    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc) + label_flags,
+                       agreement=agreement)
     return CaseResult(summary, png, scores)

@@ -137,6 +137,35 @@ def test_a_job_array_splits_the_cohort_without_part_options(cluster: str, tiny_c
     assert sum(map(len, shares)) == 6 and len(set().union(*shares)) == 6
 
 
+def test_an_ensemble_s_agreement_is_in_the_summary_and_flags_what_to_look_at(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    import torch
+
+    from sparseg.config import MEMBER_AGREEMENT_FLAG
+    from sparseg.model import build_model, save_checkpoint
+
+    from conftest import TINY_RUN
+
+    torch.manual_seed(11)
+    other = save_checkpoint(tmp_path / "w" / "other.safetensors",
+                            build_model(TINY_RUN.model, TINY_RUN.in_channels).eval(), TINY_RUN)
+    command = ["predict", "--data", str(tiny_dataset), "--weights", str(tiny_checkpoint), str(other), "--report"]
+    assert main([*command, "--out", str(tmp_path / "out")]) == 0
+    rows = _statuses_of(tmp_path / "out" / "summary.csv")
+    values = {case: float(row["member_agreement"]) for case, row in rows.items()}
+    assert all(0.0 <= v <= 1.0 for v in values.values())
+    for case, row in rows.items():
+        assert ("the models disagree: look" in row["flags"]) == (values[case] < MEMBER_AGREEMENT_FLAG)
+    assert "<th>models agree</th>" in (tmp_path / "out" / "report.html").read_text()
+    assert main([*command, "--out", str(tmp_path / "out")]) == 0  # kept from the first run, agreement kept too
+    again = _statuses_of(tmp_path / "out" / "summary.csv")
+    assert {case: float(row["member_agreement"]) for case, row in again.items()} == values
+    assert {row["status"] for row in again.values()} == {"done earlier"}
+    assert main(["predict", "--data", str(tiny_dataset), "--weights", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "single")]) == 0
+    assert {row["member_agreement"] for row in _statuses_of(tmp_path / "single" / "summary.csv").values()} == {"nan"}
+
+
 def _statuses_of(path: Path) -> dict[str, dict[str, str]]:
     with open(path) as handle:
         return {row["case_id"]: row for row in csv.DictReader(handle)}

@@ -139,3 +139,28 @@ def test_only_the_opt_in_crop_narrows_the_frame(tiny_checkpoint: Path, volumes) 
 def test_unknown_precisions_are_refused() -> None:
     with pytest.raises(ConfigError, match="^precision: unknown value 'fp8'"):
         InferenceConfig(precision="fp8")
+
+
+def test_an_ensemble_says_how_much_its_members_agree(tiny_checkpoint: Path, tmp_path: Path, volumes) -> None:
+    """Mean pairwise Dice of the members' own masks: 1 for copies of one network, below 1 for other weights;
+    NaN for one network; the ensemble's own mask is unchanged by measuring it."""
+    from sparseg.inference import member_agreement
+    from sparseg.model import build_model, save_checkpoint
+
+    adc, z = volumes
+    single = Predictor.load([tiny_checkpoint], CPU).predict(adc, z)
+    assert np.isnan(single.member_agreement)
+    copies = Predictor.load([tiny_checkpoint, tiny_checkpoint], CPU).predict(adc, z)
+    assert copies.member_agreement == 1.0
+    np.testing.assert_array_equal(copies.mask, single.mask)
+    torch.manual_seed(7)
+    other = save_checkpoint(tmp_path / "other.safetensors", build_model(TINY_RUN.model, TINY_RUN.in_channels).eval(),
+                            TINY_RUN)
+    mixed = Predictor.load([tiny_checkpoint, other], CPU)
+    result = mixed.predict(adc, z)
+    members = [Predictor.load([path], CPU).predict(adc, z).mask for path in (tiny_checkpoint, other)]
+    assert result.member_agreement == pytest.approx(dice(members[0], members[1]))
+    assert result.member_agreement < 1.0
+    empty = np.zeros((2, 3, 3), bool)
+    assert member_agreement([empty, empty, empty]) == 1.0 and np.isnan(member_agreement([empty]))
+    assert member_agreement([empty, empty | True, empty]) == pytest.approx(1 / 3)
