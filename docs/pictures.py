@@ -48,6 +48,9 @@ def report_screenshot(folder: Path) -> None:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto((folder / "masks" / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+                               ".every(i => i.complete && i.naturalWidth > 0)")  # the overlays in view, lazily
         page.screenshot(path=str(DOCS / "report.png"))
         browser.close()
 

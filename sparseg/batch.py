@@ -25,6 +25,8 @@ from sparseg.cases import (
     batch_part,
     case_inputs,
     case_outputs,
+    data_inputs,
+    find_any_cases,
     mask_suffix,
     overlay_name,
     part_name,
@@ -32,10 +34,12 @@ from sparseg.cases import (
     probabilities_name,
 )
 from sparseg.errors import InputError, SparsegError
+from sparseg.evaluation import CaseRow, evaluate_case
 from sparseg.inference import Predictor
 from sparseg.io import PARTIAL_PREFIX, TEMPORARY_NAME, files_sha256, remove_stale, require_apart, write_csv
 from sparseg.plausibility import synthetic_warning
 from sparseg.reader import LoadedCase, read_ahead
+from sparseg.report import ReportCase, write_report
 from sparseg.resume import IN_PROGRESS, SUMMARY_COLUMNS, CaseSummary, earlier_rows, why_redo
 from sparseg.segment import CaseOutputs, CaseResult, earlier_result, segment
 
@@ -69,8 +73,8 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
 
     Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
     optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
-    lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`).
-    The next cases are read and preprocessed in the background, `read_depth` ahead, while the network runs.
+    lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`), which shows
+    the overlays, so it implies `overlays`. The next cases are read and preprocessed in the background, `read_depth` ahead, while the network runs.
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
     run). summary.csv is rewritten after each case and records what made each
@@ -82,6 +86,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     machines can share one output folder; `summary_name` names the summary
     otherwise (cross-validation keeps one per fold in one folder).
     """
+    overlays = overlays or report
     cases = batch_part(cases, part, parts)
     summary_path = out / part_name(summary_name, part, parts)
     _clear_for_this_run(cases, out, part, parts, overwrite, summary_name)
@@ -194,17 +199,64 @@ def _failed(case_id: str, error: SparsegError, outputs: CaseOutputs) -> CaseResu
     return result
 
 
-def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
-    from sparseg.report import ReportCase, write_report
+def _report_case(summary: CaseSummary, overlay: Path | None, png: bytes | None, scores: CaseRow | None) -> ReportCase:
+    """What the QA page shows of one case: its summary row, its overlay file beside the page (and a thumbnail of
+    it), its scores against its label."""
+    from sparseg.plots import thumbnail_png
 
-    cases = [ReportCase(case_id=r.summary.case_id, status=r.summary.status, lesion_ml=r.summary.lesion_ml,
-                        burden_group=r.summary.burden_group, seconds=r.summary.seconds,
-                        flags=[f for f in r.summary.flags.split("; ") if f] + (["failed"] if r.summary.error else []),
-                        error=r.summary.error, overlay_png=r.overlay_png, scores=r.scores,
-                        agreement=r.summary.member_agreement) for r in results]
+    return ReportCase(case_id=summary.case_id, status=summary.status, lesion_ml=summary.lesion_ml,
+                      burden_group=summary.burden_group, seconds=summary.seconds,
+                      flags=[f for f in summary.flags.split("; ") if f] + (["failed"] if summary.error else []),
+                      error=summary.error, overlay=overlay.name if overlay is not None and png else "",
+                      thumbnail_png=thumbnail_png(png) if png else None, scores=scores,
+                      agreement=summary.member_agreement)
+
+
+def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
+    cases = [_report_case(r.summary, path.parent / overlay_name(r.summary.case_id), r.overlay_png, r.scores)
+             for r in results]
     context = [f"device: {predictor.runtime.describe()}",
                *(f"checkpoint: {c.describe()}, network {n.describe()}"
                  for c, n in zip(predictor.checkpoints, predictor.networks, strict=True)),
                f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
     warning = synthetic_warning(predictor)
     return write_report(path, cases, context, [warning.upper()] if warning else [])
+
+
+def folder_report(out: Path, data: Path | None = None) -> tuple[Path, int]:
+    """`report.html` of an output folder as it is: every summary in it (`summary.csv` and each part's
+    `summary_part<I>of<N>.csv`, a case's row taken from the newest file naming it), each case's overlay file,
+    and with `data` (its labelled cases) the scores of each mask the summary names. Returns the page and the
+    number of cases."""
+    out = Path(out)
+    summaries = sorted((p for p in [out / BATCH_SUMMARY, *out.glob("summary_part*of*.csv")] if p.is_file()),
+                       key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        raise InputError(f"{out}: no {BATCH_SUMMARY} or summary_part*.csv: not an output folder of sparseg predict")
+    rows: dict[str, dict[str, str]] = {}
+    for path in summaries:
+        rows.update(earlier_rows(path))
+    labelled = {c.case_id: c for c in find_any_cases(data) if c.label is not None} if data is not None else {}
+    page = out / BATCH_REPORT
+    require_apart([page], [*summaries, *(data_inputs(data, list(labelled.values())) if data is not None else [])])
+    cases = []
+    for case_id in sorted(rows):
+        row = rows[case_id]
+        summary = CaseSummary(**{name: _typed(name, row.get(name, "")) for name in SUMMARY_COLUMNS})
+        overlay = out / overlay_name(case_id)
+        png = overlay.read_bytes() if overlay.is_file() else None
+        mask = out / row["mask"] if row.get("mask") else None
+        scores = None
+        if case_id in labelled and mask is not None and mask.is_file() and row.get("status") != "failed":
+            scores = evaluate_case(labelled[case_id], mask)
+        cases.append(_report_case(summary, overlay, png, scores))
+    context = [f"merged from {', '.join(p.name for p in summaries)} in {out}"
+               + (f"; scored against the labels of {data}" if data is not None else "")]
+    return write_report(page, cases, context, []), len(cases)
+
+
+def _typed(name: str, text: str) -> str | float:
+    """A summary.csv cell as its `CaseSummary` field's type."""
+    if isinstance(CaseSummary.__dataclass_fields__[name].default, float):
+        return _number(text)
+    return text

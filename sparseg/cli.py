@@ -478,6 +478,23 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write report.html for an output folder of sparseg predict as it is: every "
+                       "summary in it merged (a cohort run in parts on several machines gets one page)")
+    p.add_argument("folder", type=Path, help="the --out folder of one or more sparseg predict runs")
+    p.add_argument("--data", type=Path,
+                   help="the labelled cases (folder or CSV manifest): adds each case's scores against its label")
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sparseg.batch import folder_report
+
+    page, count = folder_report(args.folder, args.data)
+    print(f"wrote {page}: {count} cases")
+    return 0
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="check a mask file against a reference mask (grid and voxels); exit 1 if not")
     p.add_argument("mask", type=Path)
@@ -502,6 +519,7 @@ SUBCOMMANDS = (
     _add_evaluate,
     _add_train,
     _add_predict,
+    _add_report,
     _add_process,
     _add_package,
     _add_compare,

@@ -1,13 +1,17 @@
-"""The QA report of a batch: one self-contained HTML page a person can look through.
+"""The QA report of a batch: one HTML page a person can look through, at one case or a thousand.
 
-`sparseg predict --report` writes `report.html` beside the masks: the summary
-table (sortable by any column), then per case its overlay picture (ADC with
-the predicted contour, and the label's where there is one), lesion volume,
-burden group, the challenge's scores where a label exists, and flags for what
+`sparseg predict --report` writes `report.html` beside the masks, and
+`sparseg report DIR` writes one for a whole output folder, every part's
+summary merged. The page holds the summary table (sortable by any column, a
+small picture of each case embedded in its row), then per case its overlay
+(ADC with the predicted contour, and the label's where there is one, cropped
+to the brain), lesion volume, burden group, the challenge's and lesion-wise
+scores where a label exists, the ensemble's agreement, and flags for what
 deserves a look (an empty mask, an implausible unit or spacing, a failed case,
-weights trained on synthetic data). Pictures are embedded as data URIs and the
-sorting script is inline: the page opens from disk with no network, and can be
-mailed as one file.
+models that disagree, weights trained on synthetic data). The full overlays
+are the `<case>_overlay.png` files beside the page, loaded only as they
+scroll into view, so a 1,000-case page stays a few MB; the thumbnails and the
+sorting script are inline, and the page asks the network for nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +42,10 @@ class ReportCase:
     seconds: float
     flags: list[str] = field(default_factory=list)
     error: str = ""
-    overlay_png: bytes | None = None
+    overlay: str = ""
+    """The file name of the case's overlay PNG beside the page ("" for none)."""
+    thumbnail_png: bytes | None = None
+    """A small picture for its table row (`plots.thumbnail_png`), embedded."""
     scores: CaseRow | None = None
     """The challenge's scores against the case's label, where it has one."""
     agreement: float = math.nan
@@ -56,6 +64,7 @@ tr.flagged td { background: #fff4e0; } tr.failed td { background: #fde0e0; }
         margin: 0 0.2em 0.2em 0; font-size: 0.85em; }
 .case { border-top: 1px solid #ccc; padding-top: 0.5em; margin-top: 1.5em; }
 .case img { max-width: 100%; height: auto; }
+td.picture { padding: 0.1em; } td.picture img { display: block; height: 40px; }
 .warning { color: #a33; font-weight: bold; }
 """
 
@@ -99,6 +108,14 @@ def _group_order(group: str) -> str:
     return str(groups.index(group)) if group in groups else ""
 
 
+def _thumbnail(case: ReportCase, number: int) -> str:
+    if not case.thumbnail_png:
+        return _cell("", "")
+    data = base64.b64encode(case.thumbnail_png).decode("ascii")
+    return (f'<td class="picture" data-sort=""><a href="#case-{number}"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(case.case_id)}: picture"></a></td>')
+
+
 def _lesions_found(scores: CaseRow | None) -> str:
     """"found of true" lesions, sorting by the share found (a case without lesions sorts last)."""
     if scores is None:
@@ -114,15 +131,16 @@ def _flags(flags: list[str]) -> str:
 def render(cases: list[ReportCase], title: str, context: list[str], warnings: list[str]) -> str:
     """The page: `context` lines (weights, settings, machine) and `warnings` at the top, the table, the cases."""
     labelled = any(case.scores is not None for case in cases)
-    headers = ["case", "status", "lesion (mL)", "burden group", "seconds", "flags"]
+    headers = ["case", "picture", "status", "lesion (mL)", "burden group", "seconds", "flags"]
     ensemble = any(not math.isnan(case.agreement) for case in cases)
     if ensemble:
-        headers[4:4] = ["models agree"]
+        headers[5:5] = ["models agree"]
     if labelled:
-        headers[4:4] = ["DSC", "MASD (mm)", "NSD", "lesions found", "false lesions"]
+        headers[5:5] = ["DSC", "MASD (mm)", "NSD", "lesions found", "false lesions"]
     rows = []
     for number, case in enumerate(cases):
         cells = [_cell(f'<a href="#case-{number}">{html.escape(case.case_id)}</a>', case.case_id, text=True),
+                 _thumbnail(case, number),
                  _cell(html.escape(case.status), case.status, text=True),
                  _cell(*_number(case.lesion_ml, 2)),
                  _cell(html.escape(case.burden_group), _group_order(case.burden_group), text=True)]
@@ -147,10 +165,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
                          f"{case.scores.lesions_detected} of {case.scores.lesions_true} found, "
                          f"{case.scores.lesions_false} false")
         picture = ""
-        if case.overlay_png:
-            data = base64.b64encode(case.overlay_png).decode("ascii")
-            picture = (f'<img src="data:image/png;base64,{data}" alt="{html.escape(case.case_id)}: ADC with the '
-                       'predicted contour">')
+        if case.overlay:
+            picture = (f'<img loading="lazy" src="{html.escape(urllib.parse.quote(case.overlay))}" '
+                       f'alt="{html.escape(case.case_id)}: ADC with the predicted contour">')
         error = f'<p class="warning">{html.escape(case.error)}</p>' if case.error else ""
         sections.append(f'<section class="case" id="case-{number}"><h3>{html.escape(case.case_id)}'
                         f"</h3><p>{'; '.join(facts)} {_flags(case.flags)}</p>{error}{picture}</section>")

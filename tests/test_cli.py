@@ -10,7 +10,7 @@ import pytest
 from sparseg.cli import main
 
 COMMANDS = {"synth", "baseline", "evaluate", "train", "predict", "process", "package", "compare", "info",
-            "export", "quantize", "cv", "ablate"}
+            "export", "report", "quantize", "cv", "ablate"}
 """Every subcommand a user has: a new one is added here and to the README."""
 
 

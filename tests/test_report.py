@@ -45,12 +45,13 @@ def browser_page():
 
 
 def test_the_page_holds_every_case_its_flags_and_no_external_reference() -> None:
-    cases = [ReportCase("b-case", "ok", 1.5, "<=5% burden", 2.0, flags=["empty mask"], overlay_png=b"\x89PNG..."),
+    cases = [ReportCase("b-case", "ok", 1.5, "<=5% burden", 2.0, flags=["empty mask"], overlay="b-case_overlay.png",
+                        thumbnail_png=b"\x89PNG..."),
              ReportCase("a-case", "failed", float("nan"), "", float("nan"), flags=["failed"], error="x.mha: damaged")]
     page = render(cases, "SPARSeg QA report", ["device: CPU"], ["CHECKPOINT WAS TRAINED ON SYNTHETIC DATA"])
     assert page.count('<tr class="') == 2 and "<h3>b-case</h3>" in page and "<h3>a-case</h3>" in page
     assert "empty mask" in page and "x.mha: damaged" in page and "SYNTHETIC" in page
-    assert "data:image/png;base64," in page
+    assert "data:image/png;base64," in page and '<img loading="lazy" src="b-case_overlay.png"' in page
     assert "http://" not in page and "https://" not in page and "src=\"/" not in page
 
 
@@ -66,7 +67,8 @@ def test_text_cells_sort_by_their_own_text_and_burden_groups_by_burden(tmp_path:
         page_.goto(path.as_uri())
         headers = page_.eval_on_selector_all("#cases th", "cells => cells.map(c => c.textContent)")
         page_.click(f"#cases th:nth-child({headers.index('burden group') + 1})")
-        shown = page_.eval_on_selector_all("#cases tbody tr", "rows => rows.map(r => r.cells[3].textContent)")
+        column = headers.index("burden group")
+        shown = page_.eval_on_selector_all("#cases tbody tr", f"rows => rows.map(r => r.cells[{column}].textContent)")
         assert shown == ["<1%", "<1%", "1%-5%", ">5%", ""]
 
 
@@ -89,14 +91,20 @@ def test_a_batch_report_has_every_case_with_its_picture_and_scores(report: Path,
 
 
 def test_the_report_in_a_real_browser(report: Path) -> None:
-    """Every picture loads, the table sorts, and the page asks the network for nothing."""
+    """Every thumbnail loads, every overlay once scrolled to, the table sorts, and the page asks the network for
+    nothing."""
     requests: list[str] = []
     with browser_page() as page:
         page.on("request", lambda request: requests.append(request.url))
         page.goto(report.as_uri())
         page.wait_for_load_state("load")
-        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        widths = page.eval_on_selector_all("td.picture img",
+                                           "images => images.map(i => i.complete ? i.naturalWidth : 0)")
         assert len(widths) == 6 and all(width > 0 for width in widths), widths
+        for overlay in page.query_selector_all(".case img"):
+            overlay.scroll_into_view_if_needed()
+            page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=overlay)
+        assert len(page.query_selector_all(".case img")) == 6
 
         def column(index: int) -> list[str]:
             return page.eval_on_selector_all(
@@ -172,3 +180,75 @@ def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path) -> None:
             target = page.get_by_role("link", name=case_id, exact=True).get_attribute("href")
             assert page.eval_on_selector(target, "section => section.querySelector('h3').textContent") == case_id
     assert dialogs == []
+
+
+def _cohort(folder: Path, count: int) -> list[ReportCase]:
+    """`count` small generated cases, each with its own overlay file beside the page and its thumbnail."""
+    import numpy as np
+
+    from sparseg.plots import overlay_png, thumbnail_png
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for number in range(count):
+        adc = rng.uniform(500, 2000, (3, 32, 32)).astype(np.float32)
+        adc[:, :4] = 0
+        mask = np.zeros(adc.shape, bool)
+        mask[1, 10 : 12 + number % 8, 12:18] = True
+        png = overlay_png(adc, mask, None, (3.0, 1.0, 1.0), f"case {number}", n_slices=1, dpi=40)
+        name = f"case-{number:04d}_overlay.png"
+        (folder / name).write_bytes(png)
+        cases.append(ReportCase(f"case-{number:04d}", "ok", float(mask.sum()) / 1000, "<1%", 0.5 + number % 7,
+                                overlay=name, thumbnail_png=thumbnail_png(png)))
+    return cases
+
+
+def test_a_thousand_case_report_stays_small_and_loads(tmp_path: Path) -> None:
+    """The page embeds only thumbnails: 1,000 cases load in the browser, overlays only as they scroll into view,
+    and the table still sorts. Prints the page's size and times (the closing note's figures)."""
+    import time
+
+    cases = _cohort(tmp_path, 1000)
+    path = tmp_path / "report.html"
+    path.write_text(render(cases, "SPARSeg QA report", [], []), encoding="utf-8")
+    size_mb = path.stat().st_size / 1e6
+    assert size_mb < 10, size_mb
+    requests: list[str] = []
+    with browser_page() as page:
+        page.on("request", lambda request: requests.append(request.url))
+        started = time.perf_counter()
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        loaded = time.perf_counter() - started
+        rows = page.eval_on_selector_all("#cases tbody tr", "rows => rows.length")
+        thumbnails = page.eval_on_selector_all("td.picture img", "images => images.filter(i => i.naturalWidth).length")
+        overlays = sum(1 for url in requests if url.endswith("_overlay.png"))
+        started = time.perf_counter()
+        page.click("#cases th:nth-child(6)")  # seconds
+        sorted_in = time.perf_counter() - started
+        first = page.eval_on_selector_all("#cases tbody tr",
+                                          "rows => rows.slice(0, 3).map(r => r.cells[5].dataset.sort)")
+    print(f"\n1000-case report: {size_mb:.2f} MB, loaded in {loaded:.2f} s, sorted in {sorted_in:.2f} s, "
+          f"{overlays} of 1000 overlays fetched at load")
+    assert rows == 1000 and thumbnails == 1000
+    assert overlays < 100  # lazy: only those near the top
+    assert [float(v) for v in first] == [0.5, 0.5, 0.5]
+
+
+def test_sparseg_report_merges_every_part_of_a_folder(tiny_dataset: Path, tiny_checkpoint: Path,
+                                                      tmp_path: Path) -> None:
+    """A cohort split over machines (--part) gets one page: every case, its overlay and, with --data, its scores."""
+    from sparseg.cli import main
+
+    out = tmp_path / "out"
+    for part in ("1", "2"):
+        assert main(["predict", "--data", str(tiny_dataset), "--out", str(out), "--weights", str(tiny_checkpoint),
+                     "--device", "cpu", "--overlays", "--part", part, "--parts", "2"]) == 0
+    assert not (out / "report.html").exists()
+    assert main(["report", str(out), "--data", str(tiny_dataset)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    ids = [case.case_id for case in find_any_cases(tiny_dataset)]
+    assert all(f"<h3>{case_id}</h3>" in page for case_id in ids)
+    assert page.count('<td class="picture"') == len(ids) and page.count('loading="lazy"') == len(ids)
+    assert "<th>DSC</th>" in page and "summary_part1of2.csv, summary_part2of2.csv" in page
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
