@@ -28,7 +28,7 @@ step "wheelhouse"
 docker/wheelhouse.sh "$wheelhouse"
 step "build (offline, from the wheelhouse) and the sample cases"
 ./test.sh --tag "$tag" --wheelhouse "$wheelhouse"
-step "the image's torch is built for CUDA 12 (drivers from 525 on: README, Which CUDA)"
+step "the image's torch is built for CUDA 12 (drivers from 525 on: docs/container.md, Which CUDA)"
 cuda=$(docker run --rm --network none --entrypoint python3 "$tag" -c 'import torch; print(torch.__version__, torch.version.cuda)')
 echo "image: torch $cuda; $(docker image inspect "$tag" --format '{{.Size}}' | awk '{printf "%.2f GB", $1 / 1e9}')"
 case "${cuda#* }" in 12.*) ;; *) echo "ci.sh: FAILED: the image's torch is built for CUDA ${cuda#* }, not 12.x" >&2; exit 1 ;; esac
