@@ -74,7 +74,8 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
     optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
     lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`), which shows
-    the overlays, so it implies `overlays`. The next cases are read and preprocessed in the background, `read_depth` ahead, while the network runs.
+    the overlays, so it implies `overlays`. The next cases are read and preprocessed in the background,
+    `read_depth` ahead, while the network runs.
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
     run). summary.csv is rewritten after each case and records what made each

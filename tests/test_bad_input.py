@@ -26,16 +26,20 @@ from sparseg.synth import SynthConfig, write_input_case
 
 from conftest import edit_checkpoint_header, mount_full_tmpfs
 
+
 def _adc(root: Path) -> Path:
     return next((root / INPUT_ADC_DIR).iterdir())
 
+
 def _z(root: Path) -> Path:
     return next((root / INPUT_Z_DIR).iterdir())
+
 
 def _rewrite(path: Path, change: Callable[[np.ndarray, Geometry], tuple[np.ndarray, Geometry]]) -> None:
     volume = read_image(path)
     array, geometry = change(volume.array, volume.geometry)
     write_image(array, geometry, path)
+
 
 def _edit_header(path: Path, old: str, new: str) -> None:
     data = path.read_bytes()
@@ -43,6 +47,7 @@ def _edit_header(path: Path, old: str, new: str) -> None:
     header = data[:end].decode()
     assert re.search(old, header), header
     path.write_bytes(re.sub(old, new, header).encode() + data[end:])
+
 
 def _damage_stream(path: Path, where: float) -> None:
     """Overwrite 16 bytes of a compressed .mha's zlib stream, `where` of the way into it (0: its first bytes)."""
@@ -52,14 +57,17 @@ def _damage_stream(path: Path, where: float) -> None:
     data[at : at + 16] = bytes(range(7, 23))
     path.write_bytes(bytes(data))
 
+
 def _uncompressed(path: Path) -> Path:
     volume = read_image(path)
     write_image(volume.array, volume.geometry, path, compress=False)
     return path
 
+
 def _two_files(root: Path) -> None:
     adc = _adc(root)
     (adc.parent / ("copy-" + adc.name)).write_bytes(adc.read_bytes())
+
 
 def _mhd_without_data(root: Path) -> None:
     import SimpleITK as sitk
@@ -70,6 +78,7 @@ def _mhd_without_data(root: Path) -> None:
     sitk.WriteImage(image, str(adc.with_suffix(".mhd")))
     for raw in adc.parent.glob("*.raw"):
         raw.unlink()
+
 
 def _as_file(root: Path, suffix: str, compress: bool = False, pixel: str | None = None) -> Path:
     """Replace the case's ADC .mha by the same image as `suffix` (.nii, .nrrd), optionally of another pixel type."""
@@ -87,6 +96,7 @@ def _as_file(root: Path, suffix: str, compress: bool = False, pixel: str | None 
     writer.Execute(image)
     return path
 
+
 def _poke(path: Path, offset: int, fmt: str, value: float) -> None:
     """Overwrite one header field of a file in place (NIfTI-1: little-endian, fields at fixed offsets)."""
     import struct
@@ -95,11 +105,13 @@ def _poke(path: Path, offset: int, fmt: str, value: float) -> None:
     data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
     path.write_bytes(bytes(data))
 
+
 def _nifti_short_dim(root: Path) -> None:
     import struct
 
     path = _as_file(root, ".nii")
     _poke(path, 46, "<h", struct.unpack("<h", path.read_bytes()[46:48])[0] - 1)  # dim[3]: one slice fewer
+
 
 def _damaged_nrrd(root: Path) -> None:
     path = _as_file(root, ".nrrd", compress=True)
@@ -108,15 +120,18 @@ def _damaged_nrrd(root: Path) -> None:
     data[start + 100 : start + 116] = bytes(range(7, 23))
     path.write_bytes(bytes(data))
 
+
 def _int16_scaled_nifti(root: Path) -> None:
     path = _as_file(root, ".nii", pixel="sitkInt16")
     _poke(path, 112, "<f", 0.5)  # scl_slope: scanners store int16 with a scale
     _poke(path, 116, "<f", 0.0)
 
+
 def _over_budget(root: Path) -> None:
     adc = _adc(root)
     adc.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 1024\nElementType = MET_FLOAT\n"
                     b"ElementDataFile = LOCAL\n" + bytes(64))
+
 
 def _image_of_dimension(root: Path, size: list[int], components: int = 1) -> None:
     import SimpleITK as sitk
@@ -124,8 +139,10 @@ def _image_of_dimension(root: Path, size: list[int], components: int = 1) -> Non
     pixel = sitk.sitkFloat32 if components == 1 else sitk.sitkVectorFloat32
     sitk.WriteImage(sitk.Image(size, pixel, components) if components > 1 else sitk.Image(size, pixel), str(_adc(root)))
 
+
 def _shifted(root: Path, **changes) -> None:
     _rewrite(_z(root), lambda a, g: (a, replace(g, **{k: v(g) for k, v in changes.items()})))
+
 
 # name -> (what the input is, how to break a valid case, fragment naming the file, fragment naming the problem)
 REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
@@ -189,17 +206,20 @@ REJECTED: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     "over-budget": ("header claims 1024^3 voxels", _over_budget, "ADC_ss.mha", "over the limit"),
 }
 
+
 @pytest.fixture
 def case(tmp_path: Path) -> Path:
     root = tmp_path / "input"
     write_input_case(root, seed=2, index=0, config=SynthConfig.tiny())
     return root
 
+
 def _process(input_dir: Path, output: Path, weights: Path, capsys, *options: str) -> tuple[int, str, str]:
     code = main(["process", "--input", str(input_dir), "--output", str(output), "--weights", str(weights),
                  "--device", "cpu", *options])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
 
 def tamper_openvino(checkpoint: Path) -> None:
     """Export the checkpoint to OpenVINO, then change bytes of the export's weights behind its stamp's back."""
@@ -210,11 +230,13 @@ def tamper_openvino(checkpoint: Path) -> None:
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
     weights.write_bytes(bytes(data))
 
+
 def _process_torch(case: Path, tmp_path: Path, weights: Path) -> Path:
     out = tmp_path / "torch-output"
     assert main(["process", "--input", str(case), "--output", str(out), "--weights", str(weights), "--device", "cpu",
                  "--engine", "torch"]) == 0
     return out / OUTPUT_MASK
+
 
 def _assert_clean_error(code: int, err: str, output: Path, names: str, problem: str) -> None:
     lines = [line for line in err.splitlines() if line.startswith("sparseg: error:")]
@@ -224,6 +246,7 @@ def _assert_clean_error(code: int, err: str, output: Path, names: str, problem: 
     assert "Traceback" not in err
     assert not output.exists() or not [p for p in output.rglob("*") if p.is_file()]
 
+
 @pytest.mark.parametrize("name", REJECTED)
 def test_rejected_input(name: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     _, breaker, names, problem = REJECTED[name]
@@ -232,11 +255,13 @@ def test_rejected_input(name: str, case: Path, tiny_checkpoint: Path, tmp_path: 
     code, _, err = _process(case, output, tiny_checkpoint, capsys)
     _assert_clean_error(code, err, output, names, problem)
 
+
 def test_unwritable_output_folder(case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     code, _, err = _process(case, blocker / "output", tiny_checkpoint, capsys)
     _assert_clean_error(code, err, blocker / "output", "a-file", "cannot create output folder")
+
 
 def test_a_full_disk_is_a_clean_error_not_an_empty_mask(case: Path, tiny_checkpoint: Path, full_disk: Path,
                                                         capsys) -> None:
@@ -245,6 +270,7 @@ def test_a_full_disk_is_a_clean_error_not_an_empty_mask(case: Path, tiny_checkpo
     code, out, err = _process(case, output, tiny_checkpoint, capsys)
     _assert_clean_error(code, err, output, "overlay.mha", "cannot write")
     assert "wrote" not in out
+
 
 # how a checkpoint is damaged -> (change to its header, re-signed as if saved so, the problem named)
 HEADER_DAMAGE: dict[str, tuple[Callable[[dict], None], bool, str]] = {
@@ -260,6 +286,7 @@ HEADER_DAMAGE: dict[str, tuple[Callable[[dict], None], bool, str]] = {
 }
 DAMAGE = ["missing", "truncated", "tampered", *HEADER_DAMAGE]
 
+
 def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
     weights = folder / "model.safetensors"
     data = checkpoint.read_bytes()
@@ -273,9 +300,11 @@ def _damaged_checkpoint(damage: str, checkpoint: Path, folder: Path) -> Path:
         edit_checkpoint_header(weights, change, resign)
     return weights
 
+
 def _checkpoint_problem(damage: str) -> str:
     return {"missing": "no such checkpoint", "truncated": "cannot be read", "tampered": "sha256"}.get(damage) or \
         HEADER_DAMAGE[damage][2]
+
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -284,6 +313,7 @@ def test_bad_checkpoint(damage: str, case: Path, tiny_checkpoint: Path, tmp_path
     code, _, err = _process(case, output, weights, capsys)
     _assert_clean_error(code, err, output, "model.safetensors", _checkpoint_problem(damage))
 
+
 def test_int8_without_an_int8_model_is_a_clean_error(case: Path, tiny_checkpoint: Path, tmp_path: Path,
                                                      capsys) -> None:
     weights = tmp_path / "model.safetensors"
@@ -291,6 +321,7 @@ def test_int8_without_an_int8_model_is_a_clean_error(case: Path, tiny_checkpoint
     output = tmp_path / "output"
     code, _, err = _process(case, output, weights, capsys, "--precision", "int8")
     _assert_clean_error(code, err, output, "model.safetensors", "no int8 model to run")
+
 
 def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: Path, tmp_path: Path,
                                                   capsys) -> None:
@@ -304,12 +335,14 @@ def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: P
     assert mask.array.shape == read_image(_adc(case)).array.shape
     np.testing.assert_array_equal(mask.array, read_image(_process_torch(case, tmp_path, weights)).array)
 
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_info_verify_names_a_bad_checkpoint(damage: str, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     weights = _damaged_checkpoint(damage, tiny_checkpoint, tmp_path)
     code = main(["info", str(weights), "--verify"])
     err = capsys.readouterr().err
     _assert_clean_error(code, err, tmp_path / "no-output", "model.safetensors", _checkpoint_problem(damage))
+
 
 def _nan_inf(root: Path) -> None:
     def change(a, g):
@@ -319,6 +352,7 @@ def _nan_inf(root: Path) -> None:
         return a, g
     _rewrite(_adc(root), change)
 
+
 def _new_grid(root: Path, shape: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(0)
     geometry = Geometry((shape[2], shape[1], shape[0]), (1.0, 1.0, 4.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
@@ -326,9 +360,11 @@ def _new_grid(root: Path, shape: tuple[int, int, int]) -> None:
     write_image(adc, geometry, _adc(root))
     write_image(rng.normal(0, 2, shape).astype(np.float32), geometry, _z(root))
 
+
 def _respace(root: Path, spacing_mm: float) -> None:
     for path in (_adc(root), _z(root)):
         _rewrite(path, lambda a, g: (a, replace(g, spacing_xyz_mm=(spacing_mm,) * 3)))
+
 
 # name -> (what the input is, how to make it, warning fragment or None)
 ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
@@ -357,6 +393,7 @@ ACCEPTED: dict[str, tuple[str, Callable[[Path], None], str | None]] = {
     "nii-int16-scaled": ("int16 .nii with scl_slope 0.5 (as scanners write)", _int16_scaled_nifti, None),
 }
 
+
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_accepted_unusual_input(name: str, case: Path, tiny_checkpoint: Path, tmp_path: Path, capsys,
                                 caplog: pytest.LogCaptureFixture) -> None:
@@ -375,6 +412,7 @@ def test_accepted_unusual_input(name: str, case: Path, tiny_checkpoint: Path, tm
     assert set(np.unique(mask.array)) <= {0.0, 1.0}
     if name == "all-zero":
         assert not mask.array.any()
+
 
 def readme_table() -> str:
     """The matrix as a markdown table, from running it (python tests/test_bad_input.py)."""
@@ -442,10 +480,12 @@ def readme_table() -> str:
             subprocess.run(["umount", "-l", str(full)], check=False)
     return "\n".join(rows)
 
+
 def _mount_full_disk(folder: Path) -> Path | None:
     """The `full_disk` fixture's filled tmpfs, for docs/integrity.md's table; None where it cannot be mounted."""
     folder.mkdir()
     return folder if mount_full_tmpfs(folder) is None else None
+
 
 if __name__ == "__main__":
     print(readme_table())

@@ -28,9 +28,11 @@ from sparseg.io import read_image, write_image
 
 INTERRUPT = Path(__file__).resolve().parent / "interrupt.py"
 
+
 def _digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
 
 def _refused(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> str:
     """The command failed with exit 2 and one error line holding every fragment; that line."""
@@ -40,14 +42,17 @@ def _refused(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> str:
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
     return lines[0]
 
+
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return {row["case_id"]: row for row in csv.DictReader(handle)}
+
 
 @pytest.fixture
 def data(tiny_dataset: Path, tmp_path: Path) -> Path:
     """A writable copy of the six tiny labelled cases (release layout)."""
     return shutil.copytree(tiny_dataset, tmp_path / "data")
+
 
 # Rule 1: no output path ever replaces an input
 
@@ -58,6 +63,7 @@ def test_predict_into_the_label_folder_is_refused(data: Path, tiny_checkpoint: P
                  "--report"])
     _refused(capsys, code, "3LABEL/MGHNICU_", "_lesion.mha: this command would write there, but it is an input")
     assert _digests(data) == before
+
 
 def test_a_manifest_s_labels_in_the_output_folder_are_refused(data: Path, tiny_checkpoint: Path, tmp_path: Path,
                                                               capsys) -> None:
@@ -76,6 +82,7 @@ def test_a_manifest_s_labels_in_the_output_folder_are_refused(data: Path, tiny_c
     _refused(capsys, code, "_lesion.mha: this command would write there, but it is an input")
     assert _digests(folder) == before
 
+
 @pytest.mark.parametrize("how", ["same path", "symbolic link", "hard link"])
 def test_one_case_onto_its_own_adc_is_refused(data: Path, tiny_checkpoint: Path, tmp_path: Path, how: str,
                                              capsys) -> None:
@@ -91,6 +98,7 @@ def test_one_case_onto_its_own_adc_is_refused(data: Path, tiny_checkpoint: Path,
     _refused(capsys, code, str(out), "it is an input", case.adc.name)
     assert case.adc.read_bytes() == before
 
+
 def test_package_over_its_own_checkpoint_is_refused(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     checkpoint = Path(shutil.copyfile(tiny_checkpoint, tmp_path / "ck.safetensors"))
     before = checkpoint.read_bytes()
@@ -100,6 +108,7 @@ def test_package_over_its_own_checkpoint_is_refused(tiny_checkpoint: Path, tmp_p
     code = main(["package", "--weights", str(checkpoint), "--out", str(tmp_path / "model.tar.gz")])
     _refused(capsys, code, "model.tar.gz: this command would write there, but it is an input")
     assert checkpoint.read_bytes() == before
+
 
 def test_baseline_and_evaluate_never_write_over_their_inputs(data: Path, tmp_path: Path, capsys) -> None:
     before = _digests(data)
@@ -114,6 +123,7 @@ def test_baseline_and_evaluate_never_write_over_their_inputs(data: Path, tmp_pat
     _refused(capsys, code, "scores.csv: this command would write there, but it is an input")
     assert manifest.read_text() == written and _digests(data) == before
 
+
 def test_training_over_its_own_config_file_is_refused(data: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     run.mkdir()
@@ -122,6 +132,7 @@ def test_training_over_its_own_config_file_is_refused(data: Path, tmp_path: Path
     code = main(["train", "--data", str(data), "--config", str(config), "--out", str(run), "--device", "cpu"])
     _refused(capsys, code, "run/config.json: this command would write there, but it is an input")
     assert config.read_text() == '{"train": {"epochs": 1}}\n'
+
 
 def test_a_mask_file_type_that_is_not_one_file_or_not_asked_for_is_refused(data: Path, tmp_path: Path,
                                                                           capsys) -> None:
@@ -133,11 +144,13 @@ def test_a_mask_file_type_that_is_not_one_file_or_not_asked_for_is_refused(data:
              "mask.mha is a .mha file but --mask-format says nii.gz")
     assert not list(tmp_path.glob("mask*"))
 
+
 # Rule 2: a resume key covers every byte that made the mask
 
 def _predict(data: Path, out: Path, checkpoint: Path, *options: str) -> int:
     return main(["predict", "--data", str(data), "--out", str(out), "--weights", str(checkpoint), "--device", "cpu",
                  *options])
+
 
 def test_a_changed_raw_file_under_the_same_mhd_header_is_segmented_again(data: Path, tiny_checkpoint: Path,
                                                                          tmp_path: Path) -> None:
@@ -155,6 +168,7 @@ def test_a_changed_raw_file_under_the_same_mhd_header_is_segmented_again(data: P
     assert _predict(data, out, tiny_checkpoint) == 0
     statuses = {cid: row["status"] for cid, row in _rows(out / "summary.csv").items()}
     assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
+
 
 @pytest.mark.parametrize("kill", [("sparseg.batch:write_csv", "1", "after"),  # recorded in progress, nothing else
                                   ("sparseg.segment:write_mask", "1", "after"),  # its mask renamed into place
@@ -178,6 +192,7 @@ def test_a_run_killed_at_any_step_leaves_nothing_a_rerun_keeps_as_finished(data:
         name = f"{case.case_id}_lesion.mha"
         np.testing.assert_array_equal(read_image(out / name).array, read_image(straight / name).array)
 
+
 def test_outputs_another_tool_wrote_over_are_not_kept(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     """The threshold baseline written into a batch's folder between two identical runs was kept as the network's."""
     out = tmp_path / "out"
@@ -185,6 +200,7 @@ def test_outputs_another_tool_wrote_over_are_not_kept(data: Path, tiny_checkpoin
     assert main(["baseline", "--data", str(data), "--out", str(out)]) == 0  # same names, other masks
     assert _predict(data, out, tiny_checkpoint) == 0
     assert {row["status"] for row in _rows(out / "summary.csv").values()} == {"ok"}  # all segmented again
+
 
 def test_a_changed_label_redraws_the_overlay(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -195,6 +211,7 @@ def test_a_changed_label_redraws_the_overlay(data: Path, tiny_checkpoint: Path, 
     assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
     statuses = {cid: row["status"] for cid, row in _rows(out / "summary.csv").items()}
     assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
+
 
 def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp_path: Path) -> None:
     """An int8 model is not made from the weights alone: quantized again, its masks can differ."""
@@ -221,6 +238,7 @@ def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp
         assert _predict(data, tmp_path / "out", mine, "--precision", "int8") == 0
     assert {row["status"] for row in _rows(tmp_path / "out" / "summary.csv").values()} == {"ok"}
 
+
 def test_every_output_of_a_case_belongs_to_one_run(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 0
@@ -233,6 +251,7 @@ def test_every_output_of_a_case_belongs_to_one_run(data: Path, tiny_checkpoint: 
     assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 1
     assert not [p.name for p in out.iterdir() if p.name.startswith(broken.case_id)]
 
+
 def test_an_empty_part_writes_its_summary_and_keeps_no_earlier_rows(data: Path, tiny_checkpoint: Path,
                                                                    tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
@@ -240,6 +259,7 @@ def test_an_empty_part_writes_its_summary_and_keeps_no_earlier_rows(data: Path, 
     summary = out / "summary_part7of7.csv"
     assert _rows(summary) == {} and summary.read_text().startswith("case_id,status,mask,")
     assert str(summary) in capsys.readouterr().out
+
 
 def test_a_run_that_fails_leaves_no_earlier_output_that_looks_like_its_own(data: Path, tiny_checkpoint: Path,
                                                                            tmp_path: Path, capsys) -> None:
@@ -256,6 +276,7 @@ def test_a_run_that_fails_leaves_no_earlier_output_that_looks_like_its_own(data:
     assert main(["evaluate", "--gt", str(data), "--pred", str(tmp_path / "pred"), "--out", str(scores)]) == 2
     assert not any(scores.iterdir())
     capsys.readouterr()
+
 
 # Rule 3: evaluate scores the masks the last run made
 
@@ -278,6 +299,7 @@ def test_after_a_switch_of_mask_format_evaluate_scores_the_current_masks(data: P
     _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "x")]),
              f"{first} has 2 masks and no summary says which is current: {first}_lesion.mha, {first}_lesion.nii.gz")
 
+
 def test_evaluate_takes_no_mask_of_a_case_the_last_run_did_not_finish(data: Path, tiny_checkpoint: Path,
                                                                       tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
@@ -291,6 +313,7 @@ def test_evaluate_takes_no_mask_of_a_case_the_last_run_did_not_finish(data: Path
     _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "s")]),
              f"no prediction for 1 case(s): {rows[0]['case_id']}")
 
+
 # Rule 4: a header must agree with its data (files of every type; the bad-input matrix has the container's view)
 
 def test_a_manifest_row_whose_adc_and_z_adc_are_one_file_is_refused(data: Path, tmp_path: Path) -> None:
@@ -303,6 +326,7 @@ def test_a_manifest_row_whose_adc_and_z_adc_are_one_file_is_refused(data: Path, 
     manifest.write_text(f"case_id,adc,zadc\np1,{case.adc},{tmp_path / 'z.mha'}\n")
     with pytest.raises(InputError, match="its ADC and Z_ADC are the same file"):
         find_any_cases(manifest)
+
 
 # Rule 5: no traceback, no silent skip
 
@@ -320,6 +344,7 @@ def test_a_label_on_another_grid_is_flagged_in_the_report_not_a_traceback(data: 
     assert rows[case.case_id]["status"] == "ok" and "label on another grid" in rows[case.case_id]["flags"]
     assert "label on another grid" in (out / "report.html").read_text()
 
+
 def test_an_absolute_or_unusable_pattern_is_one_line(data: Path, tmp_path: Path, capsys) -> None:
     code = main(["predict", "--data", str(data), "--adc", str(data / "*ADC_ss.mha"), "--zadc", "*clipped10.mha",
                  "--out", str(tmp_path / "o")])
@@ -327,6 +352,7 @@ def test_an_absolute_or_unusable_pattern_is_one_line(data: Path, tmp_path: Path,
     code = main(["predict", "--data", str(data), "--adc", "a**b_adc.mha", "--zadc", "*_z.mha", "--out",
                  str(tmp_path / "o")])
     _refused(capsys, code, "not a usable pattern")
+
 
 def test_a_deeply_nested_checkpoint_header_is_one_line(data: Path, tmp_path: Path, capsys) -> None:
     """A safetensors header of deeply nested JSON raised RecursionError in predict and info --verify."""
@@ -342,11 +368,13 @@ def test_a_deeply_nested_checkpoint_header_is_one_line(data: Path, tmp_path: Pat
                  "--weights", str(checkpoint), "--device", "cpu"])
     _refused(capsys, code, "deep.safetensors: not a SPARSeg checkpoint")
 
+
 def test_a_file_name_with_a_newline_is_refused_not_skipped(tmp_path: Path) -> None:
     for name in ("ok_adc.mha", "ok_z.mha", "nl\nx_adc.mha", "nl\nx_z.mha"):
         (tmp_path / name).write_bytes(b"x")
     with pytest.raises(InputError, match=r"case id 'nl\\nx' holds a control character"):
         find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
+
 
 def test_a_recursive_pattern_takes_every_level_and_names_cases_by_their_path(tmp_path: Path) -> None:
     for name in ("c_adc.mha", "c_z.mha", "s1/c_adc.mha", "s1/c_z.mha", "s2/x/d_adc.mha", "s2/x/d_z.mha"):
@@ -355,6 +383,7 @@ def test_a_recursive_pattern_takes_every_level_and_names_cases_by_their_path(tmp
     found = find_any_cases(tmp_path, "**/*_adc.mha", "**/*_z.mha")
     assert [case.case_id for case in found] == ["c", "s1_c", "s2_x_d"]
     assert found[1].adc == tmp_path / "s1" / "c_adc.mha"
+
 
 # Messages
 
@@ -367,6 +396,7 @@ def test_manifest_problems_are_named_by_their_own_lines(tmp_path: Path) -> None:
     assert "line 3 (p1): zadc missing.mha does not exist" in str(info.value)
     assert "line 6 (p2): zadc also-missing.mha does not exist" in str(info.value)
 
+
 def test_a_manifest_that_is_a_folder_or_not_csv_says_so(tmp_path: Path) -> None:
     (tmp_path / "cohort.csv").mkdir()
     with pytest.raises(InputError, match="cohort.csv: a folder, not a CSV manifest"):
@@ -374,6 +404,7 @@ def test_a_manifest_that_is_a_folder_or_not_csv_says_so(tmp_path: Path) -> None:
     (tmp_path / "cohort.tsv").write_text("case_id\tadc\tzadc\n")
     with pytest.raises(InputError, match="cohort.tsv: a file, not a folder of cases; a manifest is a CSV file"):
         find_any_cases(tmp_path / "cohort.tsv")
+
 
 def test_a_pattern_the_glob_matches_is_not_called_unmatched(tmp_path: Path) -> None:
     for name in ("1_adc.mha", "1_z.mha", "2_adc.mha", "2_z.mha", "3_adc.mha", "3_z.mha"):
@@ -384,6 +415,7 @@ def test_a_pattern_the_glob_matches_is_not_called_unmatched(tmp_path: Path) -> N
     with pytest.raises(InputError, match="'' is empty"):  # the * matched nothing: a file, but no case id
         find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
 
+
 def test_a_huge_manifest_s_error_lists_twenty_problems_and_counts_the_rest(tmp_path: Path) -> None:
     manifest = tmp_path / "cohort.csv"
     manifest.write_text("case_id,adc,zadc\n" + "".join(f"p{k},a{k}.mha,z{k}.mha\n" for k in range(50_000)))
@@ -391,6 +423,7 @@ def test_a_huge_manifest_s_error_lists_twenty_problems_and_counts_the_rest(tmp_p
         find_any_cases(manifest)
     message = str(info.value)
     assert message.count("does not exist") == 20 and message.endswith("; and 99980 more") and len(message) < 4000
+
 
 # Second round: variants of each rule
 
@@ -407,6 +440,7 @@ def test_an_input_named_like_a_temporary_file_is_never_cleaned_up(data: Path, ti
     assert _predict(folder / ".partial-m.csv", folder, tiny_checkpoint) == 0
     assert (folder / ".partial-a.mha").is_file() and (folder / ".partial-m.csv").is_file() and not mine.exists()
 
+
 def test_parts_leave_each_other_s_temporaries_alone(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -416,6 +450,7 @@ def test_parts_leave_each_other_s_temporaries_alone(data: Path, tiny_checkpoint:
     assert _predict(data, out, tiny_checkpoint, "--part", "1", "--parts", "2") == 0
     assert theirs.is_file()
 
+
 def test_export_never_writes_over_its_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     """A derived file's name that is a link to the checkpoint itself: writing the export there would replace the
     weights."""
@@ -423,6 +458,7 @@ def test_export_never_writes_over_its_checkpoint(tiny_checkpoint: Path, tmp_path
     (tmp_path / "m.openvino.bin").symlink_to(checkpoint)
     _refused(capsys, main(["export", str(checkpoint)]), "m.openvino.bin: this command would write there")
     assert checkpoint.read_bytes() == tiny_checkpoint.read_bytes()
+
 
 def test_an_export_made_at_start_up_never_writes_over_the_data(data: Path, tiny_checkpoint: Path, tmp_path: Path,
                                                                 capsys) -> None:
@@ -444,10 +480,12 @@ def test_an_export_made_at_start_up_never_writes_over_the_data(data: Path, tiny_
     _refused(capsys, code, "t.openvino.bin: this command would write there, but it is an input")
     assert (folder / "t.openvino.bin").read_bytes() == before
 
+
 def test_synth_never_writes_into_a_dataset(data: Path, capsys) -> None:
     before = _digests(data)
     _refused(capsys, main(["synth", "--out", str(data), "--cases", "2"]), "1ADC_ss: holds images already")
     assert _digests(data) == before
+
 
 def test_cv_checks_its_scoring_outputs_before_any_fold_trains(data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cv"
@@ -457,6 +495,7 @@ def test_cv_checks_its_scoring_outputs_before_any_fold_trains(data: Path, tmp_pa
     code = main(["cv", "--data", str(data), "--config", str(config), "--out", str(out), "--device", "cpu"])
     _refused(capsys, code, "out_of_fold/MGHNICU_", "it is an input")
     assert not (out / "fold0").exists()
+
 
 def test_an_output_differing_from_an_input_in_letter_case_only_is_refused(data: Path, tmp_path: Path,
                                                                           capsys) -> None:
@@ -470,6 +509,7 @@ def test_an_output_differing_from_an_input_in_letter_case_only_is_refused(data: 
     _refused(capsys, main(["baseline", "--data", str(folder / "c.csv"), "--out", str(folder)]),
              "P1_lesion.mha: this command would write there, but it is an input")
 
+
 def test_the_resume_key_holds_the_minimum_lesion_size_exactly(tiny_checkpoint: Path) -> None:
     from sparseg.weights import load_predictor
 
@@ -477,11 +517,13 @@ def test_the_resume_key_holds_the_minimum_lesion_size_exactly(tiny_checkpoint: P
                 for v in (1961848.0, 1961849.0)]
     assert settings[0] != settings[1] and "min_lesion_mm3=1961848.0" in settings[0]
 
+
 def test_a_rerun_removes_the_earlier_qa_page(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _predict(data, out, tiny_checkpoint, "--report") == 0
     assert _predict(data, out, tiny_checkpoint, "--min-lesion-mm3", "1e9") == 0
     assert not (out / "report.html").exists()
+
 
 def test_a_finished_run_resumed_with_more_epochs_is_not_finished_until_it_is(data: Path, tmp_path: Path) -> None:
     """Killed in its new epochs, such a run once kept finished.json, and `sparseg cv` scored its old network."""
@@ -508,6 +550,7 @@ def test_a_finished_run_resumed_with_more_epochs_is_not_finished_until_it_is(dat
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (run / FINISHED).exists()
 
+
 def test_a_baseline_that_fails_leaves_no_earlier_mask(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["baseline", "--data", str(data), "--out", str(out)]) == 0
@@ -515,6 +558,7 @@ def test_a_baseline_that_fails_leaves_no_earlier_mask(data: Path, tmp_path: Path
     broken.z.write_bytes(b"junk")
     assert main(["baseline", "--data", str(data), "--out", str(out)]) == 2
     assert not (out / f"{broken.case_id}_lesion.mha").exists()
+
 
 def test_evaluate_takes_the_newest_summary_and_only_a_case_s_own_unchanged_mask(data: Path, tiny_checkpoint: Path,
                                                                                 tmp_path: Path, capsys) -> None:
@@ -537,6 +581,7 @@ def test_evaluate_takes_the_newest_summary_and_only_a_case_s_own_unchanged_mask(
     _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e3")]),
              f"no prediction for 1 case(s): {first.case_id}")
 
+
 def test_two_masks_differing_in_suffix_case_are_refused(data: Path, tmp_path: Path, capsys) -> None:
     pred = tmp_path / "pred"
     assert main(["baseline", "--data", str(data), "--out", str(pred)]) == 0
@@ -545,6 +590,7 @@ def test_two_masks_differing_in_suffix_case_are_refused(data: Path, tmp_path: Pa
     (pred / f"{case.case_id}_lesion.nrrd").rename(pred / f"{case.case_id}_lesion.NRRD")
     _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(pred), "--out", str(tmp_path / "e")]),
              "has 2 masks and no summary says which is current")
+
 
 def test_an_adc_and_z_adc_header_naming_one_data_file_are_refused(data: Path, tmp_path: Path) -> None:
     import SimpleITK as sitk
@@ -555,6 +601,7 @@ def test_an_adc_and_z_adc_header_naming_one_data_file_are_refused(data: Path, tm
     with pytest.raises(InputError, match="its ADC and Z_ADC are the same file"):
         find_any_cases(tmp_path, "*_adc.mhd", "*_z.mhd")
 
+
 def test_an_empty_or_doubled_manifest_is_one_line(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_bytes(b"")
@@ -563,6 +610,7 @@ def test_an_empty_or_doubled_manifest_is_one_line(tmp_path: Path) -> None:
     manifest.write_text("case_id,adc,zadc,adc\np1,a.mha,z.mha,b.mha\n")
     with pytest.raises(InputError, match="the column adc appears more than once"):
         find_any_cases(manifest)
+
 
 def test_a_class_pattern_matches_as_the_glob_does_and_non_files_are_named(tmp_path: Path) -> None:
     for name in ("a", "b", "^x"):
@@ -575,6 +623,7 @@ def test_a_class_pattern_matches_as_the_glob_does_and_non_files_are_named(tmp_pa
     with pytest.raises(InputError, match="k_adc.mha matches, but is not a readable file"):
         find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
 
+
 def test_every_problem_of_a_release_folder_is_in_one_error(data: Path) -> None:
     (data / "1ADC_ss" / "noid.mha").write_bytes(b"x")
     (data / "2Z_ADC" / "other.mha").write_bytes(b"x")
@@ -584,6 +633,7 @@ def test_every_problem_of_a_release_folder_is_in_one_error(data: Path) -> None:
     message = str(info.value)
     assert "1ADC_ss/ has files with no case id" in message and "2Z_ADC/ has files with no case id" in message
     assert "3LABEL/ lacks" in message
+
 
 def test_ablate_refuses_two_configs_of_one_name(data: Path, tmp_path: Path, capsys) -> None:
     config = Path(__file__).resolve().parent.parent / "resources" / "configs" / "smoke.json"
