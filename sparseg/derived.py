@@ -192,6 +192,19 @@ class Derived:
         write_text(self.stamp_path, json.dumps({**stamp, **fields}, indent=2, allow_nan=True) + "\n")
 
 
+def recorded_agreement(stamp: dict[str, Any] | None) -> tuple[float | None, Any]:
+    """An int8 stamp's smallest Dice against fp32 on held-out cases, and the number of those cases. The Dice is
+    None when it is not recorded as a finite number between 0 and 1 (missing, text, a boolean, NaN, out of range):
+    such a value is never taken for a measurement."""
+    agreement = stamp.get("agreement") if isinstance(stamp, dict) and isinstance(stamp.get("agreement"), dict) else {}
+    dice = agreement.get("dice_int8_vs_fp32")
+    smallest = dice.get("smallest") if isinstance(dice, dict) else None
+    number = isinstance(smallest, (int, float)) and not isinstance(smallest, bool)
+    if not number or not (isinstance(smallest, float) or abs(smallest) < 10) or not 0.0 <= float(smallest) <= 1.0:
+        return None, agreement.get("held_out_cases")
+    return float(smallest), agreement.get("held_out_cases")
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sparseg.config import INT8_MIN_AGREEMENT, InferenceConfig
-from sparseg.derived import INT8, OPENVINO, Derived, current, library_version
+from sparseg.derived import INT8, OPENVINO, Derived, current, library_version, recorded_agreement
 from sparseg.errors import InputError
 from sparseg.model import Checkpoint, load_checkpoint, read_checkpoint
 from sparseg.runtime import Runtime
@@ -113,18 +113,15 @@ def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig 
 def _log_agreement(int8: Derived) -> None:
     """Say how well the int8 model agreed with fp32 when it was made (a warning below `INT8_MIN_AGREEMENT`)."""
     xml, stamp = int8.files[".xml"], int8.stamp() or {}
-    agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
-    dice = agreement.get("dice_int8_vs_fp32")
-    smallest = dice.get("smallest") if isinstance(dice, dict) else None
-    if not isinstance(smallest, (int, float)):
-        log.warning("%s: its agreement with fp32 is not recorded (not measured yet, or `sparseg quantize` did not "
-                    "finish)", xml)
+    smallest, cases = recorded_agreement(stamp)
+    if smallest is None:
+        log.warning("%s: its agreement with fp32 is not recorded (not measured yet, `sparseg quantize` did not "
+                    "finish, or its stamp holds no Dice between 0 and 1)", xml)
     elif smallest < INT8_MIN_AGREEMENT:
-        log.warning("%s: on %s held-out cases its masks agreed with fp32's only down to Dice %.4f (required: %.2f)",
-                    xml, agreement.get("held_out_cases"), smallest, INT8_MIN_AGREEMENT)
+        log.warning("%s: on %r held-out cases its masks agreed with fp32's only down to Dice %.4f (required: %.2f)",
+                    xml, cases, smallest, INT8_MIN_AGREEMENT)
     else:
-        log.info("%s: agrees with fp32 on %s held-out cases (smallest Dice %.4f)", xml,
-                 agreement.get("held_out_cases"), smallest)
+        log.info("%s: agrees with fp32 on %r held-out cases (smallest Dice %.4f)", xml, cases, smallest)
     made_with = stamp.get("libraries") if isinstance(stamp.get("libraries"), dict) else {}
     if made_with.get("openvino") != library_version("openvino"):
         log.warning("%s: quantized with OpenVINO %s, running with %s", xml, made_with.get("openvino"),

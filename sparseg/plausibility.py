@@ -1,5 +1,6 @@
 """What makes a mask deserve a look before it is trusted: an ADC volume that is implausible (no brain, the wrong
-unit or scale, a sign flip, an implausible spacing), and weights trained on synthetic data.
+unit or scale, a sign flip, an implausible spacing), a mask that spills out of the brain, and weights trained on
+synthetic data.
 
 Neither stops a job: the mask is still written, each finding is logged as a
 warning, and a batch lists them in its summary's flags and its QA page.
@@ -20,6 +21,19 @@ ADC_IN_MM2_PER_S_BELOW = 0.01
 """Brain ADC values all below this look like mm^2/s; BONBID-HIE ADC is in 1e-6 mm^2/s (brain ~800-3000)."""
 ADC_PLAUSIBLE_MAX = 1e5
 """No tissue diffuses faster than free water (~3000 x 1e-6 mm^2/s at body temperature); far above is another map."""
+
+
+MASK_OUTSIDE_BRAIN = 0.1
+"""The share of a mask's voxels outside the brain (zero ADC) above which the mask is flagged: a lesion is tissue."""
+
+
+def spills_out(mask: np.ndarray, adc: np.ndarray) -> list[str]:
+    """A flag when more than `MASK_OUTSIDE_BRAIN` of the mask's voxels lie where the ADC is zero (no brain)."""
+    voxels = int(np.count_nonzero(mask))
+    outside = int(np.count_nonzero(mask & (adc == 0)))
+    if voxels and outside > MASK_OUTSIDE_BRAIN * voxels:
+        return [f"lesion outside the brain ({outside / voxels:.0%} of the mask)"]
+    return []
 
 
 def unusual(adc: Volume) -> list[str]:

@@ -281,5 +281,5 @@ def describe(result: QuantizationResult) -> str:
             + f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
             f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
             f"DSC {labels['fp32']['dsc']:.4f} fp32, {labels['int8']['dsc']:.4f} int8\n"
-            f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.xml}; "
+            f"agreement {verdict} (every case >= {summary['required']}); wrote {result.paths.files['.xml']}; "
             "use it with --precision int8\n")

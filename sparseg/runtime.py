@@ -20,6 +20,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 CUDA_DRIVER_NEEDED = {"11": "450.80", "12": "525.60", "13": "580.65"}
 """The oldest Linux NVIDIA driver each CUDA major version runs on (NVIDIA's CUDA compatibility table; minor-version
 compatibility within a major version). torch's PyPI wheels name their CUDA in `torch.version.cuda`."""
+
+SMI_TIMEOUT_S = 5
+"""How long `nvidia-smi` may take to say the driver's version before the job goes on without it."""
+DRIVER_VERSION = re.compile(r"\d{2,4}(\.\d{1,3}){1,2}")
+"""What an NVIDIA driver version looks like (525.60.13); anything else an nvidia-smi prints is not taken for one."""
 
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO's inference precision per SPARSeg precision. It must be set: OpenVINO's CPU default is bf16 on
@@ -178,16 +184,20 @@ def probe_nvidia(dev: Path = Path("/dev"), smi: str | None = None,
     driver, answered = None, False
     smi = smi or shutil.which("nvidia-smi")
     if smi:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
+        try:
             done = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                                  capture_output=True, text=True, timeout=10)
-            first = done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
-            answered = done.returncode == 0 and bool(first)
-            driver = first if answered else None
+                                  capture_output=True, timeout=SMI_TIMEOUT_S)
+            lines = done.stdout.decode("utf-8", errors="replace").strip().splitlines()
+            answered = done.returncode == 0 and bool(lines)
+            driver = lines[0].strip() if answered and DRIVER_VERSION.fullmatch(lines[0].strip()) else None
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not answer within %d s: the GPU's driver is not known", smi, SMI_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError):
+            pass
     if driver is None:
-        with contextlib.suppress(OSError, IndexError):
-            words = proc_version.read_text().split()
-            driver = next((w for w in words if w.count(".") >= 1 and w.replace(".", "").isdigit()), None)
+        with contextlib.suppress(OSError, ValueError):
+            words = proc_version.read_text(errors="replace").split()
+            driver = next((w for w in words if DRIVER_VERSION.fullmatch(w)), None)
     return NvidiaProbe(nodes, os.environ.get("NVIDIA_VISIBLE_DEVICES"), driver, answered)
 
 

@@ -24,7 +24,7 @@ from sparseg.evaluation import CaseRow, score_row
 from sparseg.inference import Predictor
 from sparseg.io import Volume, files_sha256, read_mask, write_bytes, write_image, write_mask
 from sparseg.metrics import lesion_burden
-from sparseg.plausibility import unusual
+from sparseg.plausibility import spills_out, unusual
 from sparseg.reader import LoadedCase, load_case
 from sparseg.resume import CaseSummary
 
@@ -132,6 +132,7 @@ def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: li
     the flags."""
     burden = lesion_burden(mask, adc.array)
     flags = [*flags, "empty mask"] if not mask.any() and "no brain" not in flags else flags
+    flags = [*flags, *spills_out(mask, adc.array)]
     if agreement < MEMBER_AGREEMENT_FLAG:
         flags = [*flags, f"the models disagree: look (agreement {agreement:.2f})"]
     return CaseSummary(case_id=case_id, status=status,

@@ -25,7 +25,8 @@ import torch
 
 from sparseg import __version__
 from sparseg.cases import data_inputs, find_any_cases
-from sparseg.derived import INT8, KINDS, Derived, derived_files, library_version, make
+from sparseg.config import INT8_MIN_AGREEMENT
+from sparseg.derived import INT8, KINDS, Derived, derived_files, library_version, make, recorded_agreement
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
 from sparseg.io import atomic_path, require_apart, verify_gzip
@@ -65,10 +66,20 @@ def _int8_summary(path: Path, weights_sha256: str) -> dict | None:
     stamp = int8.stamp()
     if stamp is None or int8.stale_because(weights_sha256):
         return None
-    agreement = stamp.get("agreement") if isinstance(stamp.get("agreement"), dict) else {}
-    dice = agreement.get("dice_int8_vs_fp32") if isinstance(agreement.get("dice_int8_vs_fp32"), dict) else {}
-    return {"held_out_cases": agreement.get("held_out_cases"), "holds": agreement.get("holds"),
-            "smallest_dice_vs_fp32": dice.get("smallest")}
+    smallest, cases = recorded_agreement(stamp)
+    return {"held_out_cases": cases if isinstance(cases, int) and not isinstance(cases, bool) else None,
+            "holds": smallest is not None and smallest >= INT8_MIN_AGREEMENT, "smallest_dice_vs_fp32": smallest}
+
+
+def _int8_note(int8: list[dict]) -> str:
+    """What the packed int8 models' recorded agreement allows: to be run, or to be looked at first."""
+    recorded = [i["smallest_dice_vs_fp32"] for i in int8 if i["smallest_dice_vs_fp32"] is not None]
+    if len(recorded) < len(int8):
+        return "WARNING: the agreement with fp32 of some is not recorded; quantize them again before using them"
+    if min(recorded) < INT8_MIN_AGREEMENT:
+        return (f"WARNING: smallest Dice vs fp32 on held-out cases {min(recorded):.4f}, below the "
+                f"{INT8_MIN_AGREEMENT} that keeps the masks; --precision int8 changes them")
+    return f"smallest Dice vs fp32 on held-out cases {min(recorded):.4f}; run with --precision int8"
 
 
 def package_model(weights: list[Path], out: Path, export: bool = True,
@@ -149,9 +160,7 @@ def describe(manifest: dict, out: Path) -> str:
     int8 = [c["int8"] for c in manifest["checkpoints"] if c["int8"]]
     text = (f"wrote {out}: {len(manifest['checkpoints'])} checkpoint(s) ({files})"
             + (f", exported to OpenVINO {manifest['openvino']}" if manifest["openvino"] else "")
-            + (f", {len(int8)} int8 model(s) (smallest Dice vs fp32 on held-out cases: "
-               f"{min(i['smallest_dice_vs_fp32'] or 0 for i in int8):.4f}; run with --precision int8)" if int8 else "")
-            + "\n")
+            + (f", {len(int8)} int8 model(s) ({_int8_note(int8)})" if int8 else "") + "\n")
     if manifest["synthetic"]:
         text += "note: trained on synthetic data: for tests only, not for real scans\n"
     return text

@@ -156,3 +156,14 @@ def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypat
     with pytest.raises(SparsegError, match=r"net.safetensors: OpenVINO's network differs from torch's"):
         make(path)
     assert not any(p.exists() for p in Derived.of(path, OPENVINO).all_paths)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, 10**400, "0.5", -0.1, 1.5, None])
+def test_an_int8_agreement_that_is_no_dice_is_not_taken_for_one(value) -> None:
+    from sparseg.derived import recorded_agreement
+
+    stamp = {"agreement": {"held_out_cases": 3, "dice_int8_vs_fp32": {"smallest": value}}}
+    assert recorded_agreement(stamp) == (None, 3)
+    measured = {"agreement": {"held_out_cases": 3, "dice_int8_vs_fp32": {"smallest": 0.97}}}
+    assert recorded_agreement(measured) == (0.97, 3)
+    assert recorded_agreement(None) == (None, None)

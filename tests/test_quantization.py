@@ -39,6 +39,10 @@ def test_int8_is_calibrated_on_training_cases_and_its_agreement_is_measured_on_t
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
     checkpoint = _trained_on(tmp_path, ids[:4])
     result = quantize(checkpoint, tiny_dataset, slices=20)
+    from sparseg.quantization import describe
+
+    printed = describe(result)  # what `sparseg quantize` prints
+    assert "held-out cases: Dice int8 vs fp32 smallest" in printed and "net.int8.xml" in printed
     assert result.calibration["cases"] == ids[:4] and result.calibration["slices"] == 20
     assert [c.case_id for c in result.agreement.cases] == ids[4:]
 

@@ -140,3 +140,24 @@ def test_the_container_job_warns_when_nvidia_smi_answers_but_torch_has_no_gpu(tm
 def test_a_runtime_is_what_it_says() -> None:
     runtime = Runtime(CPU, "torch", "bf16")
     assert runtime.describe().endswith("torch bf16 autocast") and runtime.key().endswith("precision=bf16")
+
+
+@pytest.mark.parametrize("output", [b"\\377\\376", b"garbage !!! NaN", b""])
+def test_an_nvidia_smi_that_answers_nonsense_gives_no_driver_and_no_traceback(output: bytes, tmp_path: Path) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_bytes(b"#!/bin/sh\nprintf '" + output + b"\\n'\n")
+    smi.chmod(0o755)
+    probe = probe_nvidia(tmp_path / "no-dev", str(smi), tmp_path / "absent")
+    assert probe.driver is None
+
+
+def test_an_nvidia_smi_that_hangs_is_given_up_with_a_warning(tmp_path: Path, monkeypatch, caplog) -> None:
+    from sparseg import runtime
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nsleep 30\n")
+    smi.chmod(0o755)
+    monkeypatch.setattr(runtime, "SMI_TIMEOUT_S", 1)
+    probe = probe_nvidia(tmp_path / "no-dev", str(smi), tmp_path / "absent")
+    assert probe.driver is None and not probe.smi_answered
+    assert "did not answer within 1 s" in caplog.text
