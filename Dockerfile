@@ -7,23 +7,26 @@
 # driver comes from the host with `docker run --gpus all`.
 ARG BASE_IMAGE=sparseg-base:bookworm
 
-# Stage 1: the Python environment (pip precompiles it: the root file system is read-only at run time).
-# The wheelhouse layer stays in this stage only.
-FROM ${BASE_IMAGE} AS environment
+# One stage: an offline wheelhouse is never a layer. build.sh --wheelhouse DIR serves DIR over HTTP on the
+# host's loopback for the length of the build (docker build --network host) and passes its address here;
+# without it pip installs from PyPI. pip precompiles the environment: the root file system is read-only at run
+# time. (Copying a wheelhouse in, or a venv from a first stage, would cost its size again in layers.)
+FROM ${BASE_IMAGE}
+ARG WHEELHOUSE_URL=""
 COPY requirements.txt /tmp/requirements.txt
-COPY build/wheelhouse/ /tmp/wheelhouse/
-RUN python3 -m venv /opt/venv \
- && if ls /tmp/wheelhouse/*.whl > /dev/null 2>&1; then \
-        /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse -r /tmp/requirements.txt; \
+RUN groupadd --gid 1000 user \
+ && useradd --uid 1000 --gid user --no-create-home --home-dir /tmp --shell /usr/sbin/nologin user \
+ && python3 -m venv /opt/venv \
+ && if [ -n "$WHEELHOUSE_URL" ]; then \
+        host=${WHEELHOUSE_URL#*://} && host=${host%%[:/]*} \
+        && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links "$WHEELHOUSE_URL" \
+            --trusted-host "$host" -r /tmp/requirements.txt; \
     else \
         /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt; \
-    fi
+    fi \
+ && rm /tmp/requirements.txt
 
-# Stage 2: the algorithm. Code and weights under /opt/app, owned by root, run as an unprivileged user.
-FROM ${BASE_IMAGE}
-RUN groupadd --gid 1000 user \
- && useradd --uid 1000 --gid user --no-create-home --home-dir /tmp --shell /usr/sbin/nologin user
-COPY --from=environment /opt/venv /opt/venv
+# The algorithm. Code and weights under /opt/app, owned by root, run as an unprivileged user.
 COPY process.py /opt/app/process.py
 COPY sparseg /opt/app/sparseg
 COPY resources /opt/app/resources

@@ -3,7 +3,8 @@
 #
 #   ./build.sh [--tag TAG] [--wheelhouse DIR] [--base IMAGE] [--weights CKPT ...]
 #
-# --wheelhouse DIR  install Python packages from DIR only (offline; make it with docker/wheelhouse.sh)
+# --wheelhouse DIR  install Python packages from DIR only (offline; make it with docker/wheelhouse.sh); DIR is
+#                   served on 127.0.0.1:8765 during the build (SPARSEG_WHEELHOUSE_PORT moves it)
 # --base IMAGE      base image; default: python:3.11-slim-bookworm where it is present or can be pulled, else
 #                   sparseg-base:bookworm (Debian bookworm made locally by docker/base-image.sh with debootstrap,
 #                   as root: for machines without a registry); --base local asks for that one
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
             case $1 in --tag) tag=$2 ;; --wheelhouse) wheelhouse=$2 ;; --base) base=$2 ;; esac
             shift 2 ;;
         --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$1"); shift; done ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "build.sh: error: unknown argument $1 (see ./build.sh --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,14 +64,32 @@ for index in "${!weights[@]}"; do
     echo "baking in $checkpoint as model_weights/$name"
 done
 
-rm -rf build/wheelhouse
-mkdir -p build/wheelhouse
+# An offline wheelhouse is served over HTTP on loopback for the length of the build, so the wheels are never
+# copied into the build context or a layer (that cost their 4 GB twice more on disk). The port is fixed (the
+# environment layer's cache key holds the address, so a second build reuses it); SPARSEG_WHEELHOUSE_PORT moves it.
+wheelhouse_args=()
+server_pid=""
+trap '[ -z "$server_pid" ] || kill "$server_pid" 2> /dev/null || true' EXIT
 if [ -n "$wheelhouse" ]; then
     wheels=("$wheelhouse"/*.whl)
     [ ${#wheels[@]} -gt 0 ] || { echo "build.sh: error: no wheels (*.whl) in $wheelhouse" >&2; exit 1; }
-    # Hard links when on the same file system (instant), copies otherwise.
-    cp -l "${wheels[@]}" build/wheelhouse/ 2> /dev/null || cp "${wheels[@]}" build/wheelhouse/
-    echo "offline build from $wheelhouse (${#wheels[@]} wheels)"
+    port=${SPARSEG_WHEELHOUSE_PORT:-8765}
+    url=http://127.0.0.1:$port/
+    python3 -m http.server --bind 127.0.0.1 --directory "$wheelhouse" "$port" > /dev/null 2>&1 &
+    server_pid=$!
+    for _ in $(seq 50); do
+        ! kill -0 "$server_pid" 2> /dev/null && break
+        python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$url" 2> /dev/null \
+            && break
+        sleep 0.2
+    done
+    if ! kill -0 "$server_pid" 2> /dev/null; then
+        echo "build.sh: error: cannot serve the wheelhouse $wheelhouse on 127.0.0.1:$port (port in use?" \
+             "set SPARSEG_WHEELHOUSE_PORT to a free one)" >&2
+        exit 1
+    fi
+    wheelhouse_args=(--network host --build-arg WHEELHOUSE_URL="$url")
+    echo "offline build from $wheelhouse (${#wheels[@]} wheels, served on $url)"
 fi
 
 # The base: the registry's python image where it can be had, else a Debian bookworm made here (no registry needed).
@@ -102,7 +121,7 @@ fi
 echo "base image: $base"
 
 started=$(date +%s)
-docker build --force-rm --build-arg BASE_IMAGE="$base" --tag "$tag" .
-rm -rf build/wheelhouse build/model_weights
+docker build --force-rm "${wheelhouse_args[@]}" --build-arg BASE_IMAGE="$base" --tag "$tag" .
+rm -rf build/model_weights
 size=$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1 / 1e9}')
 echo "built $tag in $(( $(date +%s) - started )) s; image size $size"

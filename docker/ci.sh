@@ -12,18 +12,28 @@ wheelhouse=build/ci-wheelhouse
 path=build/ci-path
 started=$(date +%s)
 engine_pid=$(docker/engine.sh)
+# Each step names the free disk where the image layers go, and a sampler keeps the least seen, printed at the
+# end: the first thing to read when a build fails for space (docs/container.md gives the sizes).
+docker_root=$(docker info --format '{{.DockerRootDir}}')
+free_gb() { df --output=avail -B1G "$docker_root" | tail -1 | tr -d ' '; }
+disk_log=$(mktemp)
+( while true; do free_gb >> "$disk_log"; sleep 5; done ) &
+sampler_pid=$!
 
 cleanup() {
     docker rmi -f "$tag" "$baked" sparseg-base:bookworm > /dev/null 2>&1 || true
     docker container prune -f > /dev/null 2>&1 || true
     docker image prune -f > /dev/null 2>&1 || true
     docker builder prune -af > /dev/null 2>&1 || true
-    rm -rf "$wheelhouse" "$path" build/wheelhouse build/model_weights
+    rm -rf "$wheelhouse" "$path" build/model_weights
     if [ -n "$engine_pid" ]; then kill "$engine_pid" 2> /dev/null || true; fi
+    kill "$sampler_pid" 2> /dev/null || true
+    echo "least free disk during the container check: $(sort -n "$disk_log" | head -1) GB"
+    rm -f "$disk_log"
 }
 trap cleanup EXIT
 
-step() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
+step() { echo "== $1 ($(( $(date +%s) - started )) s; $(free_gb) GB free)"; }
 step "wheelhouse"
 docker/wheelhouse.sh "$wheelhouse"
 step "build (offline, from the wheelhouse) and the sample cases"
