@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -18,9 +20,105 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = ROOT / "model_weights" / "sparseg-demo.safetensors"
 
 
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_generation(info: dict[str, str] | None = None) -> str:
+    """The CPU's vendor, family and model, with AMD's Zen generation where the family tells it: figures from
+    different CPUs of one name ("AMD EPYC" in a virtual machine) differ by up to 2x."""
+    info = cpu_info() if info is None else info
+    vendor, family, model = info.get("vendor_id", "?"), info.get("cpu family", "?"), info.get("model", "?")
+    flags = set(info.get("flags", "").split())
+    zen = {"23": "Zen 1/2", "25": "Zen 4" if "avx512f" in flags else "Zen 3", "26": "Zen 5"}
+    generation = f" ({zen[family]})" if vendor == "AuthenticAMD" and family in zen else ""
+    return f"{vendor} family {family} model {model}{generation}"
+
+
+def theoretical_peaks(info: dict[str, str] | None = None) -> tuple[dict[str, float], str]:
+    """Per precision, cores x clock x operations per cycle (GFLOP/s or GOP/s; an operation is a multiply or an
+    add), from the instruction set, and the assumptions: two FMA pipes per core; 16 fp32 lanes with AVX-512
+    (8 on Zen 4, which runs it on 256-bit pipes), 8 with AVX2; bf16 dot products (AVX512_BF16) twice fp32;
+    int8 dot products (VNNI) four times fp32. AMX is not modelled. The clock is the nominal one /proc/cpuinfo
+    gives (no boost)."""
+    info = cpu_info() if info is None else info
+    flags = set(info.get("flags", "").split())
+    try:
+        ghz = float(info.get("cpu MHz", "nan")) / 1000
+    except ValueError:
+        ghz = float("nan")
+    zen4 = info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"
+    lanes = 8 if zen4 or "avx512f" not in flags else 16
+    if "avx512f" not in flags and "avx2" not in flags:
+        lanes = 4
+    fp32 = len(os.sched_getaffinity(0)) * ghz * 2 * 2 * lanes
+    peaks = {"fp32": fp32,
+             "bf16": 2 * fp32 if "avx512_bf16" in flags else float("nan"),
+             "int8": 4 * fp32 if flags & {"avx512_vnni", "avx_vnni"} else float("nan")}
+    how = (f"{len(os.sched_getaffinity(0))} cores x {ghz:.2f} GHz (nominal) x 2 FMA pipes x {lanes} fp32 lanes x 2"
+           + (", bf16 x2 (AVX512_BF16)" if "avx512_bf16" in flags else "")
+           + (", int8 x4 (VNNI)" if flags & {"avx512_vnni", "avx_vnni"} else ""))
+    return peaks, how
+
+
+def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 1.0
+                          ) -> dict[str, tuple[float, int]]:
+    """Per precision (fp32, bf16, int8), the best achieved G(FL)OP/s of one square MatMul compiled by OpenVINO
+    for the CPU over `sizes`, and the size that gave it: the best GEMM this machine has (OpenVINO's oneDNN
+    kernels beat torch's own matrix product on some CPUs by 2x). int8 is the MatMul between FakeQuantize
+    nodes, as NNCF writes it, which the CPU plugin runs in u8 x i8; bf16 is the fp32 model under the bf16
+    inference hint (CPUs without native bf16 emulate it, and the figure says so by being low)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    core = ov.Core()
+
+    def model_of(size: int, int8: bool) -> ov.Model:
+        rng = np.random.default_rng(0)
+        a = ops.parameter([size, size], np.float32)
+        b = ops.constant(rng.standard_normal((size, size)).astype(np.float32))
+        left, right = a, b
+        if int8:
+            def fake_quantize(node, low: float, high: float, levels: int):
+                lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+                return ops.fake_quantize(node, lo, hi, lo, hi, levels)
+            left = fake_quantize(a, 0.0, 2.55, 256)
+            right = fake_quantize(b, -1.27, 1.27, 255)
+        return ov.Model([ops.matmul(left, right, False, False)], [a])
+
+    peaks: dict[str, tuple[float, int]] = {}
+    for precision, hint, int8 in (("fp32", "f32", False), ("bf16", "bf16", False), ("int8", "f32", True)):
+        best = (0.0, 0)
+        for size in sizes:
+            compiled = core.compile_model(model_of(size, int8), "CPU", {
+                "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+            request = compiled.create_infer_request()
+            data = np.abs(np.random.default_rng(1).standard_normal((size, size))).astype(np.float32)
+            request.infer([data])
+            runs, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                request.infer([data])
+                runs += 1
+            rate = 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+            best = max(best, (rate, size))
+        peaks[precision] = best
+    return peaks
+
+
 def machine_line(device: torch.device) -> str:
     gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"machine: {machine_summary()}{gpu}; torch threads {torch.get_num_threads()}"
+    return (f"machine: {machine_summary()}{gpu}; torch threads {torch.get_num_threads()}\n"
+            f"CPU: {cpu_generation()}")
 
 
 def synchronize(device: torch.device) -> None:

@@ -17,10 +17,15 @@ slices of four other synthetic cases (never the benchmark case), as
 bf16 (the defaults), and the crop. Each (case, setting) runs in a fresh
 process after one warm-up case, so its peak memory is its own.
 
-Prints one table: median seconds end to end and in the forward pass, peak
-memory, achieved GFLOP/s (or GOP/s) of the forward pass and its share of the
-fp32, bf16 and int8 matrix-product peaks measured in the same run, the
-speed-up over torch eager fp32, and the Dice of each mask against torch fp32's.
+First the ruler: on the CPU, each precision's peak is the best matrix product
+the machine runs (one large MatMul compiled by OpenVINO in f32, bf16 and int8,
+best of three sizes, or torch's, whichever is faster), printed beside the
+theoretical peak of the instruction set (cores x nominal clock x operations
+per cycle) and the CPU's family and model. Then one table: median seconds end
+to end and in the forward pass, peak memory, achieved GFLOP/s (or GOP/s) of
+the forward pass and its share of each measured peak, the speed-up over torch
+eager fp32, and the Dice of each mask against torch fp32's. Compare settings
+by their ratios within one run: seconds differ by 2x between CPU generations.
 """
 
 from __future__ import annotations
@@ -55,9 +60,11 @@ from common import (
     int8_matmul_peak_gops,
     machine_line,
     matmul_peak_gflops,
+    openvino_matmul_peaks,
     parse_shape,
     quantize_for_bench,
     synchronize,
+    theoretical_peaks,
 )
 
 PLAIN = "torch fp32 (NCHW)"
@@ -129,13 +136,29 @@ def main() -> int:
 
     device = torch.device(args.device)
     print(machine_line(device))
-    fp32_peak = matmul_peak_gflops(device, torch.float32)
     native = device.type == "cuda" or cpu_has_native_bf16()
-    bf16_peak = matmul_peak_gflops(device, torch.bfloat16) if native else float("nan")
-    int8_peak = int8_matmul_peak_gops() if device.type == "cpu" else float("nan")
-    print(f"matrix-product peaks: fp32 {fp32_peak:.0f} GFLOP/s, "
-          + (f"bf16 {bf16_peak:.0f} GFLOP/s" if native else "no native bf16 on this CPU: the bf16 rows are skipped")
-          + (f", int8 {int8_peak:.0f} GOP/s" if device.type == "cpu" else ""))
+    if device.type == "cpu":
+        # The ruler: per precision the best GEMM this machine has (OpenVINO's MatMul or torch's), beside the
+        # theoretical peak of its instruction set; the shares below are of the measured one.
+        measured = openvino_matmul_peaks(torch.get_num_threads())
+        torch_rates = {"fp32": matmul_peak_gflops(device, torch.float32),
+                       "bf16": matmul_peak_gflops(device, torch.bfloat16) if native else float("nan"),
+                       "int8": int8_matmul_peak_gops()}
+        theoretical, how = theoretical_peaks()
+        peaks = {}
+        for name in ("fp32", "bf16", "int8"):
+            rate, size = measured[name]
+            peaks[name] = max(rate, torch_rates[name]) if native or name != "bf16" else float("nan")
+            print(f"{name} peak {peaks[name]:.0f} G(FL)OP/s: OpenVINO MatMul {rate:.0f} (best at {size}x{size}), "
+                  f"torch {torch_rates[name]:.0f}; theoretical {theoretical[name]:.0f}")
+        print(f"theoretical: {how}")
+        if not native:
+            print("no native bf16 on this CPU: the bf16 rows are skipped")
+    else:
+        peaks = {"fp32": matmul_peak_gflops(device, torch.float32), "bf16": matmul_peak_gflops(device, torch.bfloat16),
+                 "int8": float("nan")}
+        print(f"matrix-product peaks (torch): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    fp32_peak, bf16_peak, int8_peak = peaks["fp32"], peaks["bf16"], peaks["int8"]
     settings = CPU_SETTINGS if device.type == "cpu" else GPU_SETTINGS
     settings = {k: v for k, v in settings.items() if native or v.precision != "bf16"}
     layout = "whole head (default synthetic grid)" if args.whole_head else "brain on every slice"
