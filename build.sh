@@ -69,7 +69,7 @@ done
 # environment layer's cache key holds the address, so a second build reuses it); SPARSEG_WHEELHOUSE_PORT moves it.
 wheelhouse_args=()
 server_pid=""
-trap '[ -z "$server_pid" ] || kill "$server_pid" 2> /dev/null || true' EXIT
+trap '[ -z "$server_pid" ] || { kill "$server_pid" 2> /dev/null; wait "$server_pid" 2> /dev/null; } || true' EXIT
 if [ -n "$wheelhouse" ]; then
     wheels=("$wheelhouse"/*.whl)
     [ ${#wheels[@]} -gt 0 ] || { echo "build.sh: error: no wheels (*.whl) in $wheelhouse" >&2; exit 1; }

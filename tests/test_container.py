@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_scripts_parse(script: str) -> None:
 
 
 def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry: bool = True,
-                 local_base: bool = True, root: bool = True) -> subprocess.CompletedProcess:
+                 local_base: bool = True, root: bool = True, port: int | None = None) -> subprocess.CompletedProcess:
     """Run a copy of build.sh with the given checkpoints in model_weights/, the given arguments and a stand-in
     `docker` that records its calls; `registry`: whether python:3.11-slim-bookworm can be pulled; `local_base`:
     whether sparseg-base:bookworm exists; `root`: whether debootstrap can make it."""
@@ -60,7 +61,11 @@ def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry:
                     f'[ "$1" = pull ] && exit {0 if registry else 1}\n'
                     f'[ "$3" = python:3.11-slim-bookworm ] && [ {int(registry)} = 0 ] && exit 1\n'
                     f'[ "$3" = sparseg-base:bookworm ] && [ {int(local_base)} = 0 ] && exit 1\n'
-                    '[ "$1 $2" = "image inspect" ] && echo 1000000000\nexit 0\n')
+                    '[ "$1 $2" = "image inspect" ] && echo 1000000000\n'
+                    # during a build, what the wheelhouse address (if any) serves
+                    'for arg in "$@"; do case $arg in WHEELHOUSE_URL=*) python3 -c "import sys, urllib.request; '
+                    'print(\'served:\', urllib.request.urlopen(sys.argv[1]).read().decode())" "${arg#*=}" '
+                    '>> "$(dirname "$0")/calls" ;; esac; done\nexit 0\n')
     fake.chmod(0o755)
     for tool in ("id", "debootstrap"):  # stand-ins: who runs it, and whether debootstrap is there
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {0 if root else 1000}\n")
@@ -68,7 +73,8 @@ def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry:
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / "base-image.sh").write_text('#!/bin/sh\necho "base-image.sh $@" >> bin/calls\n')
     (tmp_path / "docker" / "base-image.sh").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SPARSEG_PULL_TIMEOUT": "5"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SPARSEG_PULL_TIMEOUT": "5",
+           **({"SPARSEG_WHEELHOUSE_PORT": str(port)} if port else {})}
     return subprocess.run(["bash", str(tmp_path / "build.sh"), *arguments], capture_output=True, text=True, env=env)
 
 
@@ -126,3 +132,43 @@ def test_build_bakes_the_checkpoints_named_with_weights_under_distinct_names(tmp
     (tmp_path / "again").mkdir()
     missing = _build_sh_in(tmp_path / "again", [], "--weights", str(tmp_path / "none.safetensors"))
     assert missing.returncode == 1 and "none.safetensors: no such checkpoint" in missing.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_offline_build_is_served_the_wheelhouse_and_stops_serving_it(tmp_path: Path) -> None:
+    """The wheels reach the build over loopback, never as build context or a layer (their 4 GB twice more on
+    disk ran CI out of space); the server lives exactly as long as build.sh."""
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    (wheelhouse / "torch-0-py3-none-any.whl").write_bytes(b"not a real wheel")
+    port = _free_port()
+    result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], "--wheelhouse",
+                          str(wheelhouse), port=port)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "bin" / "calls").read_text()
+    assert f"build --force-rm --network host --build-arg WHEELHOUSE_URL=http://127.0.0.1:{port}/" in calls
+    assert "served:" in calls and "torch-0-py3-none-any.whl" in calls
+    with pytest.raises(OSError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert "build/wheelhouse" not in (ROOT / ".dockerignore").read_text()
+
+
+def test_a_wheelhouse_port_in_use_is_a_clear_error_before_docker_builds(tmp_path: Path) -> None:
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    (wheelhouse / "a-0-py3-none-any.whl").write_bytes(b"")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], "--wheelhouse",
+                              str(wheelhouse), port=busy.getsockname()[1])
+    assert result.returncode == 1
+    assert f"cannot serve the wheelhouse {wheelhouse} on 127.0.0.1:" in result.stderr
+    assert "SPARSEG_WHEELHOUSE_PORT" in result.stderr
+    calls = tmp_path / "bin" / "calls"
+    assert not calls.exists() or "build --force-rm" not in calls.read_text()
