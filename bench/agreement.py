@@ -33,7 +33,7 @@ from sparseg.errors import InputError
 from sparseg.evaluation import score_row
 from sparseg.inference import Predictor
 from sparseg.metrics import dice
-from sparseg.model import read_metadata
+from sparseg.model import read_header, read_metadata
 from sparseg.quantization import split_cases
 from sparseg.runtime import cpu_has_native_bf16
 
@@ -51,10 +51,9 @@ SETTINGS = {
 
 def held_out(weights: Path, data: Path, limit: int | None) -> tuple[list, str]:
     cases = [read_validation_case(c) for c in find_any_cases(data)]
-    metadata = read_metadata(weights)
-    train = metadata["config"].get("train", {})
+    metadata, config = read_header(weights)
     try:
-        _, chosen, how = split_cases(metadata, cases, int(train.get("folds", 5)), int(train.get("seed", 0)))
+        _, chosen, how = split_cases(metadata, cases, config.train)
     except InputError:
         chosen, how = cases, "every case of the data (not the checkpoint's training data)"
     return chosen[:limit], how

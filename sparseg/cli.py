@@ -26,12 +26,13 @@ from sparseg.cases import (
 )
 from sparseg.config import (
     AUTO_BATCH_SIZE,
-    CALIBRATION_SLICES,
     DEVICES,
     ENGINES,
     PRECISIONS,
+    PRESETS,
     EvaluationConfig,
     PreprocessingConfig,
+    QuantizationConfig,
 )
 from sparseg.errors import ConfigError, SparsegError
 
@@ -191,15 +192,33 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", type=Path, help=LABELLED_DATA + "; the cases the checkpoint was trained on calibrate, "
                    "the others (its validation fold when the data is its own) are held out")
-    p.add_argument("--calibration-slices", type=int, default=CALIBRATION_SLICES,
-                   help=f"slices with brain to calibrate on (default {CALIBRATION_SLICES})")
+    defaults = QuantizationConfig()
+    p.add_argument("--calibration-slices", type=int, default=defaults.slices,
+                   help=f"slices with brain to calibrate on (default {defaults.slices})")
+    p.add_argument("--lesion-share", type=float, default=defaults.lesion_share,
+                   help="share of the calibration slices drawn from slices whose label holds lesion "
+                        f"(default {defaults.lesion_share:g}: at random among those with brain)")
+    p.add_argument("--preset", choices=PRESETS, default=defaults.preset,
+                   help=f"NNCF's preset: symmetric or asymmetric activations (default {defaults.preset})")
+    p.add_argument("--full-bias-correction", action="store_true", help="NNCF's full bias correction (slower)")
+    p.add_argument("--smooth-quant-alpha", type=float, help="SmoothQuant on the convolutions with this alpha")
+    p.add_argument("--accuracy-control", action="store_true",
+                   help="NNCF's accuracy-aware quantization: layers that cost the most Dice against the fp32 masks "
+                        "of the calibration slices stay in fp32")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="keep int8's logits as NNCF leaves them (default: shifted so its masks agree best with fp32's "
+                        "on the calibration slices; the shift is recorded in its stamp)")
     p.set_defaults(handler=_quantize)
 
 
 def _quantize(args: argparse.Namespace) -> int:
     from sparseg.quantization import describe, quantize
 
-    result = quantize(args.checkpoint, args.data, args.calibration_slices)
+    settings = QuantizationConfig(slices=args.calibration_slices, lesion_share=args.lesion_share, preset=args.preset,
+                                  fast_bias_correction=not args.full_bias_correction,
+                                  smooth_quant_alpha=args.smooth_quant_alpha, recalibrate=not args.no_recalibrate,
+                                  accuracy_control=args.accuracy_control)
+    result = quantize(args.checkpoint, args.data, settings=settings)
     print(describe(result), end="")
     return 0
 

@@ -43,6 +43,42 @@ MEMBER_AGREEMENT_FLAG = 0.7
 flagged "the models disagree: look" (docs/disagreement.md measures what the score says)."""
 INT8_MIN_AGREEMENT = 0.99
 """The smallest Dice between int8 and fp32 masks, on every held-out case, for int8 to count as keeping the masks."""
+PRESETS = ("performance", "mixed")
+"""NNCF's quantization presets: symmetric activations, or asymmetric (`mixed`)."""
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How `sparseg quantize` makes an int8 model (docs/performance.md measures each setting)."""
+
+    slices: int = CALIBRATION_SLICES
+    """Calibration slices with brain, drawn from the checkpoint's training cases."""
+    lesion_share: float = 0.0
+    """The share of those slices drawn from slices whose label holds lesion (the rest at random among those with
+    brain): the lesion-bearing slices are where int8 and fp32 masks differ."""
+    preset: str = "performance"
+    """NNCF's preset (`PRESETS`)."""
+    fast_bias_correction: bool = True
+    """NNCF's fast bias correction; False runs its full bias correction (slower, layer by layer)."""
+    smooth_quant_alpha: float | None = None
+    """SmoothQuant on the convolutions with this alpha (NNCF runs it only under its transformer model type, which
+    this then sets); None: off."""
+    recalibrate: bool = True
+    """Shift the int8 model's logits so that, at the checkpoint's threshold, its masks agree best with fp32's on
+    the calibration slices (the shift is part of the int8 model, and recorded in its stamp)."""
+    accuracy_control: bool = False
+    """NNCF's accuracy-aware quantization: layers whose int8 costs the most Dice against fp32 masks on the
+    calibration slices go back to fp32 until the mean Dice is within 1 - `INT8_MIN_AGREEMENT` of 1."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.slices, int) and self.slices >= 1, "slices",
+                 f"must be 1 or more, not {self.slices!r}")
+        _require_number(self.lesion_share, "lesion_share", 0.0, 1.0)
+        _require(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if self.smooth_quant_alpha is not None:
+            _require_number(self.smooth_quant_alpha, "smooth_quant_alpha", 0.0, 1.0)
+
+
 ENGINES = ("auto", "torch", "openvino")
 """What runs the network: torch, or OpenVINO (CPU only; its fp32 masks equal torch's, and it is faster:
 docs/performance.md)."""

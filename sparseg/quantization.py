@@ -24,17 +24,18 @@ import logging
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sparseg.cases import Case, data_inputs, find_any_cases
 from sparseg.config import (
-    CALIBRATION_SLICES,
     INT8_MIN_AGREEMENT,
     EvaluationConfig,
     InferenceConfig,
+    QuantizationConfig,
     TrainConfig,
 )
 from sparseg.data import (
@@ -166,30 +167,167 @@ def _require_trained_files(checkpoint: Path, metadata: dict, cases: list[Case]) 
                          "own training data")
 
 
-def calibration_slices(predictor: Predictor, volumes: Iterable[tuple[np.ndarray, np.ndarray]], count: int,
-                       seed: int = 0) -> np.ndarray:
-    """`count` preprocessed slices with brain, drawn at random from the (ADC, Z_ADC) volumes as inference
-    prepares them. Shape: -> (N, C, H, W) float32."""
-    inputs = np.concatenate([predictor.prepare(adc, z).inputs for adc, z in volumes])
+def calibration_slices(predictor: Predictor, volumes: Iterable[tuple], count: int, seed: int = 0,
+                       lesion_share: float = 0.0) -> np.ndarray:
+    """`count` preprocessed slices with brain, drawn at random from the (ADC, Z_ADC) or (ADC, Z_ADC, label)
+    volumes as inference prepares them; with labels, `lesion_share` of them from slices whose label holds
+    lesion (as many as there are), the rest among the others. Shape: -> (N, C, H, W) float32."""
+    inputs, lesion = [], []
+    for volume in volumes:
+        adc, z, label = (*volume, None)[:3]
+        prepared = predictor.prepare(adc, z)
+        inputs.append(prepared.inputs)
+        run = np.arange(adc.shape[0])[prepared.window.slices]
+        lesion.append(label[run].reshape(len(run), -1).any(axis=1) if label is not None
+                      else np.zeros(len(run), dtype=bool))
+    inputs, lesion = np.concatenate(inputs), np.concatenate(lesion)
     if len(inputs) == 0:
         raise InputError("the calibration cases have no slice with brain")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(inputs), size=min(count, len(inputs)), replace=False))
-    return inputs[chosen].astype(np.float32)
+    return inputs[draw_slices(lesion, count, lesion_share, seed)].astype(np.float32)
 
 
-def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict) -> Derived:
-    """NNCF's post-training quantization of the checkpoint's OpenVINO fp32 network, calibrated on `calibration`
-    (N, C, H, W), saved beside it as its int8 model with `provenance` in the stamp."""
+def draw_slices(lesion: np.ndarray, count: int, lesion_share: float, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `count` slices (all, when there are fewer), `lesion_share` of them among those whose
+    `lesion` flag is set (as many as there are) and the rest at random among the others."""
+    count = min(count, len(lesion))
+    rng = np.random.default_rng(seed)
+    with_lesion = np.flatnonzero(lesion)
+    wanted = min(len(with_lesion), round(lesion_share * count))
+    first = rng.choice(with_lesion, size=wanted, replace=False) if wanted else np.zeros(0, dtype=int)
+    rest = np.setdiff1d(np.arange(len(lesion)), first)
+    return np.sort(np.concatenate([first, rng.choice(rest, size=count - wanted, replace=False)]))
+
+
+def logits_of(model: Any, slices: np.ndarray, batch: int = 16) -> np.ndarray:
+    """An OpenVINO model's (or compiled model's) logits on `slices`. Shape: (N, C, H, W) -> (N, H, W)."""
+    import openvino as ov
+
+    compiled = model if isinstance(model, ov.CompiledModel) else ov.Core().compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    return np.concatenate([compiled(np.ascontiguousarray(slices[i : i + batch]))[0][:, 0]
+                           for i in range(0, len(slices), batch)])
+
+
+def best_logit_offset(fp32: np.ndarray, int8: np.ndarray, threshold: float, reach: float = 3.0,
+                      step: float = 0.01) -> tuple[float, float, float]:
+    """The shift of the int8 logits, within +-`reach`, whose mask at `threshold` has the largest Dice with the
+    fp32 mask, pooled over every voxel (the smallest shift among equals). Returns (shift, Dice without it, Dice
+    with it). Only voxels whose int8 logit lies within `reach` of the cut can change, so only they are swept."""
+    cut = float(np.log(threshold / (1 - threshold)))
+    reference = fp32 > cut
+    band = np.abs(int8 - cut) <= reach
+    fixed_in = (int8 > cut) & ~band
+    both_fixed, in_fixed = int(np.sum(fixed_in & reference)), int(fixed_in.sum())
+    total_reference = int(reference.sum())
+    logits, agree = int8[band], reference[band]
+    shifts = np.round(np.arange(-reach, reach + step / 2, step), 6)
+    shifts = shifts[np.argsort(np.abs(shifts), kind="stable")]
+    best = (0.0, -1.0)
+    without = None
+    for shift in shifts:
+        marked = logits + shift > cut
+        both, size = both_fixed + int(np.sum(marked & agree)), in_fixed + int(marked.sum())
+        score = 1.0 if total_reference + size == 0 else 2 * both / (total_reference + size)
+        if shift == 0:
+            without = score
+        if score > best[1]:
+            best = (float(shift), score)
+    return best[0], float(without), best[1]
+
+
+def with_logit_offset(model: Any, offset: float) -> Any:
+    """The OpenVINO model with `offset` added to its output (the logits), its output names kept."""
+    from openvino import opset13 as ops
+
+    result = model.get_results()[0]
+    source = result.input_value(0)
+    names = source.get_names()
+    shifted = ops.add(source, ops.constant(np.float32(offset)))
+    result.input(0).replace_source_output(shifted.output(0))
+    if names:
+        source.get_tensor().set_names(set())
+        shifted.output(0).get_tensor().set_names(names)
+    return model
+
+
+def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
+               settings: QuantizationConfig = QuantizationConfig(), threshold: float | None = None) -> Derived:
+    """NNCF's post-training quantization of the checkpoint's OpenVINO fp32 network with `settings`, calibrated
+    on `calibration` (N, C, H, W), its logits then shifted (`settings.recalibrate`) so its masks at `threshold`
+    agree best with fp32's on those slices; saved beside the checkpoint as its int8 model, with `provenance`,
+    the settings and the shift in its stamp."""
     import nncf
     import openvino as ov
 
     weights = read_metadata(checkpoint)["weights_sha256"]
-    model = nncf.quantize(ov.Core().read_model(str(current(checkpoint, OPENVINO, weights).files[".xml"])),
-                          nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
-                          subset_size=len(calibration))
+    fp32_model = ov.Core().read_model(str(current(checkpoint, OPENVINO, weights).files[".xml"]))
+    fp32_logits = logits_of(fp32_model, calibration)
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    options: dict[str, Any] = {"preset": nncf.QuantizationPreset(settings.preset),
+                               "subset_size": len(calibration),
+                               "fast_bias_correction": settings.fast_bias_correction}
+    if settings.smooth_quant_alpha is not None:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+        alphas = AdvancedSmoothQuantParameters(convolution=settings.smooth_quant_alpha,
+                                               matmul=settings.smooth_quant_alpha)
+        options["advanced_parameters"] = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
+    cut = None if threshold is None else float(np.log(threshold / (1 - threshold)))
+    if settings.accuracy_control:
+        model = nncf.quantize_with_accuracy_control(
+            fp32_model, dataset, _agreement_dataset(calibration, fp32_logits, cut), _agreement_metric(cut),
+            max_drop=1 - INT8_MIN_AGREEMENT, drop_type=nncf.DropType.ABSOLUTE, **options)
+    else:
+        model = nncf.quantize(fp32_model, dataset, **options)
+    recalibration = {"threshold": threshold, "logit_offset": 0.0}
+    if settings.recalibrate and threshold is not None:
+        offset, before, after = best_logit_offset(fp32_logits, logits_of(model, calibration), threshold)
+        recalibration = {"threshold": threshold, "logit_offset": offset,
+                         "threshold_equivalent": float(1 / (1 + np.exp(offset - cut))),
+                         "calibration_dice_vs_fp32": {"before": before, "after": after}}
+        if offset:
+            model = with_logit_offset(model, offset)
+        log.info("int8 logits shifted by %+.2f (as a threshold of %.3f instead of %g): Dice with fp32 on the "
+                 "calibration slices %.4f -> %.4f", offset, recalibration["threshold_equivalent"], threshold,
+                 before, after)
     provenance = {**provenance, "calibration": {**provenance.get("calibration", {}), "slices": len(calibration),
-                                                "nncf": nncf.__version__}}
+                                                "nncf": nncf.__version__, "settings": asdict(settings)},
+                  "recalibration": recalibration}
     return Derived.of(checkpoint, INT8).save(model, {"weights_sha256": weights, **provenance})
+
+
+AGREEMENT_ITEM_SLICES = 8
+"""Slices per item of accuracy-aware quantization's validation set (NNCF ranks layers by per-item values)."""
+
+
+def _agreement_dataset(calibration: np.ndarray, fp32_logits: np.ndarray, cut: float | None) -> Any:
+    """Accuracy-aware quantization's validation items: groups of calibration slices with their fp32 masks."""
+    import nncf
+
+    cut = 0.0 if cut is None else cut
+    return nncf.Dataset([(calibration[i : i + AGREEMENT_ITEM_SLICES], fp32_logits[i : i + AGREEMENT_ITEM_SLICES] > cut)
+                         for i in range(0, len(calibration), AGREEMENT_ITEM_SLICES)])
+
+
+def _agreement_metric(cut: float | None) -> Any:
+    """NNCF's validation function: (mean Dice, Dice of each item) of a model's masks against fp32's.
+
+    NNCF first calls it on a one-item subset to tell a metric from logits (`Evaluator.determine_mode`) and
+    silently takes logits mode if it raises or returns anything but a pair whose second part is numbers; then
+    ranking fails later. So it takes any subset, returns (float, list of floats), and scores an item where both
+    masks are empty as 1 (agreement), never NaN."""
+    cut = 0.0 if cut is None else cut
+
+    def validate(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
+        values = []
+        for slices, reference in items:
+            marked = np.concatenate([compiled(np.ascontiguousarray(slices[i : i + 1]))[0][:, 0]
+                                     for i in range(len(slices))]) > cut
+            values.append(1.0 if not marked.any() and not reference.any() else float(dice(reference, marked)))
+        return float(np.mean(values)), values
+
+    return validate
 
 
 def measure_agreement(reference: Predictor, int8: Predictor, cases: list[ValidationCase],
@@ -212,14 +350,16 @@ def measure_agreement(reference: Predictor, int8: Predictor, cases: list[Validat
     return Agreement(rows)
 
 
-def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLICES,
-             cases: list[Case] | None = None) -> QuantizationResult:
+def quantize(checkpoint: Path, data: Path | None, slices: int | None = None, cases: list[Case] | None = None,
+             settings: QuantizationConfig = QuantizationConfig()) -> QuantizationResult:
     """Calibrate, write the int8 model beside `checkpoint`, measure its agreement and record it in its stamp."""
     if data is None and cases is None:
         raise InputError(f"{checkpoint}: int8 needs calibration data: give the labelled cases it was trained on "
                          "(--data); random slices prove nothing")
-    if slices < 1:
-        raise InputError(f"--calibration-slices must be 1 or more, not {slices}")
+    if slices is not None:
+        if not isinstance(slices, int) or slices < 1:
+            raise InputError(f"--calibration-slices must be 1 or more, not {slices}")
+        settings = replace(settings, slices=slices)
     checkpoint = Path(checkpoint)
     metadata, config = read_header(checkpoint)
     cases = find_any_cases(data) if cases is None else cases
@@ -236,10 +376,15 @@ def quantize(checkpoint: Path, data: Path | None, slices: int = CALIBRATION_SLIC
     calibration_cases, held_out, how = split_cases(metadata, read, config.train)
 
     fp32 = Predictor.load([checkpoint], "cpu", inference=InferenceConfig(engine="openvino", precision="fp32"))
-    calibration = calibration_slices(fp32, ((c.adc.array, c.z.array) for c in calibration_cases), slices)
+    held_out_ids = {c.case_id for c in held_out}
+    if any(c.case_id in held_out_ids for c in calibration_cases):  # split_cases never does; a guard, not a hope
+        raise InputError(f"{checkpoint}: a held-out case is in the calibration set")
+    calibration = calibration_slices(fp32, ((c.adc.array, c.z.array, c.label) for c in calibration_cases),
+                                     settings.slices, lesion_share=settings.lesion_share)
     log.info("calibrating on %d slices of %d training cases (%s)", len(calibration), len(calibration_cases), how)
     paths = write_int8(checkpoint, calibration, {"calibration": {"cases": [c.case_id for c in calibration_cases],
-                                                                 "split": how}})
+                                                                 "split": how}},
+                       settings, threshold=fp32.config.threshold)
 
     reference = Predictor.load([checkpoint], "cpu", inference=InferenceConfig(engine="torch", precision="fp32"))
     # the int8 model just written, as saved; not through the loader, which warns that no agreement is recorded yet
@@ -275,8 +420,15 @@ def describe(result: QuantizationResult) -> str:
     summary = result.agreement.summary()
     agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
     verdict = "holds" if result.agreement.holds else "does NOT hold"
+    recalibration = result.paths.stamp().get("recalibration") or {}
+    shift = ""
+    if "threshold_equivalent" in recalibration:
+        dices = recalibration["calibration_dice_vs_fp32"]
+        shift = (f"int8 logits shifted by {recalibration['logit_offset']:+.2f} (a threshold of "
+                 f"{recalibration['threshold_equivalent']:.3f} instead of {recalibration['threshold']:g}): Dice with "
+                 f"fp32 on the calibration slices {dices['before']:.4f} -> {dices['after']:.4f}\n")
     return (f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
-            f"cases; {result.calibration['split']}\n\n"
+            f"cases; {result.calibration['split']}\n" + shift + "\n"
             + markdown_table(result.agreement)
             + f"\n{summary['held_out_cases']} held-out cases: Dice int8 vs fp32 smallest {agreement['smallest']:.4f}, "
             f"median {agreement['median']:.4f}, {agreement['identical_cases']} identical; against the labels "
