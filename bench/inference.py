@@ -128,6 +128,9 @@ def main() -> int:
     parser.add_argument("--whole-head", action="store_true",
                         help="the default synthetic grid (brain on some slices) instead of brain on every slice")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="WORD",
+                        help="only the settings whose name holds one of these words (e.g. OpenVINO); the first row "
+                             "is always the plain torch fp32 reference")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -161,6 +164,8 @@ def main() -> int:
     fp32_peak, bf16_peak, int8_peak = peaks["fp32"], peaks["bf16"], peaks["int8"]
     settings = CPU_SETTINGS if device.type == "cpu" else GPU_SETTINGS
     settings = {k: v for k, v in settings.items() if native or v.precision != "bf16"}
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k == PLAIN or any(word in k for word in args.only)}
     layout = "whole head (default synthetic grid)" if args.whole_head else "brain on every slice"
     print(f"model: {args.model}; cases: {layout}; {args.repeats} repeats after one warm-up case; medians\n")
     print("| case | setting | slices run | frame | s/case | forward s | peak RSS MiB | peak GPU MiB "

@@ -48,6 +48,8 @@ SETTINGS = {
     "half the slices with lesion + shift": QuantizationConfig(lesion_share=0.5),
     "600 slices + shift": QuantizationConfig(slices=600),
     "SmoothQuant alpha 0.5 + shift": QuantizationConfig(smooth_quant_alpha=0.5),
+    "SmoothQuant 0.5, half the slices with lesion + shift": QuantizationConfig(smooth_quant_alpha=0.5,
+                                                                               lesion_share=0.5),
     "accuracy control + shift": QuantizationConfig(accuracy_control=True),
 }
 
