@@ -208,7 +208,8 @@ def quantize_for_bench(checkpoint: Path, size: int, depth: int, full_brain: bool
     config = SynthConfig().with_shape(size, depth, full_brain=full_brain)
     cases = (generate_case(99, index, config) for index in range(4))
     calibration = calibration_slices(fp32, ((c.adc, c.z) for c in cases), slices)
-    return write_int8(checkpoint, calibration, {"calibration": {"split": "bench: synthetic cases of seed 99"}}).xml
+    made = write_int8(checkpoint, calibration, {"calibration": {"split": "bench: synthetic cases of seed 99"}})
+    return made.files[".xml"]
 
 
 def parse_shape(text: str) -> tuple[int, int]:
