@@ -12,7 +12,10 @@
 #                   its folder: fold0-final.safetensors); default: model_weights/*.safetensors
 # The build stops if there is no checkpoint; the image averages every checkpoint it bakes in.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")"
+# A path given relative to where build.sh was called from, from here.
+from_caller() { case $1 in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 tag=${SPARSEG_IMAGE:-sparseg:latest}
 base=auto
 registry_base=python:3.11-slim-bookworm
@@ -22,10 +25,13 @@ weights=()
 while [ $# -gt 0 ]; do
     case $1 in
         --tag|--wheelhouse|--base)
-            [ $# -ge 2 ] || { echo "build.sh: error: $1 needs a value (see ./build.sh --help)" >&2; exit 2; }
-            case $1 in --tag) tag=$2 ;; --wheelhouse) wheelhouse=$2 ;; --base) base=$2 ;; esac
+            if [ $# -lt 2 ] || [ -z "$2" ]; then
+                echo "build.sh: error: $1 needs a value (see ./build.sh --help)" >&2
+                exit 2
+            fi
+            case $1 in --tag) tag=$2 ;; --wheelhouse) wheelhouse=$(from_caller "$2") ;; --base) base=$2 ;; esac
             shift 2 ;;
-        --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$1"); shift; done ;;
+        --weights) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do weights+=("$(from_caller "$1")"); shift; done ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "build.sh: error: unknown argument $1 (see ./build.sh --help)" >&2; exit 2 ;;
     esac
@@ -74,20 +80,32 @@ if [ -n "$wheelhouse" ]; then
     wheels=("$wheelhouse"/*.whl)
     [ ${#wheels[@]} -gt 0 ] || { echo "build.sh: error: no wheels (*.whl) in $wheelhouse" >&2; exit 1; }
     port=${SPARSEG_WHEELHOUSE_PORT:-8765}
+    if ! [[ $port =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+        echo "build.sh: error: SPARSEG_WHEELHOUSE_PORT must be a port number from 1 to 65535, not '$port'" >&2
+        exit 2
+    fi
     url=http://127.0.0.1:$port/
-    python3 -m http.server --bind 127.0.0.1 --directory "$wheelhouse" "$port" > /dev/null 2>&1 &
+    # The server says "ready" only once it holds the port itself, so another server already there (an earlier
+    # build's, say) is an error here, never the source of the wheels.
+    ready=$(mktemp)
+    python3 -c 'import functools, http.server, sys
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), functools.partial(
+    http.server.SimpleHTTPRequestHandler, directory=sys.argv[2]))
+print("ready", flush=True)
+server.serve_forever()' "$port" "$wheelhouse" > "$ready" 2> /dev/null &
     server_pid=$!
-    for _ in $(seq 50); do
-        ! kill -0 "$server_pid" 2> /dev/null && break
-        python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$url" 2> /dev/null \
-            && break
-        sleep 0.2
+    for _ in $(seq 100); do
+        grep -q ready "$ready" && break
+        kill -0 "$server_pid" 2> /dev/null || break
+        sleep 0.1
     done
-    if ! kill -0 "$server_pid" 2> /dev/null; then
+    if ! grep -q ready "$ready" || ! kill -0 "$server_pid" 2> /dev/null; then
+        rm -f "$ready"
         echo "build.sh: error: cannot serve the wheelhouse $wheelhouse on 127.0.0.1:$port (port in use?" \
              "set SPARSEG_WHEELHOUSE_PORT to a free one)" >&2
         exit 1
     fi
+    rm -f "$ready"
     wheelhouse_args=(--network host --build-arg WHEELHOUSE_URL="$url")
     echo "offline build from $wheelhouse (${#wheels[@]} wheels, served on $url)"
 fi

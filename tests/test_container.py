@@ -46,7 +46,8 @@ def test_scripts_parse(script: str) -> None:
 
 
 def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry: bool = True,
-                 local_base: bool = True, root: bool = True, port: int | None = None) -> subprocess.CompletedProcess:
+                 local_base: bool = True, root: bool = True, port: int | str | None = None,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run a copy of build.sh with the given checkpoints in model_weights/, the given arguments and a stand-in
     `docker` that records its calls; `registry`: whether python:3.11-slim-bookworm can be pulled; `local_base`:
     whether sparseg-base:bookworm exists; `root`: whether debootstrap can make it."""
@@ -74,8 +75,9 @@ def _build_sh_in(tmp_path: Path, weights: list[Path], *arguments: str, registry:
     (tmp_path / "docker" / "base-image.sh").write_text('#!/bin/sh\necho "base-image.sh $@" >> bin/calls\n')
     (tmp_path / "docker" / "base-image.sh").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SPARSEG_PULL_TIMEOUT": "5",
-           **({"SPARSEG_WHEELHOUSE_PORT": str(port)} if port else {})}
-    return subprocess.run(["bash", str(tmp_path / "build.sh"), *arguments], capture_output=True, text=True, env=env)
+           **({"SPARSEG_WHEELHOUSE_PORT": str(port)} if port is not None else {})}
+    return subprocess.run(["bash", str(tmp_path / "build.sh"), *arguments], capture_output=True, text=True, env=env,
+                          cwd=cwd)
 
 
 def test_build_without_a_checkpoint_fails_before_docker(tmp_path: Path) -> None:
@@ -158,17 +160,56 @@ def test_an_offline_build_is_served_the_wheelhouse_and_stops_serving_it(tmp_path
     assert "build/wheelhouse" not in (ROOT / ".dockerignore").read_text()
 
 
-def test_a_wheelhouse_port_in_use_is_a_clear_error_before_docker_builds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoy", ["socket", "http server"])
+def test_a_wheelhouse_port_in_use_is_a_clear_error_before_docker_builds(tmp_path: Path, decoy: str) -> None:
+    """Another HTTP server on the port (an earlier build's, say) must never be the one that serves the wheels."""
     wheelhouse = tmp_path / "wheels"
     wheelhouse.mkdir()
     (wheelhouse / "a-0-py3-none-any.whl").write_bytes(b"")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        server = None
+        if decoy == "http server":
+            import http.server
+            import threading
+
+            busy.close()
+            server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1] if server else busy.getsockname()[1]
         result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], "--wheelhouse",
-                              str(wheelhouse), port=busy.getsockname()[1])
+                              str(wheelhouse), port=port)
+        if server:
+            server.shutdown()
+            server.server_close()
     assert result.returncode == 1
     assert f"cannot serve the wheelhouse {wheelhouse} on 127.0.0.1:" in result.stderr
     assert "SPARSEG_WHEELHOUSE_PORT" in result.stderr
     calls = tmp_path / "bin" / "calls"
     assert not calls.exists() or "build --force-rm" not in calls.read_text()
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "99999", " 18766", "-1"])
+def test_a_wheelhouse_port_that_is_no_port_is_refused(tmp_path: Path, port: str) -> None:
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    (wheelhouse / "a-0-py3-none-any.whl").write_bytes(b"")
+    result = _build_sh_in(tmp_path, [ROOT / "model_weights" / "sparseg-demo.safetensors"], "--wheelhouse",
+                          str(wheelhouse), port=port)
+    assert result.returncode == 2
+    assert f"SPARSEG_WHEELHOUSE_PORT must be a port number from 1 to 65535, not '{port}'" in result.stderr
+
+
+def test_a_relative_wheelhouse_is_read_from_where_build_sh_was_called(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "wh").mkdir(parents=True)
+    (elsewhere / "wh" / "a-0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "repo").mkdir()
+    result = _build_sh_in(tmp_path / "repo", [ROOT / "model_weights" / "sparseg-demo.safetensors"],
+                          "--wheelhouse", "wh", port=_free_port(), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert f"offline build from {elsewhere}/wh (1 wheels" in result.stdout
+    (tmp_path / "repo2").mkdir()
+    empty = _build_sh_in(tmp_path / "repo2", [], "--wheelhouse", "")
+    assert empty.returncode == 2 and "--wheelhouse needs a value" in empty.stderr
