@@ -58,7 +58,7 @@ def seconds_per_case(checkpoint: Path, precision: str, case: Path, repeats: int)
     predictor = Predictor.load([checkpoint], torch.device("cpu"),
                                inference=InferenceConfig(engine="openvino", precision=precision))
     found = find_input_case(case)
-    adc, z = read_image(found.adc).array, read_image(found.z).array
+    adc, z = read_image(found.adc), read_image(found.z)
     predictor.predict(adc, z)  # warm-up
     times = []
     for _ in range(repeats):

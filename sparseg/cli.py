@@ -214,10 +214,14 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
 def _quantize(args: argparse.Namespace) -> int:
     from sparseg.quantization import describe, quantize
 
-    settings = QuantizationConfig(slices=args.calibration_slices, lesion_share=args.lesion_share, preset=args.preset,
-                                  fast_bias_correction=not args.full_bias_correction,
-                                  smooth_quant_alpha=args.smooth_quant_alpha, recalibrate=not args.no_recalibrate,
-                                  accuracy_control=args.accuracy_control)
+    try:
+        settings = QuantizationConfig(slices=args.calibration_slices, lesion_share=args.lesion_share,
+                                      preset=args.preset, fast_bias_correction=not args.full_bias_correction,
+                                      smooth_quant_alpha=args.smooth_quant_alpha,
+                                      recalibrate=not args.no_recalibrate, accuracy_control=args.accuracy_control)
+    except ConfigError as exc:  # named as the user typed it
+        option = {"slices": "--calibration-slices"}.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise ConfigError(option, exc.problem) from None
     result = quantize(args.checkpoint, args.data, settings=settings)
     print(describe(result), end="")
     return 0

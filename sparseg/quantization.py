@@ -221,7 +221,7 @@ def best_logit_offset(fp32: np.ndarray, int8: np.ndarray, threshold: float, reac
     total_reference = int(reference.sum())
     logits, agree = int8[band], reference[band]
     shifts = np.round(np.arange(-reach, reach + step / 2, step), 6)
-    shifts = shifts[np.argsort(np.abs(shifts), kind="stable")]
+    shifts = shifts[np.argsort(np.abs(shifts), kind="stable")] + 0.0  # + 0.0: no -0.0
     best = (0.0, -1.0)
     without = None
     for shift in shifts:

@@ -144,6 +144,7 @@ def test_the_best_logit_offset_undoes_a_systematic_shift() -> None:
     assert before < 0.99 and after > 0.999
     offset, before, after = best_logit_offset(fp32, fp32.copy(), threshold=0.35)
     assert offset == 0.0 and before == after == 1.0  # nothing to undo: no shift, however many equal ones
+    assert np.copysign(1.0, offset) == 1.0  # not -0.0, which the stamp would keep and print as "-0.00"
 
 
 def test_the_recalibrated_threshold_is_the_one_stored_and_the_one_applied(
@@ -222,5 +223,7 @@ def test_quantize_settings_are_checked_before_any_work(tiny_dataset: Path, tmp_p
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
     checkpoint = _trained_on(tmp_path, ids[:4])
     assert main(["quantize", str(checkpoint), "--data", str(tiny_dataset), "--lesion-share", "1.5"]) == 2
-    assert "lesion_share" in capsys.readouterr().err
+    assert "sparseg: error: --lesion-share: must be at most 1, not 1.5" in capsys.readouterr().err
+    assert main(["quantize", str(checkpoint), "--data", str(tiny_dataset), "--calibration-slices", "0"]) == 2
+    assert "--calibration-slices: must be 1 or more, not 0" in capsys.readouterr().err
     assert not Derived.of(checkpoint, INT8).files[".xml"].exists()
