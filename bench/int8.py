@@ -33,12 +33,13 @@ import torch
 
 from sparseg.cases import find_input_case
 from sparseg.config import InferenceConfig, QuantizationConfig
-from sparseg.derived import INT8, Derived
 from sparseg.inference import Predictor
 from sparseg.io import read_image
 from sparseg.quantization import quantize
 
-from common import input_case, machine_line, parse_shape
+from common import input_case, machine_line, median_seconds, parse_shape
+
+CPU = torch.device("cpu")
 
 SETTINGS = {
     "NNCF defaults, no shift (as before)": QuantizationConfig(recalibrate=False),
@@ -55,17 +56,11 @@ SETTINGS = {
 
 
 def seconds_per_case(checkpoint: Path, precision: str, case: Path, repeats: int) -> float:
-    predictor = Predictor.load([checkpoint], torch.device("cpu"),
-                               inference=InferenceConfig(engine="openvino", precision=precision))
+    predictor = Predictor.load([checkpoint], CPU, inference=InferenceConfig(engine="openvino", precision=precision))
     found = find_input_case(case)
     adc, z = read_image(found.adc), read_image(found.z)
     predictor.predict(adc, z)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predictor.predict(adc, z)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_seconds(lambda: predictor.predict(adc, z), repeats, CPU)
 
 
 def main() -> int:
@@ -76,7 +71,7 @@ def main() -> int:
     parser.add_argument("--case", default="256x64", help="SIZExDEPTH of the synthetic full-brain timing case")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (0: no timing)")
     args = parser.parse_args()
-    print(machine_line(torch.device("cpu")))
+    print(machine_line(CPU))
     print(f"weights: {args.weights}; data: {args.data} (synthetic: no figure here is a BONBID-HIE result)\n")
     size, depth = parse_shape(args.case)
     print(f"timing case {size}x{size}x{depth}, brain on every slice, {args.repeats} repeats after a warm-up, "
@@ -97,7 +92,7 @@ def main() -> int:
             cases = result.agreement.cases
             agreements = [c.dice_int8_vs_fp32 for c in cases]
             ratios = [c.int8_voxels / c.fp32_voxels for c in cases if c.fp32_voxels]
-            shift = (Derived.of(checkpoint, INT8).stamp().get("recalibration") or {}).get("logit_offset", 0.0)
+            shift = result.recalibration.get("logit_offset", 0.0)
             timed = args.repeats > 0
             fp32_s = seconds_per_case(checkpoint, "fp32", case, args.repeats) if timed else float("nan")
             int8_s = seconds_per_case(checkpoint, "int8", case, args.repeats) if timed else float("nan")

@@ -111,6 +111,7 @@ class QuantizationResult:
     paths: Derived
     calibration: dict
     agreement: Agreement
+    recalibration: dict
 
 
 def split_cases(metadata: dict, cases: list[ValidationCase], train: TrainConfig) -> tuple[list, list, str]:
@@ -208,12 +209,17 @@ def logits_of(model: Any, slices: np.ndarray, batch: int = 16) -> np.ndarray:
                            for i in range(0, len(slices), batch)])
 
 
+def logit_cut(threshold: float) -> float:
+    """The logit a sigmoid threshold cuts at: probability > threshold <=> logit > logit_cut(threshold)."""
+    return float(np.log(threshold / (1 - threshold)))
+
+
 def best_logit_offset(fp32: np.ndarray, int8: np.ndarray, threshold: float, reach: float = 3.0,
                       step: float = 0.01) -> tuple[float, float, float]:
     """The shift of the int8 logits, within +-`reach`, whose mask at `threshold` has the largest Dice with the
     fp32 mask, pooled over every voxel (the smallest shift among equals). Returns (shift, Dice without it, Dice
     with it). Only voxels whose int8 logit lies within `reach` of the cut can change, so only they are swept."""
-    cut = float(np.log(threshold / (1 - threshold)))
+    cut = logit_cut(threshold)
     reference = fp32 > cut
     band = np.abs(int8 - cut) <= reach
     fixed_in = (int8 > cut) & ~band
@@ -261,7 +267,9 @@ def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
 
     weights = read_metadata(checkpoint)["weights_sha256"]
     fp32_model = ov.Core().read_model(str(current(checkpoint, OPENVINO, weights).files[".xml"]))
-    fp32_logits = logits_of(fp32_model, calibration)
+    recalibrate = settings.recalibrate and threshold is not None
+    cut = 0.0 if threshold is None else logit_cut(threshold)
+    fp32_logits = logits_of(fp32_model, calibration) if recalibrate or settings.accuracy_control else None
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
     options: dict[str, Any] = {"preset": nncf.QuantizationPreset(settings.preset),
                                "subset_size": len(calibration),
@@ -273,7 +281,6 @@ def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
         alphas = AdvancedSmoothQuantParameters(convolution=settings.smooth_quant_alpha,
                                                matmul=settings.smooth_quant_alpha)
         options["advanced_parameters"] = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
-    cut = None if threshold is None else float(np.log(threshold / (1 - threshold)))
     if settings.accuracy_control:
         model = nncf.quantize_with_accuracy_control(
             fp32_model, dataset, _agreement_dataset(calibration, fp32_logits, cut), _agreement_metric(cut),
@@ -281,7 +288,7 @@ def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
     else:
         model = nncf.quantize(fp32_model, dataset, **options)
     recalibration = {"threshold": threshold, "logit_offset": 0.0}
-    if settings.recalibrate and threshold is not None:
+    if recalibrate:
         offset, before, after = best_logit_offset(fp32_logits, logits_of(model, calibration), threshold)
         recalibration = {"threshold": threshold, "logit_offset": offset,
                          "threshold_equivalent": float(1 / (1 + np.exp(offset - cut))),
@@ -301,30 +308,24 @@ AGREEMENT_ITEM_SLICES = 8
 """Slices per item of accuracy-aware quantization's validation set (NNCF ranks layers by per-item values)."""
 
 
-def _agreement_dataset(calibration: np.ndarray, fp32_logits: np.ndarray, cut: float | None) -> Any:
+def _agreement_dataset(calibration: np.ndarray, fp32_logits: np.ndarray, cut: float) -> Any:
     """Accuracy-aware quantization's validation items: groups of calibration slices with their fp32 masks."""
     import nncf
 
-    cut = 0.0 if cut is None else cut
     return nncf.Dataset([(calibration[i : i + AGREEMENT_ITEM_SLICES], fp32_logits[i : i + AGREEMENT_ITEM_SLICES] > cut)
                          for i in range(0, len(calibration), AGREEMENT_ITEM_SLICES)])
 
 
-def _agreement_metric(cut: float | None) -> Any:
+def _agreement_metric(cut: float) -> Any:
     """NNCF's validation function: (mean Dice, Dice of each item) of a model's masks against fp32's.
 
     NNCF first calls it on a one-item subset to tell a metric from logits (`Evaluator.determine_mode`) and
     silently takes logits mode if it raises or returns anything but a pair whose second part is numbers; then
-    ranking fails later. So it takes any subset, returns (float, list of floats), and scores an item where both
-    masks are empty as 1 (agreement), never NaN."""
-    cut = 0.0 if cut is None else cut
+    ranking fails later. So it takes any subset and returns (float, list of floats); `dice` scores an item where
+    both masks are empty as 1 (agreement), never NaN."""
 
     def validate(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float]]:
-        values = []
-        for slices, reference in items:
-            marked = np.concatenate([compiled(np.ascontiguousarray(slices[i : i + 1]))[0][:, 0]
-                                     for i in range(len(slices))]) > cut
-            values.append(1.0 if not marked.any() and not reference.any() else float(dice(reference, marked)))
+        values = [dice(reference, logits_of(compiled, slices) > cut) for slices, reference in items]
         return float(np.mean(values)), values
 
     return validate
@@ -357,9 +358,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int | None = None, cas
         raise InputError(f"{checkpoint}: int8 needs calibration data: give the labelled cases it was trained on "
                          "(--data); random slices prove nothing")
     if slices is not None:
-        if not isinstance(slices, int) or slices < 1:
-            raise InputError(f"--calibration-slices must be 1 or more, not {slices}")
-        settings = replace(settings, slices=slices)
+        settings = replace(settings, slices=slices)  # checked there, as every setting
     checkpoint = Path(checkpoint)
     metadata, config = read_header(checkpoint)
     cases = find_any_cases(data) if cases is None else cases
@@ -392,7 +391,8 @@ def quantize(checkpoint: Path, data: Path | None, slices: int | None = None, cas
     int8 = Predictor(fp32.checkpoints, [OpenVINONetwork(paths, runtime)], runtime)
     agreement = measure_agreement(reference, int8, held_out)
     paths.update_stamp({"agreement": {**agreement.summary(), "cases": [asdict(c) for c in agreement.cases]}})
-    return QuantizationResult(paths, paths.stamp()["calibration"], agreement)
+    stamp = paths.stamp()
+    return QuantizationResult(paths, stamp["calibration"], agreement, stamp.get("recalibration") or {})
 
 
 def recorded_agreement(checkpoint: Path) -> dict | None:
@@ -420,7 +420,7 @@ def describe(result: QuantizationResult) -> str:
     summary = result.agreement.summary()
     agreement, labels = summary["dice_int8_vs_fp32"], summary["against_labels"]
     verdict = "holds" if result.agreement.holds else "does NOT hold"
-    recalibration = result.paths.stamp().get("recalibration") or {}
+    recalibration = result.recalibration
     shift = ""
     if "threshold_equivalent" in recalibration:
         dices = recalibration["calibration_dice_vs_fp32"]
