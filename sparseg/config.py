@@ -127,13 +127,18 @@ def _require_range(value: Any, field: str) -> None:
     _require(value[0] < value[1], field, f"low {value[0]!r} must be below high {value[1]!r}")
 
 
+Z_CLIP = 10.0
+"""|Z_ADC| is at most this: the release clips its Z_ADC maps to [-10, 10] (`..._clipped10`), and the network scales
+that range to [0, 1]."""
+
+
 @dataclass(frozen=True)
 class PreprocessingConfig:
     """Volume -> three-channel axial slices (paper, section 3.1)."""
 
     adc_range: tuple[float, float] = (0.0, 3400.0)
     """ADC (1e-6 mm^2/s) is clipped to this range and scaled to [0, 1]."""
-    z_range: tuple[float, float] = (-10.0, 10.0)
+    z_range: tuple[float, float] = (-Z_CLIP, Z_CLIP)
     """Z_ADC is clipped to this range and scaled to [0, 1]."""
     z_threshold: float = -2.0
     """The prior channel is Z_ADC < z_threshold, on the raw Z values."""
@@ -263,6 +268,101 @@ class TrainConfig:
             _require_integer(self.slices_per_epoch, "slices_per_epoch", 1)
         _require_bool(self.augment, "augment")
         _require_bool(self.record_samples, "record_samples")
+
+
+INTENSITY_NORMALISATIONS = ("median", "none")
+"""How a case's ADC is brought to the atlas's level before its Z_ADC is computed (`ZmapConfig.normalisation`)."""
+
+
+@dataclass(frozen=True)
+class ZmapConfig:
+    """How Z_ADC is computed from an ADC map and a normative atlas (`sparseg.zmap`): the paper's
+    Z(x) = (ADC(x) - mu(phi(x))) / sigma(phi(x)), as the release made it (smoothed 2 mm, clipped to [-10, 10]).
+
+    The atlas is registered to the case with ANTs (affine, then SyN) on a copy of the case resampled to
+    `registration_spacing_mm`; mu, sigma, the atlas's brain mask and its coverage are pulled back onto the case's
+    own grid. docs/zmap.md measures each setting.
+    """
+
+    smoothing_mm: float = 2.0
+    """The ADC is smoothed within the brain by a Gaussian of this sigma before the Z-score (the release's
+    `ADC_smooth2mm`; the release does not say whether 2 mm is the sigma or the FWHM)."""
+    clip: float = Z_CLIP
+    """Z is clipped to [-clip, clip] (the release's `clipped10`)."""
+    normalisation: str = "median"
+    """"median": the ADC is scaled so that its median inside the brain equals the registered atlas mean's median
+    there (lesions, Z < -2, left out of both), which takes out a case's global ADC level (age, scanner); "none"."""
+    registration_spacing_mm: float = 2.0
+    """The case is resampled to this isotropic spacing for the registration alone (the slices of a neonatal scan
+    are 2-6 mm apart); mu and sigma then go onto the case's own grid."""
+    syn_iterations: tuple[int, ...] = (40, 20, 0)
+    """SyN's iterations per resolution level, coarse to fine (ANTs' default)."""
+    seed: int = 1
+    """ANTs' random seed (the affine metric samples voxels at random): the same Z_ADC for the same inputs."""
+    overlap_flag: float = 0.85
+    """A registration whose atlas brain overlaps the case's brain by less Dice than this is flagged "look"."""
+    overlap_refuse: float = 0.6
+    """Below this Dice the registration failed: the case gets no Z_ADC and no mask."""
+
+    def __post_init__(self) -> None:
+        _require_number(self.smoothing_mm, "smoothing_mm", 0.0)
+        _require_number(self.clip, "clip", 0.0, low_open=True)
+        _require_choice(self.normalisation, "normalisation", INTENSITY_NORMALISATIONS)
+        _require_number(self.registration_spacing_mm, "registration_spacing_mm", 0.5, 8.0)
+        _require(isinstance(self.syn_iterations, tuple) and 1 <= len(self.syn_iterations) <= 5
+                 and all(_is_integer(v) and v >= 0 for v in self.syn_iterations), "syn_iterations",
+                 f"expected one to five whole numbers of 0 or more, not {self.syn_iterations!r}")
+        _require_integer(self.seed, "seed", 0)
+        _require_number(self.overlap_refuse, "overlap_refuse", 0.0, 1.0)
+        _require_number(self.overlap_flag, "overlap_flag", self.overlap_refuse, 1.0)
+
+    def key(self) -> str:
+        """The settings that change a Z_ADC map, as one line (a batch's resume key holds it)."""
+        return (f"zmap smoothing_mm={self.smoothing_mm!r} clip={self.clip!r} normalisation={self.normalisation} "
+                f"registration_spacing_mm={self.registration_spacing_mm!r} "
+                f"syn_iterations={'x'.join(map(str, self.syn_iterations))} seed={self.seed}")
+
+
+ATLAS_STATISTICS = ("auto", "mean", "robust")
+"""How `sparseg atlas build` summarises the registered cases per voxel (`AtlasConfig.statistics`)."""
+MIN_ATLAS_CASES = 10
+"""`sparseg atlas build` refuses fewer cases: a standard deviation from n cases is off by about 1 / sqrt(2 (n - 1))
+of itself (24% at 10 cases, 16% at 20), and every Z-score inherits that error (docs/zmap.md)."""
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    """How `sparseg atlas build` makes a normative atlas from a cohort's ADC maps (`sparseg.template`)."""
+
+    spacing_mm: float = 2.0
+    """The atlas's isotropic voxel spacing."""
+    iterations: int = 3
+    """Rounds of ANTs' group-wise template building (each registers every case to the current template); 0: no
+    group-wise template, the case of median brain volume is the template."""
+    statistics: str = "auto"
+    """"mean": voxel-wise mean and standard deviation; "robust": median and 1.4826 x MAD; "auto": the mean where
+    every case's lesion is known (a label, or Z_ADC < -2 where Z_ADC is given) and left out, else robust."""
+    normalisation: str = "median"
+    """Each case's ADC is scaled to the cohort's median brain ADC first (`ZmapConfig.normalisation`), or "none"."""
+    min_coverage: float = 0.5
+    """A voxel belongs to the atlas (its mask) where at least this share of the cases cover it with brain that is
+    not lesion; elsewhere the atlas has no mean or SD, and Z_ADC is not computed."""
+    margin_mm: float = 10.0
+    """Room around the brain in the atlas's grid."""
+    smoothing_mm: float = 1.0
+    """The mean and SD maps are smoothed within the atlas's brain by a Gaussian of this sigma (0: not)."""
+    seed: int = 1
+    """ANTs' random seed."""
+
+    def __post_init__(self) -> None:
+        _require_number(self.spacing_mm, "spacing_mm", 0.5, 8.0)
+        _require_integer(self.iterations, "iterations", 0)
+        _require_choice(self.statistics, "statistics", ATLAS_STATISTICS)
+        _require_choice(self.normalisation, "normalisation", INTENSITY_NORMALISATIONS)
+        _require_number(self.min_coverage, "min_coverage", 0.0, 1.0, low_open=True)
+        _require_number(self.margin_mm, "margin_mm", 0.0, 100.0)
+        _require_number(self.smoothing_mm, "smoothing_mm", 0.0, 10.0)
+        _require_integer(self.seed, "seed", 0)
 
 
 AUTO_BATCH_SIZE = {"cuda": 64, "cpu": 8}

@@ -48,7 +48,7 @@ import torch
 
 from sparseg.config import RunConfig
 from sparseg.errors import InputError, OutputError, SparsegError
-from sparseg.io import PARTIAL_PREFIX, place, require_apart, write_text
+from sparseg.io import PARTIAL_PREFIX, file_sha256, place, require_apart, write_text
 from sparseg.model import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,6 @@ def recorded_agreement(stamp: dict[str, Any] | None) -> tuple[float | None, Any]
     if not number or not (isinstance(smallest, float) or abs(smallest) < 10) or not 0.0 <= float(smallest) <= 1.0:
         return None, agreement.get("held_out_cases")
     return float(smallest), agreement.get("held_out_cases")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def derived_files(checkpoint: Path | str) -> list[Path]:

@@ -526,6 +526,15 @@ def files_sha256(paths: Iterable[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 (64 hex digits) of one file's bytes: what a stamp or an atlas.json records of each file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def same_file(first: Path, second: Path) -> bool:
     """Whether two paths name one file: the same path once symbolic links are followed, or one file under two
     names (a hard link)."""
@@ -635,14 +644,15 @@ def _check_pixel_data(path: Path, reader: sitk.ImageFileReader) -> None:
         _check_gzip(path)
 
 
-def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS, finite: bool = False) -> Volume:
     """Read a 3D scalar image of any numeric pixel type as float32 (z, y, x).
 
     Raises InputError (message starts with the path) for a missing, empty or
     unreadable file, an image that is not 3D, vector pixels, a volume over
     `max_voxels` (checked from the header, before the pixels are read), an
     impossible grid, or damaged compressed data. Non-finite voxels, and values
-    beyond float32's range, are counted in a warning and set to 0.
+    beyond float32's range, are counted in a warning and set to 0; with
+    `finite` (an atlas map, where a NaN is a broken file) they are an InputError.
     """
     path = Path(path)
     reader = _open_header(path, max_voxels)
@@ -655,6 +665,11 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
     if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
         raise InputError(f"{path}: pixel type {raw.dtype} is not a real number type")
     out_of_range = 0
+    if finite and np.issubdtype(raw.dtype, np.floating):
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = int(raw.size - np.count_nonzero(np.isfinite(raw.astype(np.float32))))
+        if bad:
+            raise InputError(f"{path}: {bad} voxels are not finite numbers (NaN, Inf, or beyond float32's range)")
     if raw.dtype == np.float64:
         with np.errstate(invalid="ignore"):
             beyond = np.abs(raw) > np.finfo(np.float32).max
@@ -670,6 +685,20 @@ def read_image(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume
         log.warning("%s: %d non-finite voxels (NaN/Inf) treated as 0", path, bad)
         array[~finite] = 0.0
     return Volume(array=array, geometry=Geometry.of(image), path=path)
+
+
+def itk_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A (z, y, x) array on `geometry` as an in-memory ITK image (for registration: `sparseg.registration`)."""
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    geometry.apply_to(image)
+    return image
+
+
+def from_itk_image(image: sitk.Image) -> tuple[np.ndarray, Geometry]:
+    """An in-memory ITK image as a (z, y, x) array (a copy) and its geometry: `itk_image`'s inverse."""
+    return sitk.GetArrayFromImage(image), Geometry.of(image)
 
 
 def read_geometry(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Geometry:
@@ -852,11 +881,8 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compres
     path = Path(path)
     if path.suffix.lower() == ".mhd":
         raise ValueError(f"{path}: write .mha (one file, renamed into place when complete), not .mhd + .raw")
-    if tuple(array.shape) != geometry.shape:
-        raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
     array = np.ascontiguousarray(array)
-    image = sitk.GetImageFromArray(array)
-    geometry.apply_to(image)
+    image = itk_image(array, geometry)
     itk_path(path)
     _make_folder(path)
 
