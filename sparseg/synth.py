@@ -13,7 +13,7 @@ SPARSeg paper; none of them comes from real scans):
 * Z_ADC: against a normative atlas (per-voxel mean and standard deviation)
   that is a blurred, slightly mis-registered template of the same anatomy,
   computed on the 2 mm-smoothed ADC and clipped to [-10, 10] (as the file
-  name `ADC_smooth2mm_clipped10` says);
+  name `ADC_smooth2mm_clipped10` says; `sparseg.zmap.z_scores`);
 * lesions: multi-focal regions of reduced ADC, most reduced at their core,
   with a burden (lesion voxels / brain voxels) drawn from the dataset's strata
   <1%, 1-5%, >5% in the proportions 74:26:33, and some lesion-free cases;
@@ -25,6 +25,22 @@ SPARSeg paper; none of them comes from real scans):
 
 Everything is drawn from `numpy.random.default_rng([seed, index])`, so a
 case depends only on the seed and its index.
+
+With a population (`population`, `sparseg synth --population`) every case is
+instead drawn from one template anatomy, as real brains are from a normative
+one, so that an atlas made from the cases can be checked against the truth:
+
+* the generating atlas: a template brain on an isotropic grid with its
+  voxel-wise ADC mean and standard deviation (`write_dataset` writes it as an
+  atlas folder, `generating_atlas/`);
+* each case: the template in physical space under its own affine map (rotation,
+  scale per axis, shift) and a smooth non-linear warp, on the case's own grid
+  and header (oblique and flipped ones included); its ADC is the atlas mean plus
+  a smooth deviation of one atlas SD, times the case's global ADC level (age
+  and scanner: `adc_level_sd`), with bias, lesions and noise as above;
+* its given Z_ADC: against the generating atlas through the true warp, at the
+  case's own level (an age-matched atlas, as the release's were), so that a
+  Z_ADC computed by registration can be compared with what it should be.
 """
 
 from __future__ import annotations
@@ -38,10 +54,12 @@ import numpy as np
 from scipy import ndimage
 
 from sparseg import cases as layout
-from sparseg.config import burden_group
+from sparseg.atlas import write_atlas
+from sparseg.config import ZmapConfig, burden_group
 from sparseg.errors import InputError
 from sparseg.io import Geometry, has_image_suffix, write_csv, write_image
 from sparseg.metrics import lesion_burden
+from sparseg.zmap import z_scores
 
 FULL_BRAIN_COVERAGE_MM = 60.0
 """Height of the stack of a full-brain case: within the shortest brain (76 mm) with room for the head's offset."""
@@ -64,8 +82,25 @@ class SynthConfig:
     strata_weights: tuple[int, int, int] = (74, 26, 33)
     burden_ranges: tuple[tuple[float, float], ...] = ((0.0008, 0.0095), (0.011, 0.048), (0.055, 0.30))
     lesion_free_fraction: float = 0.07
-    z_clip: float = 10.0
-    z_smoothing_mm: float = 2.0
+    z: ZmapConfig = ZmapConfig()
+    """How the given Z_ADC is made (smoothing, clipping): as `sparseg zmap` makes it."""
+    template_spacing_mm: float = 1.5
+    """With a population: the generating atlas's isotropic grid."""
+    rotation_deg: float = 8.0
+    """With a population: each case's rotation about each axis, uniform in +- this."""
+    scale_sd: float = 0.06
+    """With a population: the standard deviation of each case's scale along each axis, about 1."""
+    shift_mm: float = 4.0
+    """With a population: the standard deviation of the brain's offset from the grid's centre."""
+    warp_mm: float = 2.5
+    """With a population: the typical standard deviation of each component of the smooth non-linear warp (each
+    case's is this times 0.5 to 1.5)."""
+    warp_smoothness_mm: float = 20.0
+    adc_level_sd: float = 0.08
+    """With a population: the standard deviation of the log of a case's global ADC level (age, scanner)."""
+    deviation_smoothness_mm: float = 6.0
+    """With a population: the width (Gaussian sigma) of a case's smooth deviation from the atlas mean: regional,
+    as brains differ."""
 
     def with_shape(self, size: int | None = None, depth: int | None = None, full_brain: bool = False) -> SynthConfig:
         """The same anatomy on a fixed in-plane `size` and/or number of slices `depth` (benchmarks, checks).
@@ -87,13 +122,15 @@ class SynthConfig:
 
     @classmethod
     def tiny(cls) -> SynthConfig:
-        """Small grids (64-80 pixels, 10-16 slices) with the same anatomy: fast tests and smoke runs."""
+        """Small grids (64-80 pixels, 10-16 slices; a population's atlas at 3 mm) with the same anatomy: fast tests
+        and smoke runs."""
         return cls(
             in_plane_sizes=(64, 72, 80),
             field_of_view_mm=(160.0, 180.0),
             slice_spacing_mm=(4.0, 6.0),
             coverage_mm=(60.0, 80.0),
             depth_range=(10, 16),
+            template_spacing_mm=3.0,
         )
 
 
@@ -110,6 +147,10 @@ class SynthCase:
     z_dtype: str
     label_dtype: str
     orientation: str
+    adc_level: float = 1.0
+    """With a population: the case's global ADC level (1 otherwise)."""
+    warp_rms_mm: float = 0.0
+    """With a population: the root mean square length of the case's non-linear warp, in mm."""
 
     @property
     def burden(self) -> float:
@@ -207,11 +248,7 @@ def generate_case(seed: int, index: int, config: SynthConfig = SynthConfig()) ->
     burden = _random_burden(rng, config)
     adc, label = _adc_and_label(rng, tissue, coords, burden, spacing_zyx, config)
 
-    # Smoothing within the brain (normalised convolution), so the brain's edge is not darkened.
-    weight = ndimage.gaussian_filter(brain.astype(np.float32), _sigma_vox(config.z_smoothing_mm, spacing_zyx))
-    adc_smooth = ndimage.gaussian_filter(adc, _sigma_vox(config.z_smoothing_mm, spacing_zyx)) / np.maximum(weight, 1e-3)
-    z = np.where(brain, (adc_smooth - atlas_mean) / atlas_sd, 0.0)
-    z = np.clip(z, -config.z_clip, config.z_clip).astype(np.float32)
+    z = z_scores(adc, atlas_mean, atlas_sd, brain, spacing_zyx, config.z)
 
     geometry, orientation = _random_geometry(rng, shape, spacing_zyx)
     adc_dtype = str(rng.choice(["float32", "float32", "int16", "uint16", "float64"]))
@@ -303,13 +340,21 @@ def _adc_and_label(rng: np.random.Generator, tissue: np.ndarray, coords: tuple[n
                    spacing_zyx: tuple[float, ...], config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
     """The ADC volume (tissue values, a smooth bias, lesions of reduced ADC, noise; 0 outside the brain) and the
     expert's label of its lesions."""
+    tissue_adc = ndimage.gaussian_filter(_tissue_values(config)[tissue], _sigma_vox(0.6, spacing_zyx))
+    return _lesions_and_noise(rng, tissue_adc, tissue, coords, burden, spacing_zyx, config)
+
+
+def _lesions_and_noise(rng: np.random.Generator, healthy: np.ndarray, tissue: np.ndarray,
+                       coords: tuple[np.ndarray, ...], burden: float, spacing_zyx: tuple[float, ...],
+                       config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A healthy ADC volume with a smooth bias, lesions of reduced ADC, noise and 0 outside the brain, and the
+    expert's label of its lesions."""
     shape = tissue.shape
     sigma_of = lambda mm: _sigma_vox(mm, spacing_zyx)  # noqa: E731
     brain = tissue > 0
     parenchyma = (tissue >= 1) & (tissue <= 3)
-    tissue_adc = ndimage.gaussian_filter(_tissue_values(config)[tissue], sigma_of(0.6))
     bias = 1.0 + 0.04 * _smooth_noise(rng, shape, sigma_of(30.0))
-    adc = tissue_adc * bias
+    adc = healthy * bias
     label = np.zeros(shape, dtype=bool)
     if burden > 0:
         shape_noise = _smooth_noise(rng, shape, sigma_of(2.0))
@@ -329,6 +374,136 @@ def _adc_and_label(rng: np.random.Generator, tissue: np.ndarray, coords: tuple[n
     adc = adc + rng.normal(0.0, config.noise_sd, shape).astype(np.float32)
     adc = np.where(brain, np.maximum(adc, 1.0), 0.0).astype(np.float32)
     return adc, label
+
+
+@dataclass(frozen=True)
+class Population:
+    """The template anatomy every case of a population is drawn from, and its normative atlas: arrays (z, y, x)
+    on `geometry`, an isotropic grid centred on the brain."""
+
+    tissue: np.ndarray
+    """Tissue labels as `_tissue_map`'s: 0 outside, 1 WM, 2 GM, 3 deep GM, 4 CSF."""
+    mean: np.ndarray
+    sd: np.ndarray
+    geometry: Geometry
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.tissue > 0
+
+
+POPULATION_STREAM = 2**31
+"""The random stream of a seed's population (cases use their index, far below)."""
+
+
+def population(seed: int, config: SynthConfig = SynthConfig()) -> Population:
+    """The template anatomy and atlas of a seed's population: a brain of middling size and shape, its mean ADC the
+    tissues' values blurred 2 mm within the brain (an average of many brains), its SD the tissues' normative SDs
+    (`SynthConfig.atlas_sd`) plus a share of the mean's local contrast (where brains differ most)."""
+    rng = np.random.default_rng([seed, POPULATION_STREAM])
+    radii = (42.0, 55.0, 44.0)
+    spacing = config.template_spacing_mm
+    shape = tuple(int(math.ceil(2.6 * r / spacing)) for r in radii)
+    coords = tuple(((np.arange(n) - (n - 1) / 2.0) * spacing).reshape([-1 if i == a else 1 for i in range(3)])
+                   for a, n in enumerate(shape))
+    full = tuple(np.broadcast_to(c, shape) for c in coords)
+    anatomy = {"radii": radii, "shift": (0.0, 0.0, 0.0), "scale": 1.0, "ventricles": 1.0}
+    radial = _smooth_noise(rng, shape, _sigma_vox(18.0, (spacing,) * 3))
+    tissue = _tissue_map(full, anatomy, np.zeros(shape, np.float32), radial)
+    brain = tissue > 0
+    values, sds = _tissue_values(config), np.array([1.0, *config.atlas_sd], dtype=np.float32)
+    sigma = _sigma_vox(2.0, (spacing,) * 3)
+    weight = np.maximum(ndimage.gaussian_filter(brain.astype(np.float32), sigma), 1e-3)
+    mean = np.where(brain, ndimage.gaussian_filter(values[tissue], sigma) / weight, 0.0).astype(np.float32)
+    sd = ndimage.gaussian_filter(sds[tissue], sigma) / weight + 0.35 * np.abs(values[tissue] - mean)
+    sd = np.where(brain, sd, 1.0).astype(np.float32)
+    origin = tuple(-(n - 1) / 2.0 * spacing for n in reversed(shape))
+    geometry = Geometry.from_array_order(shape, (spacing,) * 3, origin, tuple(np.eye(3).ravel()))
+    return Population(tissue=tissue, mean=mean, sd=sd, geometry=geometry)
+
+
+def _rotation(angles_rad: np.ndarray) -> np.ndarray:
+    """The rotation by `angles_rad` about x, then y, then z."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(angles_rad), np.sin(angles_rad)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _template_points(rng: np.random.Generator, geometry: Geometry,
+                     config: SynthConfig) -> tuple[np.ndarray, float]:
+    """Where each voxel of a case's grid lies in the template's space: the voxel's physical point, less the brain's
+    centre, through the case's affine map and smooth warp. Returns (3, D, H, W) template (x, y, z) points in mm
+    and the warp's root mean square length."""
+    shape = geometry.shape
+    index = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij"))[::-1]
+    direction = np.reshape(geometry.direction, (3, 3)).astype(np.float32)
+    scaled = index * np.array(geometry.spacing_xyz_mm, np.float32)[:, None, None, None]
+    points = np.einsum("ij,j...->i...", direction, scaled) + np.array(geometry.origin_xyz_mm, np.float32)[
+        :, None, None, None]
+    extent = (np.array(geometry.size_xyz) - 1) * np.array(geometry.spacing_xyz_mm)
+    centre = np.array(geometry.origin_xyz_mm) + direction @ (extent / 2.0) + rng.normal(0.0, config.shift_mm, 3)
+    angles = np.deg2rad(rng.uniform(-config.rotation_deg, config.rotation_deg, 3))
+    affine = (_rotation(angles) @ np.diag(rng.normal(1.0, config.scale_sd, 3))).astype(np.float32)
+    template = np.einsum("ij,j...->i...", affine, points - centre.astype(np.float32)[:, None, None, None])
+    sigma = _sigma_vox(config.warp_smoothness_mm, geometry.spacing_mm)
+    amplitude = config.warp_mm * rng.uniform(0.5, 1.5)
+    warp = np.stack([_smooth_noise(rng, shape, sigma) * amplitude for _ in range(3)])
+    return template + warp, float(np.sqrt(np.mean(np.sum(warp**2, axis=0))))
+
+
+def _sample(volume: np.ndarray, geometry: Geometry, points: np.ndarray, order: int, outside: float) -> np.ndarray:
+    """`volume` (on `geometry`, identity direction) at physical (x, y, z) `points` (3, D, H, W)."""
+    origin, spacing = np.array(geometry.origin_xyz_mm), np.array(geometry.spacing_xyz_mm)
+    index = [(points[axis] - origin[axis]) / spacing[axis] for axis in (2, 1, 0)]  # (z, y, x) voxel indices
+    return ndimage.map_coordinates(volume, index, order=order, mode="constant", cval=outside).astype(volume.dtype)
+
+
+def generate_population_case(seed: int, index: int, people: Population,
+                             config: SynthConfig = SynthConfig()) -> SynthCase:
+    """One case of a population (`population`): the template anatomy under the case's own affine map and warp,
+    on its own grid; its ADC the atlas mean plus a smooth deviation of one SD, at its global level, with bias,
+    lesions and noise; its Z_ADC against the generating atlas through the true warp at its level. Deterministic
+    in (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    shape, spacing_zyx = _random_grid(rng, config)
+    geometry, orientation = _random_geometry(rng, shape, spacing_zyx)
+    points, warp_rms = _template_points(rng, geometry, config)
+    tissue = _sample(people.tissue, people.geometry, points, 0, 0)
+    mean = _sample(people.mean, people.geometry, points, 1, 0.0)
+    sd = np.maximum(_sample(people.sd, people.geometry, points, 1, 1.0), 1.0)
+    level = float(math.exp(rng.normal(0.0, config.adc_level_sd)))
+    deviation = _smooth_noise(rng, shape, _sigma_vox(config.deviation_smoothness_mm, spacing_zyx))
+    healthy = level * (mean + sd * deviation)
+    coords = tuple((np.arange(n) * sp).reshape([-1 if i == a else 1 for i in range(3)])
+                   for a, (n, sp) in enumerate(zip(shape, spacing_zyx)))
+    adc, label = _lesions_and_noise(rng, healthy.astype(np.float32), tissue, coords, _random_burden(rng, config),
+                                    spacing_zyx, config)
+    brain = tissue > 0
+    z = z_scores(adc, level * mean, level * sd, brain, spacing_zyx, config.z)
+    return SynthCase(
+        case_id=case_id(index), adc=adc, z=z, label=label, geometry=geometry,
+        adc_dtype=str(rng.choice(["float32", "float32", "int16", "uint16", "float64"])),
+        z_dtype=str(rng.choice(["float32", "float32", "float64"])),
+        label_dtype=str(rng.choice(["uint8", "uint8", "int16"])),
+        orientation=orientation, adc_level=level, warp_rms_mm=warp_rms,
+    )
+
+
+GENERATING_ATLAS = "generating_atlas"
+"""The folder beside the case folders where `write_dataset` with a population writes the atlas that made them."""
+
+
+def write_population_atlas(out: Path, people: Population, seed: int) -> Path:
+    """The generating atlas of a population as an atlas folder (`sparseg.atlas`): the truth a computed Z_ADC is
+    measured against."""
+    write_atlas(out, {"mean": people.mean, "sd": people.sd, "mask": people.mask.astype(np.uint8)}, people.geometry,
+                {"kind": "synthetic",
+                 "description": f"the generating atlas of the synthetic population of seed {seed} (sparseg synth "
+                                "--population): synthetic data, not a normative atlas of real neonates",
+                 "made": {"how": "sparseg synth --population", "seed": seed}})
+    return out
 
 
 def _random_geometry(
@@ -357,14 +532,20 @@ def _as_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(dtype)
 
 
-def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig = SynthConfig()) -> list[Path]:
+def write_dataset(out: Path | str, n_cases: int, seed: int, config: SynthConfig = SynthConfig(),
+                  drawn_from_population: bool = False) -> list[Path]:
     """Write `n_cases` cases in the release layout under `out`, plus a manifest CSV; a folder that holds cases
-    already is refused (they would be mixed with these, or replaced)."""
+    already is refused (they would be mixed with these, or replaced). With `drawn_from_population` the cases come
+    from one template anatomy (`population`), whose atlas is written to `out/generating_atlas/`."""
     out = Path(out)
     _require_no_cases(out / layout.ADC_DIR, out / layout.Z_DIR, out / layout.LABEL_DIR)
+    people = population(seed, config) if drawn_from_population else None
+    if people is not None:
+        write_population_atlas(out / GENERATING_ATLAS, people, seed)
     rows = []
     for index in range(n_cases):
-        case = generate_case(seed, index, config)
+        case = generate_case(seed, index, config) if people is None else \
+            generate_population_case(seed, index, people, config)
         _write_inputs(case, out / layout.ADC_DIR, out / layout.Z_DIR)
         label = out / layout.LABEL_DIR / layout.label_name(case.case_id)
         write_image(case.label.astype(case.label_dtype), case.geometry, label)
@@ -408,4 +589,6 @@ def _manifest_row(case: SynthCase) -> dict:
         "lesion_voxels": int(np.count_nonzero(case.label)),
         "burden": f"{case.burden:.5f}",
         "burden_group": burden_group(case.burden),
+        "adc_level": f"{case.adc_level:.4f}",
+        "warp_rms_mm": f"{case.warp_rms_mm:.2f}",
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig
+from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, ZmapConfig
 from sparseg.model import build_model, save_checkpoint
 from sparseg.synth import SynthConfig, write_dataset
 
@@ -20,6 +20,32 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "BONBID2023_Train"
     write_dataset(root, n_cases=6, seed=7, config=SynthConfig.tiny())
     return root
+
+
+FAST_ZMAP = ZmapConfig(registration_spacing_mm=3.0, syn_iterations=(20, 10, 0))
+"""Registration on a 3 mm grid with fewer SyN iterations: the tests' tiny cases need no more."""
+
+
+@pytest.fixture(scope="session")
+def population_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fourteen tiny labelled cases drawn from one synthetic population, with its generating atlas in
+    `generating_atlas/`. Read-only: copy before changing."""
+    root = tmp_path_factory.mktemp("population") / "cohort"
+    write_dataset(root, n_cases=14, seed=5, config=SynthConfig.tiny(), drawn_from_population=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_atlas(population_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An atlas built from the first ten cases of `population_dataset` (one template round, 4 mm). Read-only."""
+    from sparseg.cases import find_cases
+    from sparseg.config import AtlasConfig
+    from sparseg.template import build_atlas
+
+    out = tmp_path_factory.mktemp("atlas") / "built"
+    build_atlas(find_cases(population_dataset)[:10], out, AtlasConfig(iterations=1, spacing_mm=4.0), FAST_ZMAP,
+                source="the test population")
+    return out
 
 
 @pytest.fixture

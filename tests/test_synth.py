@@ -122,3 +122,41 @@ def test_a_full_brain_case_has_brain_and_lesion_on_real_slices_only() -> None:
         assert (case.adc > 0).reshape(32, -1).any(axis=1).all(), index
     default = generate_case(5, 0, SynthConfig().with_shape(128, 64))
     assert not (default.adc > 0).reshape(64, -1).any(axis=1).all()
+
+
+def test_a_population_s_cases_are_its_template_under_each_case_s_own_warp_and_level(
+        population_dataset: Path) -> None:
+    from sparseg.atlas import read_atlas
+    from sparseg.synth import GENERATING_ATLAS, generate_population_case, population
+
+    people = population(5, TINY)
+    again = population(5, TINY)
+    np.testing.assert_array_equal(people.mean, again.mean)
+    assert np.all(people.sd[people.mask] > 0) and people.mask.mean() > 0.2
+    atlas = read_atlas(population_dataset / GENERATING_ATLAS)
+    np.testing.assert_array_equal(atlas.mean, people.mean)
+    assert atlas.description["kind"] == "synthetic" and "not a normative atlas of real neonates" in \
+        atlas.description["description"]
+    made = [generate_population_case(5, index, people, TINY) for index in range(6)]
+    first = generate_population_case(5, 0, people, TINY)
+    np.testing.assert_array_equal(first.adc, made[0].adc)
+    np.testing.assert_array_equal(first.z, made[0].z)
+    levels = [case.adc_level for case in made]
+    assert len(set(levels)) == 6 and 0.7 < min(levels) and max(levels) < 1.4
+    assert len({case.warp_rms_mm for case in made}) == 6 and all(case.warp_rms_mm > 0 for case in made)
+    for case in made:
+        brain = case.adc > 0
+        healthy = brain & ~case.label
+        # the ADC is the atlas mean (white matter ~1300) at the case's level
+        assert np.median(case.adc[healthy]) / case.adc_level == pytest.approx(1300, rel=0.12)
+        assert np.all(case.z[~brain] == 0) and np.abs(case.z).max() <= 10
+        if case.label.sum() > 20:
+            assert np.median(case.z[case.label]) < np.median(case.z[healthy]) - 1
+    with open(population_dataset / "synth_manifest.csv") as handle:
+        header = handle.readline()
+    assert "adc_level" in header and "warp_rms_mm" in header
+
+
+def test_a_population_is_not_the_default_synthetic_data(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "plain", n_cases=1, seed=3, config=TINY)
+    assert not (tmp_path / "plain" / "generating_atlas").exists()
