@@ -32,16 +32,18 @@ from sparseg.cases import (
     part_name,
     prediction_name,
     probabilities_name,
+    zadc_name,
 )
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import CaseRow, evaluate_case
 from sparseg.inference import Predictor
 from sparseg.io import PARTIAL_PREFIX, TEMPORARY_NAME, files_sha256, remove_stale, require_apart, write_csv
 from sparseg.plausibility import synthetic_warning
-from sparseg.reader import LoadedCase, read_ahead
+from sparseg.reader import LoadedCase, load_case, read_ahead
 from sparseg.report import ReportCase, write_report
 from sparseg.resume import IN_PROGRESS, SUMMARY_COLUMNS, CaseSummary, earlier_rows, why_redo
 from sparseg.segment import CaseOutputs, CaseResult, earlier_result, segment
+from sparseg.zmap import ZmapMaker
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,16 @@ def batch_outputs(cases: list[Case], out: Path, part: int = 0, parts: int = 1, r
 def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_probabilities: bool = False,
                   overlays: bool = False, overwrite: bool = False, mask_format: str = "auto",
                   report: bool = False, part: int = 0, parts: int = 1, read_depth: int = 2,
-                  summary_name: str = BATCH_SUMMARY) -> list[CaseSummary]:
+                  summary_name: str = BATCH_SUMMARY, zmaker: ZmapMaker | None = None,
+                  save_zadc: bool = False) -> list[CaseSummary]:
     """Segment `cases` (part `part` of `parts` of them); a failing case is reported and the others go on.
 
     Per case `<case_id>_lesion<suffix>` (`mask_format`: the ADC file's format, or .mha or .nii.gz) and
     optionally `<case_id>_probabilities<suffix>` and `<case_id>_overlay.png` (the slices with the most
     lesion; true contours too where labels exist); `report` writes report.html (`sparseg.report`), which shows
-    the overlays, so it implies `overlays`. The next cases are read and preprocessed in the background,
-    `read_depth` ahead, while the network runs.
+    the overlays, so it implies `overlays`. A case without a Z_ADC gets one from `zmaker` (an atlas), kept as
+    `<case_id>_zadc<suffix>` with `save_zadc`. The next cases are read, their Z_ADC computed and preprocessed in
+    the background, `read_depth` ahead, while the network runs.
     Every file is written under a temporary name and renamed, so an interrupted
     batch leaves only complete files (and temporary ones, removed by the next
     run). summary.csv is rewritten after each case and records what made each
@@ -93,6 +97,21 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     _clear_for_this_run(cases, out, part, parts, overwrite, summary_name)
     earlier = {} if overwrite else earlier_rows(summary_path)
     made_by = predictor.made_by()
+    outputs_of = {case.case_id: _case_outputs(case, out, mask_format, save_probabilities, overlays, save_zadc)
+                  for case in cases}
+
+    def key_of(case: Case, digest: str) -> dict[str, str]:
+        """What makes the case's outputs (the resume key): its inputs, the checkpoints, the settings, and the atlas
+        where its Z_ADC is computed."""
+        atlas = zmaker.key() if zmaker is not None and case.z is None else ""
+        return {"inputs_sha256": digest, **made_by, "atlas": atlas}
+
+    def keepable(case: Case, digest: str) -> bool:
+        """Whether an earlier run's outputs of the case may be kept: the reader then computes no Z_ADC for it."""
+        outputs = outputs_of[case.case_id]
+        return not overwrite and outputs.exist() and why_redo(earlier.get(case.case_id), key_of(case, digest),
+                                                              outputs.sha256) is None
+
     results: list[CaseResult] = []
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(cases), desc="cases", unit="case", disable=not terminal)
@@ -107,13 +126,16 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
 
     if not cases:
         record([])  # an empty part: its summary says so, and no earlier run's rows stay in it
-    for index, loaded in enumerate(read_ahead(cases, predictor, read_depth)):
+    for index, loaded in enumerate(read_ahead(cases, predictor, read_depth, zmaker, keepable)):
         case, upcoming = loaded.case, cases[index + 1 :]
-        outputs = _case_outputs(case, out, mask_format, save_probabilities, overlays)
-        key = {"inputs_sha256": loaded.inputs_sha256, **made_by}
+        outputs = outputs_of[case.case_id]
+        key = key_of(case, loaded.inputs_sha256)
         try:
             result = None if overwrite else _kept(loaded, outputs, earlier.get(case.case_id), key, report)
             if result is None:
+                if loaded.error is None and loaded.z is None:  # read for keeping, but it is to be segmented
+                    loaded = load_case(case, predictor, zmaker)
+                    key = key_of(case, loaded.inputs_sha256)
                 # Recorded as in progress, with what is about to make them, before any output is replaced: a run
                 # killed from here on leaves a row that a rerun redoes, never a stale mask under a new key.
                 record(upcoming, CaseSummary(case_id=case.case_id, status=IN_PROGRESS, **key))
@@ -130,7 +152,7 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
         record(upcoming)
     bar.close()
     if report:
-        path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor)
+        path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor, zmaker)
         log.info("QA report: %s", path)
     return [r.summary for r in results]
 
@@ -155,12 +177,15 @@ def _clear_for_this_run(cases: list[Case], out: Path, part: int, parts: int, ove
                 stale.unlink()
 
 
-def _case_outputs(case: Case, out: Path, mask_format: str, save_probabilities: bool, overlays: bool) -> CaseOutputs:
-    """Where a case's outputs go in `out`: its mask in `mask_format`, its probabilities and overlay if asked for."""
+def _case_outputs(case: Case, out: Path, mask_format: str, save_probabilities: bool, overlays: bool,
+                  save_zadc: bool = False) -> CaseOutputs:
+    """Where a case's outputs go in `out`: its mask in `mask_format`, its probabilities, overlay and computed
+    Z_ADC (a case with no Z_ADC of its own) if asked for."""
     suffix = mask_suffix(case.adc, mask_format)
     return CaseOutputs(out / prediction_name(case.case_id, suffix),
                        out / probabilities_name(case.case_id, suffix) if save_probabilities else None,
-                       out / overlay_name(case.case_id) if overlays else None)
+                       out / overlay_name(case.case_id) if overlays else None,
+                       out / zadc_name(case.case_id, suffix) if save_zadc and case.z is None else None)
 
 
 def _kept(loaded: LoadedCase, outputs: CaseOutputs, row: dict[str, str] | None, key: dict[str, str],
@@ -174,10 +199,15 @@ def _kept(loaded: LoadedCase, outputs: CaseOutputs, row: dict[str, str] | None, 
         log.info("%s: segmenting again: %s", loaded.case.case_id, reason)
         return None
     try:
-        return earlier_result(loaded, outputs, picture, _number(row.get("member_agreement")))
+        return earlier_result(loaded, outputs, picture, _recorded(row))
     except InputError as exc:
         log.info("%s: segmenting again: its earlier output cannot be used (%s)", loaded.case.case_id, exc)
         return None
+
+
+def _recorded(row: dict[str, str]) -> CaseSummary:
+    """A summary.csv row as a `CaseSummary` (cells it lacks empty, numbers it cannot read NaN)."""
+    return CaseSummary(**{name: _typed(name, row.get(name) or "") for name in SUMMARY_COLUMNS})
 
 
 def _number(text: str | None) -> float:
@@ -213,13 +243,16 @@ def _report_case(summary: CaseSummary, overlay: Path | None, png: bytes | None, 
                       agreement=summary.member_agreement)
 
 
-def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor) -> Path:
+def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor,
+                        zmaker: ZmapMaker | None = None) -> Path:
     cases = [_report_case(r.summary, path.parent / overlay_name(r.summary.case_id), r.overlay_png, r.scores)
              for r in results]
     context = [f"device: {predictor.runtime.describe()}",
                *(f"checkpoint: {c.describe()}, network {n.describe()}"
                  for c, n in zip(predictor.checkpoints, predictor.networks, strict=True)),
-               f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}"]
+               f"settings: {predictor.made_by()['settings']}; threshold {predictor.config.threshold:g}",
+               *([f"Z_ADC computed with the atlas {zmaker.atlas.describe()}; {zmaker.config.key()}; the dashed "
+                  "yellow outline is the atlas's brain registered onto the case"] if zmaker is not None else [])]
     warning = synthetic_warning(predictor)
     return write_report(path, cases, context, [warning.upper()] if warning else [])
 
@@ -243,7 +276,7 @@ def folder_report(out: Path, data: Path | None = None) -> tuple[Path, int]:
     cases = []
     for case_id in sorted(rows):
         row = rows[case_id]
-        summary = CaseSummary(**{name: _typed(name, row.get(name, "")) for name in SUMMARY_COLUMNS})
+        summary = _recorded(row)
         overlay = out / overlay_name(case_id)
         png = overlay.read_bytes() if overlay.is_file() else None
         mask = out / row["mask"] if row.get("mask") else None

@@ -81,16 +81,21 @@ def probabilities_name(case_id: str, suffix: str = ".mha") -> str:
     return f"{case_id}_probabilities{suffix}"
 
 
+def zadc_name(case_id: str, suffix: str = ".mha") -> str:
+    """File name of a case's computed Z_ADC in an output folder (`sparseg zmap`, `sparseg predict --save-zadc`)."""
+    return f"{case_id}_zadc{suffix}"
+
+
 def overlay_name(case_id: str) -> str:
     """File name of a case's overlay picture in a batch output folder (`--overlays`)."""
     return f"{case_id}_overlay.png"
 
 
 def case_outputs(case_id: str) -> list[str]:
-    """Every file name a batch may write, or remove as stale, for a case: its mask and probabilities in each of
-    `MASK_FORMATS`, and its overlay."""
-    return [*(name(case_id, suffix) for suffix in MASK_FORMATS for name in (prediction_name, probabilities_name)),
-            overlay_name(case_id)]
+    """Every file name a batch may write, or remove as stale, for a case: its mask, probabilities and computed
+    Z_ADC in each of `MASK_FORMATS`, and its overlay."""
+    return [*(name(case_id, suffix) for suffix in MASK_FORMATS
+              for name in (prediction_name, probabilities_name, zadc_name)), overlay_name(case_id)]
 
 
 BATCH_SUMMARY = "summary.csv"
@@ -161,11 +166,12 @@ def batch_part(cases: list[Case], part: int, parts: int) -> list[Case]:
 
 @dataclass(frozen=True)
 class Case:
-    """The files of one case. `label` is None for unlabelled data."""
+    """The files of one case. `z` is None where the Z_ADC is to be computed (from an atlas: `sparseg.zmap`),
+    `label` for unlabelled data."""
 
     case_id: str
     adc: Path
-    z: Path
+    z: Path | None
     label: Path | None = None
 
 
@@ -210,7 +216,7 @@ def index_by_case_id(folder: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def dataset_root(root: Path) -> Path:
-    """The folder holding 1ADC_ss/2Z_ADC: `root` itself or its only such subfolder."""
+    """The folder holding 1ADC_ss (and 2Z_ADC): `root` itself or its only such subfolder."""
     root = Path(root)
     if root.is_file():
         raise InputError(f"{root}: a file, not a folder of cases; a manifest is a CSV file named .csv")
@@ -226,19 +232,20 @@ def dataset_root(root: Path) -> Path:
     raise InputError(f"{root}: several datasets inside ({', '.join(p.name for p in candidates)}); name one")
 
 
-def find_cases(root: Path | str, require_labels: bool = False) -> list[Case]:
-    """All cases of a release-layout folder (or a CSV manifest), paired by case id, sorted by id.
+def find_cases(root: Path | str, require_labels: bool = False, with_zadc: bool = True) -> list[Case]:
+    """All cases of a release-layout folder (or a CSV manifest), paired by case id, sorted by id; without
+    `with_zadc` their ADC alone (a 2Z_ADC folder, if any, is not read: the Z_ADC is to be computed).
 
     Labels are attached when a 3LABEL folder exists; then every case must have one.
     """
     if is_manifest(Path(root)):
-        return manifest_cases(Path(root), require_labels)
+        return manifest_cases(Path(root), require_labels, with_zadc)
     root = dataset_root(Path(root))
     has_labels = (root / LABEL_DIR).is_dir()
     if require_labels and not has_labels:
         raise InputError(f"{root}: no {LABEL_DIR}/ folder, but labels are needed")
     folders, problems = {}, []
-    for name in (ADC_DIR, Z_DIR, *([LABEL_DIR] if has_labels else [])):
+    for name in (ADC_DIR, *([Z_DIR] if with_zadc else []), *([LABEL_DIR] if has_labels else [])):
         if not (root / name).is_dir():
             problems.append(f"no {name}/ folder")
             continue
@@ -252,7 +259,7 @@ def find_cases(root: Path | str, require_labels: bool = False) -> list[Case]:
     if problems:
         raise _problems(root, problems)
     labels = folders.get(LABEL_DIR)
-    found = [Case(case_id=cid, adc=folders[ADC_DIR][cid], z=folders[Z_DIR][cid],
+    found = [Case(case_id=cid, adc=folders[ADC_DIR][cid], z=folders[Z_DIR][cid] if with_zadc else None,
                   label=labels[cid] if labels is not None else None) for cid in sorted(all_ids)]
     _require_distinct_files(root, found)
     return found
@@ -270,13 +277,13 @@ def _single_image(folder: Path) -> Path:
     return files[0]
 
 
-def find_input_case(root: Path | str) -> Case:
-    """The single case of a grand-challenge /input folder."""
+def find_input_case(root: Path | str, with_zadc: bool = True) -> Case:
+    """The single case of a grand-challenge /input folder (without `with_zadc`, its ADC alone)."""
     root = Path(root)
     adc = _single_image(root / INPUT_ADC_DIR)
-    zmap = _single_image(root / INPUT_Z_DIR)
-    ids = {case_id_of(adc), case_id_of(zmap)} - {None}
-    if len(ids) > 1:
+    zmap = _single_image(root / INPUT_Z_DIR) if with_zadc else None
+    ids = {case_id_of(adc), case_id_of(zmap) if zmap is not None else None} - {None}
+    if len(ids) > 1 and zmap is not None:
         raise InputError(f"{root}: ADC and Z_ADC name different cases: {adc.name}, {zmap.name}")
     case_id = ids.pop() if ids else adc.name.split(".")[0]
     case = Case(case_id=case_id, adc=adc, z=zmap)
@@ -358,10 +365,10 @@ def _problems(source: Path, problems: list[str]) -> InputError:
     return InputError(f"{source}: " + "; ".join(shown) + more)
 
 
-def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
-    """The cases of a CSV manifest: columns case_id, adc, zadc and optionally label; paths relative to the
-    CSV's folder. Every problem (a missing file, a repeated id, a row without a label, one file in two roles) is
-    listed in one error, by the line it is on."""
+def manifest_cases(path: Path, require_labels: bool = False, with_zadc: bool = True) -> list[Case]:
+    """The cases of a CSV manifest: columns case_id, adc, zadc (not needed, and not read, without `with_zadc`)
+    and optionally label; paths relative to the CSV's folder. Every problem (a missing file, a repeated id, a row
+    without a label, one file in two roles) is listed in one error, by the line it is on."""
     if path.is_dir():
         raise InputError(f"{path}: a folder, not a CSV manifest")
     if not path.is_file():
@@ -378,8 +385,9 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
     if repeated:
         raise InputError(f"{path}: the column{'s' if len(repeated) > 1 else ''} {', '.join(repeated)} appear"
                          f"{'' if len(repeated) > 1 else 's'} more than once; which would count?")
-    if not {"case_id", "adc", "zadc"} <= columns:
-        raise InputError(f"{path}: a manifest needs the columns case_id, adc, zadc (and optionally label); "
+    needed = ("case_id", "adc", "zadc") if with_zadc else ("case_id", "adc")
+    if not set(needed) <= columns:
+        raise InputError(f"{path}: a manifest needs the columns {', '.join(needed)} (and optionally label); "
                          f"found {', '.join(sorted(c for c in columns if c)) or 'none'}")
     if require_labels and "label" not in columns:
         raise InputError(f"{path}: no label column, but labels are needed")
@@ -393,7 +401,7 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
             problems.append(f"line {number}: case_id {cid} repeated")
         seen.add(cid)
         files = {}
-        for column in ("adc", "zadc", "label"):
+        for column in ("adc", *(["zadc"] if with_zadc else []), "label"):
             value = (row.get(column) or "").strip()
             if not value:
                 if column != "label" or require_labels:
@@ -405,7 +413,8 @@ def manifest_cases(path: Path, require_labels: bool = False) -> list[Case]:
             elif not file.is_file():
                 problems.append(f"line {number} ({cid}): {column} {value} does not exist")
             files[column] = file
-        case = Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()), label=files.get("label"))
+        case = Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()) if with_zadc else None,
+                    label=files.get("label"))
         problems += [f"line {number} ({cid}): {shared}" for shared in _shared_files(case)]
         found.append(case)
     if not found and not problems:
@@ -489,11 +498,14 @@ def _by_pattern(folder: Path, pattern: str) -> tuple[dict[str, list[Path]], list
     return found, not_files
 
 
-def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
-    """Cases of a folder whose files any names follow, as two glob patterns (`--adc '*_adc.nii.gz'`); the case
-    id is what the patterns' `*`s match. Unpaired, ambiguous and repeated files are all listed in one error."""
+def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str | None) -> list[Case]:
+    """Cases of a folder whose files any names follow, as two glob patterns (`--adc '*_adc.nii.gz'`), or the ADC's
+    alone (`z_pattern` None: the Z_ADC is to be computed); the case id is what the patterns' `*`s match. Unpaired,
+    ambiguous and repeated files are all listed in one error."""
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
+    if z_pattern is None:
+        return _adc_pattern_cases(folder, adc_pattern)
     if "*" not in adc_pattern or "*" not in z_pattern:
         raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: each pattern needs a * where the case id is")
     for pattern in (adc_pattern, z_pattern):
@@ -528,6 +540,28 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str) -> list[Case]:
     return found
 
 
+def _adc_pattern_cases(folder: Path, adc_pattern: str) -> list[Case]:
+    """`pattern_cases` for ADC files alone."""
+    if "*" not in adc_pattern:
+        raise InputError(f"--adc {adc_pattern!r}: the pattern needs a * where the case id is")
+    if Path(adc_pattern).is_absolute() or ".." in Path(adc_pattern).parts:
+        raise InputError(f"{adc_pattern}: a pattern names files inside --data {folder}, relative to it")
+    try:
+        adc, others = _by_pattern(folder, adc_pattern)
+    except (ValueError, NotImplementedError) as exc:
+        raise InputError(f"--adc {adc_pattern!r}: not a usable pattern ({exc})") from None
+    problems = [f"{path.relative_to(folder).as_posix()} matches, but is not a readable file (a folder, or a link to "
+                "nothing)" for path in sorted(others)]
+    problems += [f"ADC of {cid} ambiguous: {', '.join(p.relative_to(folder).as_posix() for p in paths)}"
+                 for cid, paths in sorted(adc.items()) if len(paths) > 1]
+    if not adc:
+        problems.append(f"no file matches {adc_pattern}")
+    problems += _id_problems(sorted(adc))
+    if problems:
+        raise _problems(folder, problems)
+    return [Case(case_id=cid, adc=adc[cid][0], z=None) for cid in sorted(adc)]
+
+
 def _some(names) -> str:
     """Up to `MAX_LISTED` names, then how many more."""
     names = list(names)
@@ -539,13 +573,13 @@ def is_input_layout(folder: Path) -> bool:
     return (folder / INPUT_ADC_DIR).is_dir() or (folder / INPUT_Z_DIR).is_dir()
 
 
-def input_folder_cases(root: Path) -> list[Case]:
+def input_folder_cases(root: Path, with_zadc: bool = True) -> list[Case]:
     """A folder of grand-challenge /input folders, one per case: each case is named by its folder."""
     folders = [p for p in sorted(root.iterdir()) if p.is_dir() and is_input_layout(p)]
     found, problems = [], []
     for folder in folders:
         try:
-            case = find_input_case(folder)
+            case = find_input_case(folder, with_zadc)
         except InputError as exc:
             problems.append(str(exc))
             continue
@@ -556,24 +590,31 @@ def input_folder_cases(root: Path) -> list[Case]:
     return found
 
 
-def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: str | None = None) -> list[Case]:
-    """The cases of `root` in whichever layout it has: a CSV manifest, a folder with two name patterns, the
-    container's /input (one case), a folder of /input folders, or the release."""
+def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: str | None = None,
+                   with_zadc: bool = True) -> list[Case]:
+    """The cases of `root` in whichever layout it has: a CSV manifest, a folder with name patterns, the
+    container's /input (one case), a folder of /input folders, or the release. Without `with_zadc` their ADC
+    alone (the Z_ADC is to be computed; given Z_ADC files are not read)."""
     root = Path(root)
+    if not with_zadc and z_pattern:
+        raise InputError(f"--zadc {z_pattern!r}: the Z_ADC is computed from the atlas here; give --atlas or "
+                         "--zadc, not both")
     if adc_pattern or z_pattern:
-        if not (adc_pattern and z_pattern):
+        if with_zadc and not (adc_pattern and z_pattern):
             raise InputError("--adc and --zadc go together: give both patterns")
-        return pattern_cases(root, adc_pattern, z_pattern)
+        if not adc_pattern:
+            raise InputError("--zadc goes with --adc: give both patterns")
+        return pattern_cases(root, adc_pattern, z_pattern if with_zadc else None)
     if is_manifest(root):
-        return manifest_cases(root)
+        return manifest_cases(root, with_zadc=with_zadc)
     if is_input_layout(root):
-        case = find_input_case(root)
+        case = find_input_case(root, with_zadc)
         _require_usable_ids(root, [case.case_id])
         return [case]
     if root.is_dir() and not (root / ADC_DIR).is_dir() and any(
             p.is_dir() and is_input_layout(p) for p in root.iterdir()):
-        return input_folder_cases(root)
-    return find_cases(root)
+        return input_folder_cases(root, with_zadc)
+    return find_cases(root, with_zadc=with_zadc)
 
 
 FINISHED = ("ok", "done earlier")

@@ -25,11 +25,14 @@ from sparseg.cases import (
     probabilities_name,
 )
 from sparseg.config import (
+    ATLAS_STATISTICS,
     AUTO_BATCH_SIZE,
     DEVICES,
     ENGINES,
+    INTENSITY_NORMALISATIONS,
     PRECISIONS,
     PRESETS,
+    AtlasConfig,
     EvaluationConfig,
     PreprocessingConfig,
     QuantizationConfig,
@@ -54,6 +57,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full-brain", action="store_true",
                    help="thin slices over the middle of the brain: brain on every slice, as on most slices of a "
                         "real volume (benchmarks); default: the whole head, brain on a quarter to all slices")
+    p.add_argument("--population", action="store_true",
+                   help="draw every case from one template anatomy (its own affine map, smooth warp and ADC level), "
+                        "its Z_ADC against that population's atlas, written to OUT/generating_atlas/ (to measure a "
+                        "computed Z_ADC against the truth)")
     p.set_defaults(handler=_synth)
 
 
@@ -68,14 +75,142 @@ def _synth(args: argparse.Namespace) -> int:
             raise SparsegError(f"--{name} must be a positive number of voxels, not {getattr(args, name)}")
     config = synth.SynthConfig().with_shape(args.size, args.depth, full_brain=args.full_brain)
     if args.layout == "input":
+        if args.population:
+            raise SparsegError("--population writes the release layout with its atlas; leave out --layout input")
         if args.cases != 1:
             raise SparsegError("--layout input writes exactly one case; use --cases 1 and --index to choose it")
         case = synth.write_input_case(args.out, seed=args.seed, index=args.index, config=config)
         print(f"wrote {case.case_id} in the container /input layout under {args.out}")
     else:
-        synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed, config=config)
+        synth.write_dataset(args.out, n_cases=args.cases, seed=args.seed, config=config,
+                            drawn_from_population=args.population)
+        atlas = f"; generating atlas: {Path(args.out) / synth.GENERATING_ATLAS}" if args.population else ""
         print(f"wrote {args.cases} synthetic cases (seed {args.seed}) under {args.out} "
-              f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / SYNTH_MANIFEST}")
+              f"in {time.perf_counter() - start:.1f} s; manifest: {Path(args.out) / SYNTH_MANIFEST}{atlas}")
+    return 0
+
+
+def _add_atlas(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("atlas", help="make a normative ADC atlas (what Z_ADC is measured against): build one from a "
+                       "cohort, or import published maps")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    build = verbs.add_parser("build", help="build an atlas from a cohort's ADC maps (ANTs group-wise template; "
+                             "lesions left out by their labels, or Z_ADC < -2 where Z_ADC is given)")
+    build.add_argument("--data", type=Path, required=True,
+                       help="the cohort: a release-layout folder, /input folders, a CSV manifest (case_id,adc"
+                            "[,zadc][,label]), or a folder with --adc")
+    build.add_argument("--adc", help="with a plain folder: a glob pattern of the ADC files, the case id where the * is")
+    build.add_argument("--out", type=Path, required=True, help="the atlas folder to write")
+    defaults = AtlasConfig()
+    build.add_argument("--iterations", type=int, default=defaults.iterations,
+                       help=f"rounds of group-wise template building (default {defaults.iterations}; 0: the case "
+                            "of median brain volume is the template)")
+    build.add_argument("--spacing-mm", type=float, default=defaults.spacing_mm,
+                       help=f"the atlas's isotropic voxel spacing (default {defaults.spacing_mm:g})")
+    build.add_argument("--statistics", choices=ATLAS_STATISTICS, default=defaults.statistics,
+                       help="mean and SD, or robust (median and MAD); auto (default): the mean where every case's "
+                            "lesion is known, else robust")
+    build.add_argument("--normalisation", choices=INTENSITY_NORMALISATIONS, default=defaults.normalisation,
+                       help="scale each ADC to the cohort's median brain ADC first (default median)")
+    build.set_defaults(handler=_atlas_build)
+    imported = verbs.add_parser("import", help="make an atlas folder from published mean and SD maps")
+    imported.add_argument("--mean", type=Path, required=True, help="the mean ADC map (1e-6 mm^2/s)")
+    imported.add_argument("--sd", type=Path, required=True, help="its standard deviation map, on the same grid")
+    imported.add_argument("--mask", type=Path, help="a brain mask on the same grid (default: where the mean is > 0)")
+    imported.add_argument("--out", type=Path, required=True, help="the atlas folder to write")
+    imported.add_argument("--description", default="", help="what the atlas is, in words (kept in atlas.json)")
+    imported.set_defaults(handler=_atlas_import)
+
+
+def _atlas_build(args: argparse.Namespace) -> int:
+    from sparseg.cases import find_any_cases
+    from sparseg.template import build_atlas
+
+    config = AtlasConfig(iterations=args.iterations, spacing_mm=args.spacing_mm, statistics=args.statistics,
+                         normalisation=args.normalisation)
+    cases = find_any_cases(args.data, args.adc, None, with_zadc=args.adc is None and _has_zadc(args.data))
+    atlas = build_atlas(cases, args.out, config, source=str(args.data))
+    print(f"wrote the atlas {atlas.describe()}: {int(atlas.mask.sum())} voxels of brain, "
+          f"{atlas.description['made']['seconds']:.0f} s")
+    return 0
+
+
+def _has_zadc(data: Path) -> bool:
+    """Whether a cohort gives Z_ADC maps (a release with 2Z_ADC/, /input folders with z-score-adc/, a manifest with
+    a zadc column), which `atlas build` then reads to leave Z_ADC < -2 out where a case has no label."""
+    from sparseg.cases import find_any_cases
+
+    try:
+        find_any_cases(data)
+    except SparsegError:
+        return False
+    return True
+
+
+def _atlas_import(args: argparse.Namespace) -> int:
+    from sparseg.atlas import import_atlas
+
+    atlas = import_atlas(args.mean, args.sd, args.mask, args.out, args.description)
+    print(f"wrote the atlas {atlas.describe()}: {int(atlas.mask.sum())} voxels of brain")
+    return 0
+
+
+def _add_zmap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zmap", help="compute Z_ADC from ADC maps and a normative atlas (registration with ANTs), "
+                       "on each ADC's own grid")
+    p.add_argument("--atlas", type=Path, required=True, help="an atlas folder (sparseg atlas build / import)")
+    p.add_argument("--data", type=Path,
+                   help="the cases: a release-layout folder, /input folders, a CSV manifest (case_id,adc), or a "
+                        "folder with --adc")
+    p.add_argument("--adc", help="with --data: a glob pattern of the ADC files, the case id where the * is; without "
+                                 "--data: one ADC file")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for <case_id>_zadc.<format> and zmap_summary.csv; for one ADC file, the Z_ADC file")
+    p.add_argument("--format", choices=("auto", *(f.lstrip(".") for f in MASK_FORMATS)), default="auto",
+                   help="file type (default auto: the ADC file's)")
+    p.set_defaults(handler=_zmap)
+
+
+def _zmap(args: argparse.Namespace) -> int:
+    from sparseg.atlas import read_atlas
+    from sparseg.cases import find_any_cases
+    from sparseg.zmap import ZMAP_SUMMARY, ZmapMaker, write_zmaps
+
+    if args.data is None:
+        return _zmap_one(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise SparsegError(f"--out {args.out}: not a folder (a folder of cases gets a folder of Z_ADC maps)")
+    cases = find_any_cases(args.data, args.adc, None, with_zadc=False)
+    zmaker = ZmapMaker(read_atlas(args.atlas))
+    rows = write_zmaps(cases, zmaker, args.out, args.format)
+    failed = [row["case_id"] for row in rows if row["status"] != "ok"]
+    print(f"wrote the Z_ADC of {len(rows) - len(failed)} of {len(rows)} cases into {args.out}; summary: "
+          f"{args.out / ZMAP_SUMMARY}")
+    if failed:
+        print(f"sparseg: error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _zmap_one(args: argparse.Namespace) -> int:
+    """`sparseg zmap --atlas A --adc baby_adc.nii.gz --out baby_zadc.nii.gz`: one case, no layout."""
+    from sparseg.atlas import atlas_files, read_atlas
+    from sparseg.io import image_files, read_image, remove_stale, require_apart, write_image
+    from sparseg.zmap import ZmapMaker
+
+    if not args.adc:
+        raise SparsegError("give --data (a folder or a CSV manifest), or --adc with one ADC file")
+    adc_path = Path(args.adc)
+    if not adc_path.is_file():
+        raise SparsegError(f"{adc_path}: no such file (--adc)")
+    if not next((s for s in ONE_FILE_MASKS if args.out.name.lower().endswith(s)), None):
+        raise SparsegError(f"--out {args.out}: with one --adc file, name the Z_ADC file ({', '.join(ONE_FILE_MASKS)})")
+    require_apart([args.out], [*image_files(adc_path), *atlas_files(args.atlas)])
+    remove_stale([args.out])  # an earlier run's Z_ADC is not left to look like this one's
+    result = ZmapMaker(read_atlas(args.atlas))(read_image(adc_path))
+    write_image(result.z, read_image(adc_path).geometry, args.out)
+    print(f"wrote {args.out}: atlas overlap {result.overlap:.3f}, ADC scaled by {result.scale:.3f}, Z_ADC on "
+          f"{result.covered:.0%} of the brain" + (f"; look: {'; '.join(result.flags)}" if result.flags else ""))
     return 0
 
 
@@ -388,7 +523,7 @@ def _one_case(args: argparse.Namespace) -> int:
     from sparseg.io import remove_stale
     from sparseg.segment import predict_case
 
-    batch_only = [name for name in ("report", "overlays", "save_probabilities") if getattr(args, name)]
+    batch_only = [name for name in ("report", "overlays", "save_probabilities", "save_zadc") if getattr(args, name)]
     if batch_only or args.parts not in (None, 1):
         options = ", ".join("--" + name.replace("_", "-") for name in batch_only) or "--parts"
         raise SparsegError(f"{options}: for a batch into an output folder, not one case into {args.out}")
@@ -399,14 +534,15 @@ def _one_case(args: argparse.Namespace) -> int:
     if args.mask_format != "auto" and f".{args.mask_format}" != suffix:
         raise SparsegError(f"--out {args.out} is a {suffix} file but --mask-format says {args.mask_format}: "
                            "give one of them")
-    for flag, path in (("--adc", Path(args.adc)), ("--zadc", Path(args.zadc))):
+    given = [("--adc", Path(args.adc))] + ([("--zadc", Path(args.zadc))] if args.zadc else [])
+    for flag, path in given:
         if not path.is_file():
             raise SparsegError(f"{path}: no such file ({flag})")
     adc = Path(args.adc)
-    case = Case(case_id=adc.name.split(".")[0], adc=adc, z=Path(args.zadc))
-    _require_apart([args.out], case_inputs(case), args.weights)
+    case = Case(case_id=adc.name.split(".")[0], adc=adc, z=Path(args.zadc) if args.zadc else None)
+    _require_apart([args.out], case_inputs(case) + _atlas_files(args.atlas), args.weights)
     remove_stale([args.out])  # an earlier run's mask is not left to look like this one's
-    summary = predict_case(case, _predictor(args), args.out)
+    summary = predict_case(case, _predictor(args), args.out, zmaker=_zmaker(args.atlas))
     print(f"wrote {args.out}: {summary.lesion_ml:.2f} mL of lesion ({summary.burden_group} burden)")
     return 0
 
@@ -418,7 +554,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "--adc/--zadc patterns, or a CSV manifest (case_id,adc,zadc[,label])")
     p.add_argument("--adc", help="with --data: a glob pattern of the ADC files, the case id where the * is "
                                  "(e.g. '*_adc.nii.gz'); without --data: one case's ADC file")
-    p.add_argument("--zadc", help="the Z_ADC files' pattern (with --data), or one case's Z_ADC file")
+    p.add_argument("--zadc", help="the Z_ADC files' pattern (with --data), or one case's Z_ADC file (or --atlas)")
     p.add_argument("--out", type=Path, required=True,
                    help=f"folder for {prediction_name('<case_id>')} and {BATCH_SUMMARY}; for one case, the mask file")
     p.add_argument("--mask-format", choices=("auto", *(f.lstrip(".") for f in MASK_FORMATS)), default="auto",
@@ -439,6 +575,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", type=int,
                    help="split the cases by id into N shares, for N machines or GPUs writing into one --out; "
                         "default: SLURM_ARRAY_TASK_COUNT in a SLURM job array, else 1 (docs/cluster.md)")
+    p.add_argument("--atlas", type=Path,
+                   help="ADC alone: compute each case's Z_ADC from this atlas folder (sparseg atlas build / import) "
+                        "instead of reading it (no --zadc; given Z_ADC files are not read)")
+    p.add_argument("--save-zadc", action="store_true",
+                   help="with --atlas: also write each case's computed Z_ADC, <case_id>_zadc.<format>")
     _add_inference_options(p)
     p.set_defaults(handler=_predict)
 
@@ -448,23 +589,30 @@ def _predict(args: argparse.Namespace) -> int:
     from sparseg.cases import batch_part, data_inputs, find_any_cases, part_name, resolve_part
 
     _check_inference_options(args)
+    if args.save_zadc and args.atlas is None:
+        raise SparsegError("--save-zadc keeps the Z_ADC computed from an atlas: give --atlas too")
+    if args.atlas is not None and args.zadc:
+        raise SparsegError(f"--atlas and --zadc {args.zadc}: the Z_ADC is either given or computed, not both")
     if args.data is None:
-        if not (args.adc and args.zadc):
-            raise SparsegError("give --data (a folder or a CSV manifest), or --adc and --zadc files for one case")
+        if not (args.adc and (args.zadc or args.atlas)):
+            raise SparsegError("give --data (a folder or a CSV manifest), or --adc and --zadc files (or --adc and "
+                               "--atlas) for one case")
         return _one_case(args)
     args.part, args.parts, where = resolve_part(args.part, args.parts, os.environ)
     if args.out.exists() and not args.out.is_dir():
         raise SparsegError(f"--out {args.out}: not a folder (a batch writes a folder of masks)")
-    cases = find_any_cases(args.data, args.adc, args.zadc)  # checked before the network is loaded
+    # checked before the network is loaded
+    cases = find_any_cases(args.data, args.adc, args.zadc, with_zadc=args.atlas is None)
     mine = batch_part(cases, args.part - 1, args.parts)
     _require_apart(batch_outputs(mine, args.out, args.part - 1, args.parts, args.report),
-                   data_inputs(args.data, cases), args.weights)
+                   data_inputs(args.data, cases) + _atlas_files(args.atlas), args.weights)
+    zmaker = _zmaker(args.atlas)
     if args.parts > 1:
         print(f"part {args.part} of {args.parts} ({where}): {len(mine)} of the {len(cases)} cases")
     summaries = predict_batch(cases, args.out, _predictor(args), save_probabilities=args.save_probabilities,
                               overlays=args.overlays or args.report, overwrite=args.overwrite,
                               mask_format=args.mask_format, report=args.report, part=args.part - 1,
-                              parts=args.parts)
+                              parts=args.parts, zmaker=zmaker, save_zadc=args.save_zadc)
     failed = [s.case_id for s in summaries if s.status == "failed"]
     earlier = sum(1 for s in summaries if s.status == "done earlier")
     print(f"segmented {len(summaries) - len(failed) - earlier} of {len(summaries)} cases into {args.out}"
@@ -475,6 +623,22 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"sparseg: error: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _atlas_files(atlas: Path | None) -> list[Path]:
+    from sparseg.atlas import atlas_files
+
+    return atlas_files(atlas) if atlas is not None else []
+
+
+def _zmaker(atlas: Path | None):
+    """The Z_ADC maker of `--atlas`, its folder checked whole before any case is read (None without one)."""
+    if atlas is None:
+        return None
+    from sparseg.atlas import read_atlas
+    from sparseg.zmap import ZmapMaker
+
+    return ZmapMaker(read_atlas(atlas))
 
 
 def _add_package(sub: argparse._SubParsersAction) -> None:
@@ -538,6 +702,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS = (
     _add_synth,
+    _add_atlas,
+    _add_zmap,
     _add_baseline,
     _add_evaluate,
     _add_train,

@@ -67,15 +67,17 @@ def brain_box(adc: np.ndarray, *masks: np.ndarray | None, margin: int = OVERLAY_
 
 
 def overlay_png(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spacing_mm: tuple[float, float, float],
-                title: str, n_slices: int = 3, dpi: int = 90) -> bytes:
+                title: str, n_slices: int = 3, dpi: int = 90, outline: np.ndarray | None = None) -> bytes:
     """The `n_slices` axial slices with the most lesion as a PNG, cropped to the brain's box (`brain_box`): ADC
-    in grey, prediction in red, truth (if any) in green.
+    in grey, prediction in red, truth (if any) in green, and the registered atlas's brain (`outline`, where the
+    Z_ADC was computed from an atlas) in dashed yellow.
 
-    Shape: adc, mask, label (D, H, W); `spacing_mm` in (z, y, x) sets the pixel aspect.
+    Shape: adc, mask, label, outline (D, H, W); `spacing_mm` in (z, y, x) sets the pixel aspect.
     """
     rows, cols = brain_box(adc, mask, label)
     adc, mask = adc[:, rows, cols], mask[:, rows, cols]
     label = label[:, rows, cols] if label is not None else None
+    outline = outline[:, rows, cols] if outline is not None else None
     lesion = mask.sum(axis=(1, 2)) + (label.sum(axis=(1, 2)) if label is not None else 0)
     chosen = sorted(np.argsort(-lesion, kind="stable")[: min(n_slices, len(lesion))])
     fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4.6), squeeze=False)
@@ -83,13 +85,17 @@ def overlay_png(adc: np.ndarray, mask: np.ndarray, label: np.ndarray | None, spa
         for ax, k in zip(axes[0], chosen):
             ax.imshow(adc[k], cmap="gray", vmin=0, vmax=PreprocessingConfig.adc_range[1],
                       aspect=spacing_mm[1] / spacing_mm[2], interpolation="nearest")
+            if outline is not None and outline[k].any():
+                ax.contour(outline[k].astype(np.float32), levels=[0.5], colors="yellow", linewidths=0.8,
+                           linestyles="dashed")
             for array, colour in ((mask, "red"), (label, "lime")):
                 if array is not None and array[k].any():
                     ax.contour(array[k].astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0)
             true = f", {int(label[k].sum())} true" if label is not None else ""
             ax.set_title(f"slice {k}: {int(mask[k].sum())} predicted{true}", fontsize=9)
             ax.axis("off")
-        legend = "red: predicted" + (", green: true" if label is not None else "")
+        legend = ("red: predicted" + (", green: true" if label is not None else "")
+                  + (", yellow: the atlas's brain" if outline is not None else ""))
         fig.suptitle(f"{title} ({legend})", fontsize=10, parse_math=False)  # a case id's $ is not TeX
         fig.tight_layout()
         buffer = io.BytesIO()

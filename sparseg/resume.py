@@ -39,30 +39,41 @@ class CaseSummary:
     member_agreement: float = float("nan")
     """With a fold ensemble: the mean Dice between the masks its members alone would make (`inference`); low values
     are flagged."""
+    atlas_overlap: float = float("nan")
+    """Where the Z_ADC was computed from an atlas: the Dice between the registered atlas brain and the case's brain
+    (`zmap.ZmapResult`); low values are flagged."""
+    atlas_similarity: float = float("nan")
+    """The correlation of the case's smoothed ADC with the registered atlas mean, inside the brain."""
+    adc_scale: float = float("nan")
+    """What the ADC was multiplied by to meet the atlas's level before its Z_ADC was computed."""
     flags: str = ""
     """What deserves a look, "; "-separated: an empty mask, an implausible unit or spacing."""
     error: str = ""
     inputs_sha256: str = ""
-    """The sha256 (first 16 hex digits) of the ADC and Z_ADC files' bytes."""
+    """The sha256 (first 16 hex digits) of the case's input files' bytes (`inputs_sha256`)."""
     checkpoints_sha256: str = ""
     settings: str = ""
+    atlas: str = ""
+    """Where the Z_ADC was computed: the atlas's sha256 and the Z_ADC settings (`zmap.ZmapMaker.key`); empty where
+    the Z_ADC was given."""
     outputs_sha256: str = ""
     """The sha256 (16 hex digits) of the case's output files as this run wrote them: a file changed since (another
     tool or run writing into the folder) is not kept."""
 
 
 SUMMARY_COLUMNS = tuple(CaseSummary.__dataclass_fields__)
-MADE_BY = ("inputs_sha256", "checkpoints_sha256", "settings")
-"""The columns of summary.csv that say what made a mask; a rerun keeps a mask only when all three match."""
+MADE_BY = ("inputs_sha256", "checkpoints_sha256", "settings", "atlas")
+"""The columns of summary.csv that say what made a mask; a rerun keeps a mask only when all of them match."""
 
 
 IN_PROGRESS = "in progress"
 
 
 def inputs_sha256(case: Case) -> str:
-    """The sha256 (16 hex digits) of every byte a case's outputs are made from: its ADC and Z_ADC files, its
-    label where it has one (it draws the overlay's true contour and gives the report's scores) and, for a
-    MetaImage header (.mhd), the pixel data files each names (`cases.case_inputs`)."""
+    """The sha256 (16 hex digits) of every byte a case's outputs are made from: its ADC and Z_ADC files (the ADC
+    alone where the Z_ADC is computed: the atlas is in `MADE_BY`), its label where it has one (it draws the
+    overlay's true contour and gives the report's scores) and, for a MetaImage header (.mhd), the pixel data files
+    each names (`cases.case_inputs`)."""
     try:
         return files_sha256(case_inputs(case))
     except OSError as exc:
@@ -87,12 +98,13 @@ def why_redo(row: dict[str, str] | None, made_by: dict[str, str], outputs_sha256
         return "it failed before"
     if row.get("status") == IN_PROGRESS:
         return "the run that was writing its outputs was interrupted"
-    changed = [key for key in MADE_BY if row.get(key) != made_by[key]]
+    changed = [key for key in MADE_BY if (row.get(key) or "") != made_by[key]]
     if not changed:
         return None if row.get("outputs_sha256") == outputs_sha256() else "its files are not those the run wrote"
     what = {"inputs_sha256": "its input files changed", "checkpoints_sha256": "other weights made it",
-            "settings": "other settings made it"}
+            "settings": "other settings made it", "atlas": "another atlas or other Z_ADC settings made its Z_ADC"}
     details = {"checkpoints_sha256": f" ({row.get('checkpoints_sha256') or 'unrecorded'} then, "
                                      f"{made_by['checkpoints_sha256']} now)",
-               "settings": f" ({row.get('settings') or 'unrecorded'} then)"}
+               "settings": f" ({row.get('settings') or 'unrecorded'} then)",
+               "atlas": f" ({row.get('atlas') or 'a given Z_ADC'} then, {made_by['atlas'] or 'a given Z_ADC'} now)"}
     return "; ".join(what[key] + details.get(key, "") for key in changed)

@@ -1,10 +1,11 @@
 """One case segmented: its mask (and probabilities) written on the ADC image's grid, its overlay drawn, its
 scores against its label where it has one, and its summary row.
 
-`segment` takes a case as the background reader loaded it (`sparseg.reader`)
-and hands its volumes to `sparseg.inference.Predictor`, which does the
-segmenting; `predict_case` reads and segments one case (the container job,
-`sparseg predict` of one case). `earlier_result` is the same result of a case
+`segment` takes a case as the background reader loaded it (`sparseg.reader`,
+which computed its Z_ADC from an atlas where it had none) and hands its
+volumes to `sparseg.inference.Predictor`, which does the segmenting;
+`predict_case` reads and segments one case (the container job, `sparseg
+predict` of one case). `earlier_result` is the same result of a case
 an earlier run segmented, read back from its mask (a batch's rerun).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from sparseg.metrics import lesion_burden
 from sparseg.plausibility import spills_out, unusual
 from sparseg.reader import LoadedCase, load_case
 from sparseg.resume import CaseSummary
+from sparseg.zmap import FLAG_PREFIXES as ATLAS_FLAG_PREFIXES
+from sparseg.zmap import ZmapMaker
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,21 @@ class CaseOutputs:
     mask: Path
     probabilities: Path | None = None
     overlay: Path | None = None
+    zadc: Path | None = None
+    """The computed Z_ADC (`--save-zadc`)."""
+
+    @property
+    def paths(self) -> list[Path]:
+        """The outputs asked for."""
+        return [p for p in (self.mask, self.probabilities, self.overlay, self.zadc) if p is not None]
 
     def exist(self) -> bool:
-        return all(p is None or p.is_file() for p in (self.mask, self.probabilities, self.overlay))
+        return all(p.is_file() for p in self.paths)
 
     def sha256(self) -> str:
         """The sha256 (16 hex digits) of the outputs asked for, byte for byte ("" when one is missing)."""
         try:
-            return files_sha256(p for p in (self.mask, self.probabilities, self.overlay) if p is not None)
+            return files_sha256(self.paths)
         except OSError:
             return ""
 
@@ -53,7 +63,7 @@ class CaseOutputs:
         """Remove the case's outputs in the folder that this run does not write (another format's mask,
         probabilities or an overlay not asked for), or all of them without `keep`; the names removed. Every
         output of a case is then one run's."""
-        mine = {self.mask, self.probabilities, self.overlay} if keep else set()
+        mine = set(self.paths) if keep else set()
         removed = []
         for name in case_outputs(case_id):
             path = self.mask.parent / name
@@ -77,15 +87,21 @@ def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, pict
         raise loaded.error
     assert loaded.adc is not None and loaded.z is not None
     started = time.perf_counter() - loaded.seconds
-    adc, z = loaded.adc, loaded.z
-    flags = unusual(adc)
+    adc, z, zmap = loaded.adc, loaded.z, loaded.zmap
+    flags = unusual(adc) + (zmap.flags if zmap is not None else [])
     result = predictor.predict(adc, z, loaded.prepared)
+    if outputs.zadc is not None:
+        write_image(z.array.astype(np.float32), adc.geometry, outputs.zadc)
     if outputs.probabilities is not None:
         write_image(result.probabilities.astype(np.float32), adc.geometry, outputs.probabilities)
     write_mask(result.mask, adc.geometry, outputs.mask)
-    png, scores, label_flags = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture)
+    outline = zmap.atlas_brain if zmap is not None else None
+    png, scores, label_flags = _picture_and_scores(loaded.case, adc, result.mask, outputs.overlay, picture, outline)
     summary = _summary(loaded.case.case_id, "ok", result.mask, adc, flags + label_flags,
                        time.perf_counter() - started, result.member_agreement)
+    if zmap is not None:
+        summary = replace(summary, atlas_overlap=zmap.overlap, atlas_similarity=zmap.similarity,
+                          adc_scale=zmap.scale)
     return CaseResult(summary, png, scores)
 
 
@@ -102,16 +118,19 @@ def _label(case: Case, adc: Volume) -> tuple[np.ndarray | None, list[str]]:
     return label, []
 
 
-def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path | None,
-                        picture: bool) -> tuple[bytes | None, CaseRow | None, list[str]]:
-    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), with `picture` its scores
-    against its label where it has one, and flags about the label."""
+def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path | None, picture: bool,
+                        outline: np.ndarray | None = None,
+                        drawn: bytes | None = None) -> tuple[bytes | None, CaseRow | None, list[str]]:
+    """The case's overlay PNG (written to `overlay` if given; returned with `picture`), with the registered
+    atlas's brain (`outline`) where its Z_ADC was computed, or `drawn`, the overlay an earlier run drew; with
+    `picture` its scores against its label where it has one, and flags about the label."""
     if overlay is None and not picture:
         return None, None, []
     label, flags = _label(case, adc)
     from sparseg.plots import overlay_png
 
-    png = overlay_png(adc.array, mask, label, adc.geometry.spacing_mm, case.case_id)
+    png = drawn if drawn is not None else overlay_png(adc.array, mask, label, adc.geometry.spacing_mm, case.case_id,
+                                                      outline=outline)
     if overlay is not None:
         write_bytes(overlay, png)
     scores = None
@@ -121,9 +140,11 @@ def _picture_and_scores(case: Case, adc: Volume, mask: np.ndarray, overlay: Path
 
 
 def predict_case(case: Case, predictor: Predictor, mask_path: Path, probabilities_path: Path | None = None,
-                 overlay_path: Path | None = None) -> CaseSummary:
-    """Read, segment and write one case (the container job; `sparseg predict` of one case)."""
-    return segment(load_case(case), predictor, CaseOutputs(mask_path, probabilities_path, overlay_path)).summary
+                 overlay_path: Path | None = None, zmaker: ZmapMaker | None = None) -> CaseSummary:
+    """Read, segment and write one case (the container job; `sparseg predict` of one case), its Z_ADC computed by
+    `zmaker` where the case has none."""
+    return segment(load_case(case, zmaker=zmaker), predictor,
+                   CaseOutputs(mask_path, probabilities_path, overlay_path)).summary
 
 
 def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: list[str],
@@ -141,17 +162,21 @@ def _summary(case_id: str, status: str, mask: np.ndarray, adc: Volume, flags: li
                        member_agreement=agreement, flags="; ".join(flags))
 
 
-def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool,
-                   agreement: float = float("nan")) -> CaseResult:
-    """The result of a case segmented by an earlier run, from its mask file (and overlay, for the report), with
-    the ensemble's agreement its summary row recorded."""
+def earlier_result(loaded: LoadedCase, outputs: CaseOutputs, picture: bool, recorded: CaseSummary) -> CaseResult:
+    """The result of a case segmented by an earlier run, from its mask file (and its overlay file, for the
+    report), with what its summary row `recorded` and the files cannot tell again (the ensemble's agreement, the
+    atlas registration's quality and flags)."""
     if loaded.error is not None:
         raise loaded.error
     assert loaded.adc is not None
     mask, grid = read_mask(outputs.mask)
     if grid.differences(loaded.adc.geometry):
         raise InputError(f"{outputs.mask}: not on the grid of {loaded.case.adc.name}")
-    png, scores, label_flags = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture)
-    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc, unusual(loaded.adc) + label_flags,
-                       agreement=agreement)
+    drawn = outputs.overlay.read_bytes() if picture and outputs.overlay is not None else None
+    png, scores, label_flags = _picture_and_scores(loaded.case, loaded.adc, mask, None, picture, drawn=drawn)
+    atlas_flags = [flag for flag in recorded.flags.split("; ") if flag.startswith(ATLAS_FLAG_PREFIXES)]
+    summary = _summary(loaded.case.case_id, "done earlier", mask, loaded.adc,
+                       unusual(loaded.adc) + atlas_flags + label_flags, agreement=recorded.member_agreement)
+    summary = replace(summary, atlas_overlap=recorded.atlas_overlap, atlas_similarity=recorded.atlas_similarity,
+                      adc_scale=recorded.adc_scale)
     return CaseResult(summary, png, scores)

@@ -184,3 +184,61 @@ def test_without_a_terminal_each_case_is_one_log_line(tiny_checkpoint: Path, tin
     assert len(lines) == 6 and lines[0].startswith("sparseg: INFO: [1/6] MGHNICU_")
     assert all(" mL lesion (" in line and " burden), " in line for line in lines)
     assert "cases:" not in run.stderr  # no progress bar without a terminal
+
+
+class _CountingZmaker:
+    """A `ZmapMaker` that counts the Z_ADC maps it computes."""
+
+    def __init__(self, atlas_folder: Path) -> None:
+        from conftest import FAST_ZMAP
+
+        from sparseg.atlas import read_atlas
+        from sparseg.zmap import ZmapMaker
+
+        self.inner = ZmapMaker(read_atlas(atlas_folder), FAST_ZMAP)
+        self.atlas, self.config, self.calls = self.inner.atlas, self.inner.config, 0
+
+    def key(self) -> str:
+        return self.inner.key()
+
+    def __call__(self, adc):
+        self.calls += 1
+        return self.inner(adc)
+
+
+def test_adc_alone_with_an_atlas_is_segmented_and_resumed_without_registering_again(
+        tiny_checkpoint: Path, population_dataset: Path, built_atlas: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import matplotlib.image
+
+    from sparseg.synth import GENERATING_ATLAS
+
+    cases = find_cases(population_dataset, with_zadc=False)[10:12]
+    predictor = load_predictor([tiny_checkpoint], "cpu")
+    zmaker = _CountingZmaker(population_dataset / GENERATING_ATLAS)
+    out = tmp_path / "out"
+    summaries = predict_batch(cases, out, predictor, report=True, zmaker=zmaker, save_zadc=True)
+    assert [s.status for s in summaries] == ["ok", "ok"] and zmaker.calls == 2
+    for case, summary in zip(cases, summaries):
+        assert summary.atlas == zmaker.key() and summary.atlas_overlap > 0.9 and summary.adc_scale > 0
+        zadc = read_image(out / f"{case.case_id}_zadc.mha")
+        assert zadc.geometry.differences(read_image(case.adc).geometry) == []
+        picture = matplotlib.image.imread(out / f"{case.case_id}_overlay.png")[..., :3]
+        yellow = (picture[..., 0] > 0.8) & (picture[..., 1] > 0.8) & (picture[..., 2] < 0.3)
+        assert yellow.sum() > 20  # the registered atlas's brain is drawn on the case
+    assert "Z_ADC computed with the atlas" in (out / "report.html").read_text()
+
+    again = predict_batch(cases, out, predictor, report=True, zmaker=zmaker, save_zadc=True)
+    assert [s.status for s in again] == ["done earlier"] * 2 and zmaker.calls == 2  # no registration to keep a case
+    assert [s.atlas_overlap for s in again] == pytest.approx([s.atlas_overlap for s in summaries])
+
+    caplog.set_level(logging.INFO, logger="sparseg")
+    other = _CountingZmaker(built_atlas)
+    redone = predict_batch(cases, out, predictor, zmaker=other)
+    assert [s.status for s in redone] == ["ok", "ok"] and other.calls == 2
+    assert any("another atlas or other Z_ADC settings made its Z_ADC" in r.getMessage() for r in caplog.records)
+    assert not (out / f"{cases[0].case_id}_zadc.mha").exists()  # not asked for this time: not left from before
+    given = predict_batch(find_cases(population_dataset)[10:12], out, predictor)
+    assert [s.status for s in given] == ["ok", "ok"] and all(s.atlas == "" for s in given)

@@ -276,3 +276,30 @@ def test_a_job_array_s_index_chooses_the_part() -> None:
         cases.resolve_part(None, None, {"SLURM_ARRAY_TASK_ID": "1"})
     with pytest.raises(InputError, match=r"--part/--parts: part 3 of 2"):
         cases.resolve_part(3, 2, {})
+
+
+def test_adc_alone_in_every_layout(tmp_path: Path) -> None:
+    """With an atlas to compute Z_ADC, each layout gives its cases' ADC alone: no Z_ADC is needed or read."""
+    flat = _flat(tmp_path / "flat", ["p1_adc.nii.gz", "p2_adc.nii.gz", "p2_zadc.nii.gz"])
+    found = cases.find_any_cases(flat, "*_adc.nii.gz", None, with_zadc=False)
+    assert [(c.case_id, c.adc.name, c.z) for c in found] == [("p1", "p1_adc.nii.gz", None),
+                                                              ("p2", "p2_adc.nii.gz", None)]
+    with pytest.raises(InputError, match="give --atlas or --zadc, not both"):
+        cases.find_any_cases(flat, "*_adc.nii.gz", "*_zadc.nii.gz", with_zadc=False)
+    manifest = tmp_path / "flat" / "cohort.csv"
+    manifest.write_text("case_id,adc\np1,p1_adc.nii.gz\n")
+    (from_manifest,) = cases.find_any_cases(manifest, with_zadc=False)
+    assert from_manifest.z is None and from_manifest.adc == flat / "p1_adc.nii.gz"
+    with pytest.raises(InputError, match="needs the columns case_id, adc, zadc"):
+        cases.find_any_cases(manifest)
+    release = tmp_path / "release"
+    _touch_image(release / cases.ADC_DIR / cases.adc_name("MGHNICU_001-VISIT_01"))
+    (release_case,) = cases.find_any_cases(release, with_zadc=False)
+    assert release_case.z is None
+    with pytest.raises(InputError, match="no 2Z_ADC/ folder"):
+        cases.find_any_cases(release)
+    single = tmp_path / "input"
+    _touch_image(single / cases.INPUT_ADC_DIR / "baby.mha")
+    (input_case,) = cases.find_any_cases(single, with_zadc=False)
+    assert input_case.case_id == "baby" and input_case.z is None
+    assert cases.case_inputs(input_case) == [single / cases.INPUT_ADC_DIR / "baby.mha"]

@@ -10,7 +10,7 @@ import pytest
 from sparseg.cli import main
 
 COMMANDS = {"synth", "baseline", "evaluate", "train", "predict", "process", "package", "compare", "info",
-            "export", "report", "quantize", "cv", "ablate"}
+            "export", "report", "quantize", "cv", "ablate", "atlas", "zmap"}
 """Every subcommand a user has: a new one is added here and to the README."""
 
 
@@ -101,3 +101,51 @@ def test_an_impossible_min_lesion_size_is_refused(tiny_checkpoint: Path, tmp_pat
     code = main(["predict", "--data", str(tmp_path), "--out", str(tmp_path / "o"), f"--min-lesion-mm3={value}",
                  "--weights", str(tiny_checkpoint)])
     assert code == 2 and "--min-lesion-mm3 must be a finite number of 0 or more" in capsys.readouterr().err
+
+
+def test_own_scans_with_adc_alone_go_through_an_atlas(tiny_checkpoint: Path, population_dataset: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README's two commands for ADC-only scans: an atlas (here imported from the population's maps), then
+    `predict --atlas`; and `zmap` alone, for one file and for a folder."""
+    from sparseg.cases import find_cases
+    from sparseg.io import read_image, write_image
+    from sparseg.synth import GENERATING_ATLAS
+
+    truth = population_dataset / GENERATING_ATLAS
+    scans = tmp_path / "scans"
+    for case in find_cases(population_dataset)[10:12]:
+        volume = read_image(case.adc)
+        write_image(volume.array, volume.geometry, scans / f"{case.case_id}_adc.mha")
+    atlas = tmp_path / "atlas"
+    assert main(["atlas", "import", "--mean", str(truth / "mean.mha"), "--sd", str(truth / "sd.mha"), "--mask",
+                 str(truth / "mask.mha"), "--out", str(atlas), "--description", "the test population"]) == 0
+    assert "wrote the atlas" in capsys.readouterr().out
+    assert main(["predict", "--data", str(scans), "--adc", "*_adc.mha", "--atlas", str(atlas), "--out",
+                 str(tmp_path / "masks"), "--report", "--save-zadc", "--weights", str(tiny_checkpoint),
+                 "--device", "cpu"]) == 0
+    names = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert names.count("report.html") == 1 and len([n for n in names if n.endswith("_zadc.mha")]) == 2
+    one = scans / sorted(p.name for p in scans.iterdir())[0]
+    assert main(["zmap", "--atlas", str(atlas), "--adc", str(one), "--out", str(tmp_path / "one_zadc.nii.gz")]) == 0
+    assert "atlas overlap" in capsys.readouterr().out
+    assert read_image(tmp_path / "one_zadc.nii.gz").geometry.differences(read_image(one).geometry) == []
+    assert main(["predict", "--adc", str(one), "--atlas", str(atlas), "--out", str(tmp_path / "one.nii.gz"),
+                 "--weights", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["zmap", "--atlas", str(atlas), "--data", str(scans), "--adc", "*_adc.mha", "--out",
+                 str(tmp_path / "z")]) == 0
+    assert sorted(p.name for p in (tmp_path / "z").iterdir())[-1] == "zmap_summary.csv"
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["predict", "--data", "x", "--out", "y", "--save-zadc"], "--save-zadc keeps the Z_ADC computed from an atlas"),
+    (["predict", "--adc", "a", "--zadc", "z", "--atlas", "at", "--out", "y"], "--atlas and --zadc z"),
+    (["zmap", "--atlas", "nowhere", "--adc", "a.mha", "--out", "z.mha"], "a.mha: no such file"),
+    (["atlas", "build", "--data", "nowhere", "--out", "at"], "nowhere: no such folder"),
+])
+def test_atlas_options_that_cannot_work_are_one_line_errors(arguments: list[str], fragment: str,
+                                                            tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "sparseg", *arguments], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("sparseg: error: ") and fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def test_a_rerun_redoes_a_case_whose_input_changed(tiny_checkpoint: Path, tiny_d
                                      adc.geometry.direction)
     write_image(adc.array[:, :-4], grid, changed.adc)
     write_image(z.array[:, :-4], grid, changed.z)
+    caplog.set_level(logging.INFO, logger="sparseg")  # the reason is an INFO line of sparseg's logger
     caplog.clear()
     summaries = predict_batch(find_any_cases(data), out, predictor)
     status = {s.case_id: s.status for s in summaries}
