@@ -3,7 +3,8 @@
 # (debootstrap) and an offline wheelhouse, build the image from that wheelhouse, run ./test.sh on the
 # sample cases with the organisers' flags, walk the participant's path (synthetic release -> sparseg cv
 # -> sparseg package -> the image with the tarball at /opt/ml/model, and an image baked with
-# build.sh --weights), check the hardening, and remove everything it made.
+# build.sh --weights), segment ADC-only scans with an atlas in the image, check the hardening, and remove
+# everything it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=sparseg:ci
@@ -52,6 +53,8 @@ step "the image with the model tarball at /opt/ml/model"
 ./test.sh --no-build --tag "$tag" --model "$path/model.tar.gz" --expected "$path/expected"
 step "an image baked with build.sh --weights"
 ./test.sh --tag "$baked" --wheelhouse "$wheelhouse" --weights "${folds[@]}" --expected "$path/expected"
+step "own scans: ADC alone and an atlas, sparseg predict --atlas in the image"
+docker/own-scans.sh "$tag" "$path/own-scans"
 step "hardening"
 docker/hardening.sh "$tag"
 step "done"

@@ -190,10 +190,10 @@ class _CountingZmaker:
     """A `ZmapMaker` that counts the Z_ADC maps it computes."""
 
     def __init__(self, atlas_folder: Path) -> None:
-        from conftest import FAST_ZMAP
-
         from sparseg.atlas import read_atlas
         from sparseg.zmap import ZmapMaker
+
+        from conftest import FAST_ZMAP
 
         self.inner = ZmapMaker(read_atlas(atlas_folder), FAST_ZMAP)
         self.atlas, self.config, self.calls = self.inner.atlas, self.inner.config, 0

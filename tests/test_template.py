@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_ZMAP
 
 from sparseg.atlas import read_atlas
 from sparseg.cases import find_cases
@@ -18,6 +17,8 @@ from sparseg.io import read_image
 from sparseg.synth import GENERATING_ATLAS
 from sparseg.template import _statistics, build_atlas
 from sparseg.zmap import compute_zmap
+
+from conftest import FAST_ZMAP
 
 
 def test_statistics_are_the_mean_and_sd_or_the_median_and_mad_of_the_included_cases() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_ZMAP
 
 from sparseg.atlas import read_atlas
 from sparseg.cases import find_cases
@@ -18,6 +17,8 @@ from sparseg.errors import InputError
 from sparseg.io import Geometry, Volume, read_image, write_image
 from sparseg.synth import GENERATING_ATLAS
 from sparseg.zmap import ZMAP_SUMMARY, ZmapMaker, check_adc, compute_zmap, write_zmaps, z_scores
+
+from conftest import FAST_ZMAP
 
 GRID = Geometry.from_array_order((8, 40, 40), (4.0, 2.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
 
