@@ -1,13 +1,13 @@
 """Z_ADC computed from ADC and an atlas, against the Z_ADC it should be: synthetic cases drawn from one population
 (`sparseg synth --population`), whose given Z_ADC was made with the generating atlas through each case's true warp.
 
-For each atlas (the generating one imported; built from the first 20 or 40 cases; and the 40-case atlas without a
-group-wise template, with robust statistics, or without intensity normalisation), on the held-out cases (not in any
-atlas): Pearson r and mean absolute difference of computed against given Z_ADC inside the brain, per case and
+For each atlas (the generating one imported; built from the first 20 or 40 cases; and the 40-case atlas with its SD
+not calibrated to the given Z_ADC, without a group-wise template, with robust statistics, or without intensity
+normalisation), on the held-out cases (not in any atlas): Pearson r and mean absolute difference of computed against given Z_ADC inside the brain, per case and
 pooled; the DSC of the Z_ADC < -2 baseline against the labels with each; seconds per case and to build the atlas.
 It also writes the CSV manifests to train and evaluate a network on given or computed Z_ADC (docs/zmap.md).
 
-    python bench/zmap.py --data data/pop60 --out runs/zmap-bench [--cases 60] [--held-out 20]
+    python bench/zmap.py --data data/pop60 --out runs/zmap-bench [--cases 60] [--held-out 20] [--training-zmaps]
 
 Atlases and Z_ADC maps already in --out are reused (delete them to measure again). Synthetic data: these are not
 BONBID-HIE results.
@@ -35,6 +35,8 @@ from sparseg.synth import GENERATING_ATLAS, write_dataset
 from sparseg.template import build_atlas
 from sparseg.zmap import compute_zmap
 
+from common import cpu_generation
+
 PRIOR = PreprocessingConfig().z_threshold
 
 
@@ -51,6 +53,7 @@ VARIANTS = (
     Variant("generating atlas (imported)", None),
     Variant("built, 20 cases", 20),
     Variant("built, 40 cases", 40),
+    Variant("built, 40 cases, SD not calibrated to the given Z_ADC", 40, AtlasConfig(calibrate=False)),
     Variant("built, 40 cases, no group-wise template", 40, AtlasConfig(iterations=0)),
     Variant("built, 40 cases, robust statistics", 40, AtlasConfig(statistics="robust")),
     Variant("built, 40 cases, no intensity normalisation", 40, AtlasConfig(normalisation="none"),
@@ -115,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=60, help="cases to make when --data is missing")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--held-out", type=int, default=20, help="the last cases, in no atlas")
-    parser.add_argument("--only", nargs="+", help="measure only the variants whose names start so")
+    parser.add_argument("--training-zmaps", action="store_true",
+                        help="also compute the atlas cases' Z_ADC with the 40-case atlas, for a network trained on "
+                             "computed Z_ADC (manifests/train_computed.csv)")
+    parser.add_argument("--only", nargs="+", type=int, metavar="K",
+                        help="measure only these variants (0-based, in the table's order): two processes can share "
+                             "the 2 cores, each registration being single-threaded")
     args = parser.parse_args(argv)
     if not (args.data / GENERATING_ATLAS).is_dir():
         started = time.perf_counter()
@@ -123,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"made {args.cases} population cases (seed {args.seed}) in {time.perf_counter() - started:.0f} s")
     cases = find_cases(args.data)
     pool, held_out = cases[: -args.held_out], cases[-args.held_out :]
-    print(f"{machine_summary()}; {len(pool)} atlas cases, {len(held_out)} held out; synthetic data, not BONBID-HIE")
+    print(f"{machine_summary()}; {cpu_generation()}; {len(pool)} atlas cases, {len(held_out)} held out; synthetic "
+          "data, not BONBID-HIE")
     print("| atlas | build s | r median (min) | r pooled | mean abs diff | DSC Z<-2 computed | DSC Z<-2 given | "
           "s/case |")
     print("|---|---|---|---|---|---|---|---|")
-    for variant in VARIANTS:
-        if args.only and not any(variant.name.startswith(prefix) for prefix in args.only):
+    for index, variant in enumerate(VARIANTS):
+        if args.only and index not in args.only:
             continue
         folder, build_seconds = _atlas(variant, args.data, pool, args.out)
         rows = _measure(variant, folder, held_out, args.out)
@@ -152,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if best.is_dir():
         _manifest(args.out / "manifests" / "heldout_computed.csv", held_out,
                   {c.case_id: best / f"{c.case_id}_zadc.mha" for c in held_out})
+    if args.training_zmaps:
+        started = time.perf_counter()
+        _measure(VARIANTS[2], args.out / "atlases" / _folder(VARIANTS[2]), pool, args.out)
+        _manifest(args.out / "manifests" / "train_computed.csv", pool,
+                  {c.case_id: best / f"{c.case_id}_zadc.mha" for c in pool})
+        print(f"Z_ADC of the {len(pool)} atlas cases with the 40-case atlas: {time.perf_counter() - started:.0f} s")
     print(f"peak memory {peak_rss_mib():.0f} MiB; per-case rows and manifests in {args.out}")
     return 0
 

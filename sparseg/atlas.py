@@ -90,11 +90,9 @@ class Atlas:
     batch's resume key holds it)."""
 
     def describe(self) -> str:
-        made = self.description.get("made", {})
-        cases = made.get("cases")
-        source = f"built from {len(cases)} cases" if isinstance(cases, list) else str(self.description.get("kind"))
-        return (f"{self.folder} ({source}; {self.description.get('description', '')}; atlas {self.sha256})").replace(
-            "; )", ")")
+        """The folder, what atlas.json says the atlas is, and its sha256, in one line."""
+        what = self.description.get("description") or self.description.get("kind") or "an atlas"
+        return f"{self.folder} ({what}; atlas {self.sha256})"
 
 
 def _body_sha256(body: dict[str, Any]) -> str:
@@ -114,8 +112,9 @@ def _regular_file(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "is not a regular file"
 
 
-def read_description(folder: Path) -> dict[str, Any]:
-    """atlas.json of an atlas folder, checked to be one (format, version, its own hash, a file for each map)."""
+def read_description(folder: Path) -> tuple[dict[str, Any], str]:
+    """atlas.json of an atlas folder, checked to be one (format, version, its own hash, a file for each map), and
+    the sha256 (16 hex digits) of its bytes as read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such atlas folder")
@@ -124,7 +123,8 @@ def read_description(folder: Path) -> dict[str, Any]:
     if problem is not None:
         raise InputError(f"{path}: {problem}: {folder} is not an atlas folder (sparseg atlas build / import)")
     try:
-        body = json.loads(path.read_bytes().decode("utf-8"))
+        data = path.read_bytes()
+        body = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(f"{path}: not a readable atlas description ({type(exc).__name__})") from None
     if not isinstance(body, dict) or body.get("format") != ATLAS_FORMAT:
@@ -145,7 +145,7 @@ def read_description(folder: Path) -> dict[str, Any]:
         if role not in MAPS or not isinstance(entry, dict) or entry.get("name") != MAPS[role] \
                 or not isinstance(entry.get("sha256"), str):
             raise InputError(f"{path}: files.{role} is not one of the atlas's maps with its name and sha256")
-    return body
+    return body, hashlib.sha256(data).hexdigest()[:16]
 
 
 def read_atlas(folder: Path | str) -> Atlas:
@@ -153,7 +153,7 @@ def read_atlas(folder: Path | str) -> Atlas:
     one is missing or changed, the maps are not on one grid, a map holds NaN or Inf, the SD is not above 0 inside
     the mask, the mask is empty, or the mean is not ADC in 1e-6 mm^2/s."""
     folder = Path(folder)
-    body = read_description(folder)
+    body, sha256 = read_description(folder)
     volumes: dict[str, Volume] = {}
     for role, entry in body["files"].items():
         path = folder / entry["name"]
@@ -181,7 +181,7 @@ def read_atlas(folder: Path | str) -> Atlas:
         raise InputError(f"{mean.path}: the atlas mean {problem}")
     coverage = volumes["coverage"].array if "coverage" in volumes else None
     return Atlas(folder=folder, mean=mean.array, sd=sd, mask=mask, coverage=coverage, geometry=mean.geometry,
-                 description=body, sha256=hashlib.sha256((folder / ATLAS_JSON).read_bytes()).hexdigest()[:16])
+                 description=body, sha256=sha256)
 
 
 def atlas_files(folder: Path | str) -> list[Path]:

@@ -112,6 +112,9 @@ def _add_atlas(sub: argparse._SubParsersAction) -> None:
                             "lesion is known, else robust")
     build.add_argument("--normalisation", choices=INTENSITY_NORMALISATIONS, default=defaults.normalisation,
                        help="scale each ADC to the cohort's median brain ADC first (default median)")
+    build.add_argument("--no-calibration", action="store_true",
+                       help="keep the SD as measured (default: where every case gives its Z_ADC, the SD is scaled so "
+                            "that healthy tissue's Z_ADC spreads as the given one does)")
     build.set_defaults(handler=_atlas_build)
     imported = verbs.add_parser("import", help="make an atlas folder from published mean and SD maps")
     imported.add_argument("--mean", type=Path, required=True, help="the mean ADC map (1e-6 mm^2/s)")
@@ -127,7 +130,7 @@ def _atlas_build(args: argparse.Namespace) -> int:
     from sparseg.template import build_atlas
 
     config = AtlasConfig(iterations=args.iterations, spacing_mm=args.spacing_mm, statistics=args.statistics,
-                         normalisation=args.normalisation)
+                         normalisation=args.normalisation, calibrate=not args.no_calibration)
     cases = find_any_cases(args.data, args.adc, None, with_zadc=args.adc is None and _has_zadc(args.data))
     atlas = build_atlas(cases, args.out, config, source=str(args.data))
     print(f"wrote the atlas {atlas.describe()}: {int(atlas.mask.sum())} voxels of brain, "
@@ -207,8 +210,10 @@ def _zmap_one(args: argparse.Namespace) -> int:
         raise SparsegError(f"--out {args.out}: with one --adc file, name the Z_ADC file ({', '.join(ONE_FILE_MASKS)})")
     require_apart([args.out], [*image_files(adc_path), *atlas_files(args.atlas)])
     remove_stale([args.out])  # an earlier run's Z_ADC is not left to look like this one's
-    result = ZmapMaker(read_atlas(args.atlas))(read_image(adc_path))
-    write_image(result.z, read_image(adc_path).geometry, args.out)
+    zmaker = ZmapMaker(read_atlas(args.atlas))
+    adc = read_image(adc_path)
+    result = zmaker(adc)
+    write_image(result.z, adc.geometry, args.out)
     print(f"wrote {args.out}: atlas overlap {result.overlap:.3f}, ADC scaled by {result.scale:.3f}, Z_ADC on "
           f"{result.covered:.0%} of the brain" + (f"; look: {'; '.join(result.flags)}" if result.flags else ""))
     return 0

@@ -351,11 +351,15 @@ class AtlasConfig:
     """Room around the brain in the atlas's grid."""
     smoothing_mm: float = 1.0
     """The mean and SD maps are smoothed within the atlas's brain by a Gaussian of this sigma (0: not)."""
+    calibrate: bool = True
+    """Where every case gives its Z_ADC (the release does), scale the SD so that the healthy tissue's Z_ADC against
+    the atlas spreads as the given Z_ADC does: a network trained on the given Z_ADC then meets its scale."""
     seed: int = 1
     """ANTs' random seed."""
 
     def __post_init__(self) -> None:
         _require_number(self.spacing_mm, "spacing_mm", 0.5, 8.0)
+        _require_bool(self.calibrate, "calibrate")
         _require_integer(self.iterations, "iterations", 0)
         _require_choice(self.statistics, "statistics", ATLAS_STATISTICS)
         _require_choice(self.normalisation, "normalisation", INTENSITY_NORMALISATIONS)

@@ -3,7 +3,9 @@
 1. Each case's ADC is read and checked (`zmap.check_adc`); what is lesion is
    left out of the statistics: its label where it has one, else Z_ADC < -2
    where its Z_ADC is given, else nothing (then the statistics are robust).
-2. Each ADC is scaled to the cohort's median brain ADC (`AtlasConfig.normalisation`).
+2. Each ADC is scaled to the cohort's median brain ADC (`AtlasConfig.normalisation`)
+   and smoothed as Z_ADC smooths it (`zmap.smoothed_adc`): the statistics are
+   of what Z_ADC compares with them.
 3. A group-wise template is built by ANTs (`ants.build_template`: every case
    registered to the current template, affine then SyN, the template averaged
    and moved to the cohort's mean shape, `AtlasConfig.iterations` times),
@@ -13,7 +15,12 @@
    brain (not lesion) covers it: the mean and SD (or the median and
    1.4826 x MAD), smoothed within the atlas's brain, and how many cases cover it.
 5. The atlas's mask is where at least `AtlasConfig.min_coverage` of the cases
-   do; the folder is written all or nothing (`atlas.write_atlas`).
+   do.
+6. Where every case gives its Z_ADC (the release does), the SD is scaled so
+   that the healthy tissue's Z_ADC against the atlas spreads as the given
+   Z_ADC does (`AtlasConfig.calibrate`): a network trained on the given Z_ADC
+   then meets the same scale. The folder is written all or nothing
+   (`atlas.write_atlas`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from sparseg.config import MIN_ATLAS_CASES, AtlasConfig, PreprocessingConfig, Zm
 from sparseg.errors import InputError
 from sparseg.io import files_sha256, read_image, read_mask, require_same_grid
 from sparseg.registration import Image, ants_version, grid_around, group_template, registration, resample
-from sparseg.zmap import check_adc
+from sparseg.zmap import check_adc, smoothed_adc
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +60,28 @@ class CohortCase:
     """None where nothing says what is lesion."""
     exclusion: str
     """How the lesion is known: "label", "Z_ADC < -2" or "none"."""
+    z: np.ndarray | None = None
+    """Its given Z_ADC, where it has one."""
     scale: float = 1.0
 
 
 def _read(case: Case, prior: float) -> CohortCase:
     adc = read_image(case.adc)
     brain = check_adc(adc)
-    lesion, exclusion = None, "none"
+    lesion, exclusion, z = None, "none", None
+    if case.z is not None:
+        given = read_image(case.z)
+        require_same_grid(adc, given)
+        z = given.array
     if case.label is not None:
         label, grid = read_mask(case.label)
         differences = grid.differences(adc.geometry)
         if differences:
             raise InputError(f"{case.label}: not on the grid of {case.adc.name} ({'; '.join(differences)})")
         lesion, exclusion = label, "label"
-    elif case.z is not None:
-        z = read_image(case.z)
-        require_same_grid(adc, z)
-        lesion, exclusion = (z.array < prior) & brain, f"Z_ADC < {prior:g}"
-    return CohortCase(case, Image(adc.array, adc.geometry), brain, lesion, exclusion)
+    elif z is not None:
+        lesion, exclusion = (z < prior) & brain, f"Z_ADC < {prior:g}"
+    return CohortCase(case, Image(adc.array, adc.geometry), brain, lesion, exclusion, z)
 
 
 def _healthy(member: CohortCase) -> np.ndarray:
@@ -127,6 +138,21 @@ def _statistics(stack: np.ndarray, included: np.ndarray, statistics: str) -> tup
     return centre, spread
 
 
+def _spread(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the SD of a normal sample, robust to the tails."""
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def calibration(stack: np.ndarray, given: np.ndarray, healthy: np.ndarray, mean: np.ndarray,
+                sd: np.ndarray) -> float:
+    """The factor the atlas SD is multiplied by so that the cases' Z-scores against it (`stack`, their smoothed
+    ADC on the atlas's grid) spread over `healthy` voxels as their `given` Z_ADC does there (robust spreads, pooled
+    over the cases). Shape: stack, given, healthy (N, D, H, W); mean, sd (D, H, W)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        computed = (stack - mean) / sd
+    return _spread(computed[healthy]) / _spread(given[healthy])
+
+
 def build_atlas(cases: list[Case], out: Path, config: AtlasConfig = AtlasConfig(),
                 zconfig: ZmapConfig = ZmapConfig(), source: str = "",
                 prior: float = PreprocessingConfig().z_threshold) -> Atlas:
@@ -147,14 +173,20 @@ def build_atlas(cases: list[Case], out: Path, config: AtlasConfig = AtlasConfig(
     log.info("building the template of %d cases (%d rounds of ANTs SyN)", len(members), config.iterations)
     template = _group_template(members, config, zconfig)
     grid = template.geometry
+    calibrate = config.calibrate and all(m.z is not None for m in members)
     stack = np.zeros((len(members), *grid.shape), np.float32)
+    given = np.zeros((len(members), *grid.shape), np.float32) if calibrate else None
     included = np.zeros((len(members), *grid.shape), bool)
     for index, member in enumerate(members):
         log.info("[%d/%d] %s onto the template", index + 1, len(members), member.case.case_id)
+        geometry = member.adc.geometry
+        smooth = smoothed_adc(member.adc.array, member.brain, geometry.spacing_mm, zconfig)
         try:
             with registration(template, member.adc, zconfig.syn_iterations, config.seed) as warp:
-                stack[index] = warp.pull(member.adc, grid)
-                healthy = warp.pull(Image(_healthy(member).astype(np.float32), member.adc.geometry), grid)
+                stack[index] = warp.pull(Image(smooth, geometry), grid)
+                healthy = warp.pull(Image(_healthy(member).astype(np.float32), geometry), grid)
+                if given is not None:
+                    given[index] = warp.pull(Image(member.z, geometry), grid)
         except InputError as exc:
             raise InputError(f"{member.case.adc}: {exc}") from None
         included[index] = healthy > 0.5
@@ -167,13 +199,18 @@ def build_atlas(cases: list[Case], out: Path, config: AtlasConfig = AtlasConfig(
     sd = _smooth_within(np.nan_to_num(sd), mask, sigma)
     floor = SD_FLOOR_SHARE * float(np.median(sd[mask]))
     sd = np.where(mask, np.maximum(sd, floor), 0.0)
+    sd_scale = calibration(stack, given, included & mask, mean, sd) if given is not None else 1.0
+    sd = sd * sd_scale
     made = {
         "how": "sparseg atlas build: ANTs group-wise template (build_template), then each case registered to it",
         "source": source, "cases": [m.case.case_id for m in members],
         "inputs_sha256": files_sha256(inputs),
         "lesions_left_out_by": {m.case.case_id: m.exclusion for m in members},
         "adc_scale": {m.case.case_id: round(m.scale, 6) for m in members},
-        "statistics": statistics,
+        "statistics": statistics, "statistics_of": "the ADC smoothed as Z_ADC smooths it",
+        "calibration": ({"sd_scale": round(sd_scale, 6), "how": "the SD scaled so that the healthy tissue's Z_ADC "
+                         "spreads as the cases' given Z_ADC does (robust spreads, pooled)"} if given is not None
+                        else "none (not every case gives its Z_ADC)" if config.calibrate else "off"),
         "reference_median_adc": round(reference, 3), "min_coverage_cases": needed,
         "atlas": to_dict(config), "registration": {"syn_iterations": list(zconfig.syn_iterations)},
         "libraries": {"antspyx": ants_version()}, "seconds": round(time.perf_counter() - started, 1),

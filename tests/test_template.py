@@ -36,12 +36,28 @@ def test_statistics_are_the_mean_and_sd_or_the_median_and_mad_of_the_included_ca
     assert np.isnan(_statistics(values, single, "mean")[0]).all()  # one case gives no SD: no statistics
 
 
+def test_calibration_matches_the_spread_of_the_given_z_adc_in_healthy_tissue(rng) -> None:
+    from sparseg.template import calibration
+
+    mean, sd = np.full((4, 5, 6), 1300.0, np.float32), np.full((4, 5, 6), 100.0, np.float32)
+    computed = rng.normal(0.0, 1.0, (8, 4, 5, 6)).astype(np.float32)
+    stack = mean + sd * computed
+    healthy = np.ones(stack.shape, bool)
+    healthy[:, 0] = False
+    given = computed / 2.0
+    given[:, 0] = 50.0  # a lesion, or outside the brain: left out
+    assert calibration(stack, given, healthy, mean, sd) == pytest.approx(2.0, rel=1e-4)
+    # scaled by it, the atlas gives the given Z-scores back
+    np.testing.assert_allclose(((stack - mean) / (2.0 * sd))[healthy], given[healthy], atol=1e-5)
+
+
 def test_an_atlas_built_from_a_labelled_cohort(built_atlas: Path, population_dataset: Path) -> None:
     atlas = read_atlas(built_atlas)
     made = atlas.description["made"]
     cases = find_cases(population_dataset)[:10]
     assert atlas.description["kind"] == "built" and made["cases"] == [c.case_id for c in cases]
     assert made["statistics"] == "mean" and set(made["lesions_left_out_by"].values()) == {"label"}
+    assert made["calibration"]["sd_scale"] > 0 and made["statistics_of"].startswith("the ADC smoothed")
     assert atlas.coverage is not None and atlas.coverage.max() <= 10
     assert np.all(atlas.coverage[atlas.mask] >= made["min_coverage_cases"]) and made["min_coverage_cases"] == 5
     assert np.all(atlas.sd[atlas.mask] > 0)
