@@ -3,8 +3,9 @@
 
 For each atlas (the generating one imported; built from the first 20 or 40 cases; and the 40-case atlas with its SD
 not calibrated to the given Z_ADC, without a group-wise template, with robust statistics, or without intensity
-normalisation), on the held-out cases (not in any atlas): Pearson r and mean absolute difference of computed against given Z_ADC inside the brain, per case and
-pooled; the DSC of the Z_ADC < -2 baseline against the labels with each; seconds per case and to build the atlas.
+normalisation), on the held-out cases (not in any atlas): Pearson r and mean absolute difference of computed against
+given Z_ADC inside the brain, per case and pooled; the DSC of the Z_ADC < -2 baseline against the labels with each;
+seconds per case and to build the atlas.
 It also writes the CSV manifests to train and evaluate a network on given or computed Z_ADC (docs/zmap.md).
 
     python bench/zmap.py --data data/pop60 --out runs/zmap-bench [--cases 60] [--held-out 20] [--training-zmaps]

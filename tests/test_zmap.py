@@ -81,8 +81,10 @@ def test_the_generating_atlas_gives_back_the_given_z_adc(population_dataset: Pat
         assert result.overlap > 0.9 and result.covered > 0.9 and result.flags == []
         assert result.scale * levels[case.case_id] == pytest.approx(1.0, abs=0.06)
         correlations.append(np.corrcoef(result.z[brain], given[brain])[0, 1])
-        assert np.all(result.atlas_brain <= (result.atlas_brain | brain))
-    assert min(correlations) > 0.6 and np.mean(correlations) > 0.7, correlations
+        difference = np.abs(result.z - given)[brain].mean()
+        misaligned = np.abs(np.roll(result.z, 7, axis=2) - given)[brain].mean()
+        assert difference < 0.85 * misaligned, (difference, misaligned)  # it is the case's own Z_ADC, in place
+    assert min(correlations) > 0.5 and np.mean(correlations) > 0.6, correlations
 
 
 def test_the_same_adc_gives_the_same_z_adc(population_dataset: Path) -> None:
