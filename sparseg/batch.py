@@ -21,23 +21,37 @@ from tqdm import tqdm
 from sparseg.cases import (
     BATCH_REPORT,
     BATCH_SUMMARY,
+    FINISHED,
     Case,
     batch_part,
     case_inputs,
     case_outputs,
     data_inputs,
     find_any_cases,
+    folder_summaries,
     mask_suffix,
     overlay_name,
     part_name,
     prediction_name,
     probabilities_name,
+    recorded_mask,
+    recorded_rows,
     zadc_name,
 )
 from sparseg.errors import InputError, SparsegError
 from sparseg.evaluation import CaseRow, evaluate_case
 from sparseg.inference import Predictor
-from sparseg.io import PARTIAL_PREFIX, TEMPORARY_NAME, files_sha256, remove_stale, require_apart, write_csv
+from sparseg.io import (
+    PARTIAL_PREFIX,
+    PNG_END,
+    PNG_SIGNATURE,
+    TEMPORARY_NAME,
+    file_problem,
+    files_sha256,
+    remove_stale,
+    require_apart,
+    write_csv,
+)
 from sparseg.plausibility import synthetic_warning
 from sparseg.reader import LoadedCase, load_case, read_ahead
 from sparseg.report import ReportCase, write_report
@@ -230,17 +244,33 @@ def _failed(case_id: str, error: SparsegError, outputs: CaseOutputs) -> CaseResu
     return result
 
 
-def _report_case(summary: CaseSummary, overlay: Path | None, png: bytes | None, scores: CaseRow | None) -> ReportCase:
+MERGED_LESIONS_FLAG = 3
+"""A case whose predicted lesions each merge this many true lesions or more, together, is flagged: its lesion-wise
+F1 counts them all found (a mask of the whole brain scores F1 1)."""
+
+
+def _report_case(summary: CaseSummary, overlay: Path | None, png: bytes | None, scores: CaseRow | None,
+                 more_flags: list[str] | None = None) -> ReportCase:
     """What the QA page shows of one case: its summary row, its overlay file beside the page (and a thumbnail of
-    it), its scores against its label."""
+    it; a PNG that does not decode is flagged, not shown), its scores against its label, and `more_flags`."""
     from sparseg.plots import thumbnail_png
 
+    flags = [f for f in summary.flags.split("; ") if f] + (["failed"] if summary.error else []) + (more_flags or [])
+    if scores is not None and scores.lesions_merged >= MERGED_LESIONS_FLAG:
+        flags.append(f"{scores.lesions_merged} true lesions merged into fewer predicted ones: lesion-wise F1 "
+                     "flatters this mask")
+    thumbnail = None
+    if png:
+        try:
+            thumbnail = thumbnail_png(png)
+        except (OSError, ValueError, SyntaxError) as exc:  # what Pillow raises for a damaged PNG
+            flags.append(f"{overlay.name if overlay else 'the overlay'} does not decode ({type(exc).__name__}): not "
+                         "shown")
+            png = None
     return ReportCase(case_id=summary.case_id, status=summary.status, lesion_ml=summary.lesion_ml,
-                      burden_group=summary.burden_group, seconds=summary.seconds,
-                      flags=[f for f in summary.flags.split("; ") if f] + (["failed"] if summary.error else []),
+                      burden_group=summary.burden_group, seconds=summary.seconds, flags=flags,
                       error=summary.error, overlay=overlay.name if overlay is not None and png else "",
-                      thumbnail_png=thumbnail_png(png) if png else None, scores=scores,
-                      agreement=summary.member_agreement)
+                      thumbnail_png=thumbnail, scores=scores, agreement=summary.member_agreement)
 
 
 def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predictor,
@@ -258,35 +288,55 @@ def _write_batch_report(path: Path, results: list[CaseResult], predictor: Predic
 
 
 def folder_report(out: Path, data: Path | None = None) -> tuple[Path, int]:
-    """`report.html` of an output folder as it is: every summary in it (`summary.csv` and each part's
-    `summary_part<I>of<N>.csv`, a case's row taken from the newest file naming it), each case's overlay file,
-    and with `data` (its labelled cases) the scores of each mask the summary names. Returns the page and the
-    number of cases."""
+    """`report.html` of an output folder as it is: every summary in it (`summary.csv`, each part's, a case's row
+    taken from the newest file naming it; a damaged summary is an InputError naming its line), each case's overlay
+    file, and with `data` (its labelled cases) the scores of each mask its run wrote. What the page shows is what
+    the run wrote: a mask that is not the file its summary records (another file, changed since) is flagged and
+    not scored, a label that cannot be scored or an overlay that is not a PNG is flagged, and the page is built.
+    The folder's earlier page is removed first. Returns the page and the number of cases."""
     out = Path(out)
-    summaries = sorted((p for p in [out / BATCH_SUMMARY, *out.glob("summary_part*of*.csv")] if p.is_file()),
-                       key=lambda p: p.stat().st_mtime)
+    summaries = folder_summaries(out)
     if not summaries:
         raise InputError(f"{out}: no {BATCH_SUMMARY} or summary_part*.csv: not an output folder of sparseg predict")
-    rows: dict[str, dict[str, str]] = {}
-    for path in summaries:
-        rows.update(earlier_rows(path))
-    labelled = {c.case_id: c for c in find_any_cases(data) if c.label is not None} if data is not None else {}
     page = out / BATCH_REPORT
+    labelled = {c.case_id: c for c in find_any_cases(data) if c.label is not None} if data is not None else {}
     require_apart([page], [*summaries, *(data_inputs(data, list(labelled.values())) if data is not None else [])])
+    remove_stale([page])  # a page that fails to be made leaves no earlier one to look like it
+    rows = recorded_rows(out)
     cases = []
     for case_id in sorted(rows):
         row = rows[case_id]
-        summary = _recorded(row)
+        summary, flags = _recorded(row), []
         overlay = out / overlay_name(case_id)
-        png = overlay.read_bytes() if overlay.is_file() else None
-        mask = out / row["mask"] if row.get("mask") else None
+        png, problem = _overlay_file(overlay)
+        flags += [problem] if problem else []
         scores = None
-        if case_id in labelled and mask is not None and mask.is_file() and row.get("status") != "failed":
-            scores = evaluate_case(labelled[case_id], mask)
-        cases.append(_report_case(summary, overlay, png, scores))
+        if case_id in labelled and row.get("status") in FINISHED:
+            mask, why = recorded_mask(out, row)
+            try:
+                if mask is None:
+                    raise InputError(f"not scored: {why}")
+                scores = evaluate_case(labelled[case_id], mask)
+            except InputError as exc:
+                log.warning("%s: %s", case_id, exc)
+                flags.append(f"not scored: {exc}" if mask is not None else str(exc))
+        cases.append(_report_case(summary, overlay, png, scores, flags))
     context = [f"merged from {', '.join(p.name for p in summaries)} in {out}"
                + (f"; scored against the labels of {data}" if data is not None else "")]
     return write_report(page, cases, context, []), len(cases)
+
+
+def _overlay_file(path: Path) -> tuple[bytes | None, str]:
+    """An overlay PNG beside the page, and "", or None and why it is not shown ("" when there is none)."""
+    if file_problem(path) == "does not exist":
+        return None, ""
+    try:
+        png = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path.name} cannot be read ({exc.strerror or exc})"
+    if not (png.startswith(PNG_SIGNATURE) and png.endswith(PNG_END)):
+        return None, f"{path.name} is not a whole PNG: not shown"
+    return png, ""
 
 
 def _typed(name: str, text: str) -> str | float:

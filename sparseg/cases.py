@@ -22,6 +22,7 @@ order; unpaired or ambiguous files are all listed in one error.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import unicodedata
 from collections import defaultdict
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparseg.errors import InputError
-from sparseg.io import IMAGE_SUFFIXES, files_sha256, has_image_suffix, image_files, same_file
+from sparseg.io import IMAGE_SUFFIXES, file_problem, files_sha256, has_image_suffix, image_files, same_file
 
 CASE_ID = re.compile(r"MGHNICU_\d+-VISIT_\d+")
 
@@ -124,8 +125,8 @@ def resolve_part(part: int | None, parts: int | None, environ: Mapping[str, str]
 
     def number(name: str) -> int:
         text = environ.get(name, "").strip()
-        if not text.lstrip("-").isdigit():
-            raise InputError(f"{name}={environ.get(name)!r}: not a whole number")
+        if not re.fullmatch(r"[0-9]{1,9}", text):  # ASCII digits: str.isdigit takes "²", which int() refuses
+            raise InputError(f"{name}={environ.get(name)[:40]!r}: not a whole number of 0 or more (at most 9 digits)")
         return int(text)
 
     where = "--part/--parts"
@@ -137,10 +138,8 @@ def resolve_part(part: int | None, parts: int | None, environ: Mapping[str, str]
             raise InputError(f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']}: not a task of the array "
                              f"{first}-...:{step}")
         part = offset // step + 1
-        if parts is None:
-            if "SLURM_ARRAY_TASK_COUNT" not in environ:
-                raise InputError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: give --parts N")
-            parts = number("SLURM_ARRAY_TASK_COUNT")
+        if parts is None and "SLURM_ARRAY_TASK_COUNT" not in environ:
+            raise InputError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: give --parts N")
         where = (f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']}"
                  f"{'' if 'SLURM_ARRAY_TASK_COUNT' not in environ else ' of ' + environ['SLURM_ARRAY_TASK_COUNT']}")
     elif part is None and "JOB_COMPLETION_INDEX" in environ:
@@ -149,6 +148,8 @@ def resolve_part(part: int | None, parts: int | None, environ: Mapping[str, str]
                              "not say how many completions it has; give --parts N (the Job's completions)")
         part = number("JOB_COMPLETION_INDEX") + 1
         where = f"JOB_COMPLETION_INDEX={environ['JOB_COMPLETION_INDEX']}"
+    if parts is None and "SLURM_ARRAY_TASK_COUNT" in environ:  # what --parts says it defaults to, --part given or not
+        parts = number("SLURM_ARRAY_TASK_COUNT")
     part = 1 if part is None else part
     parts = 1 if parts is None else parts
     if parts < 1 or not 1 <= part <= parts:
@@ -194,7 +195,17 @@ def case_id_of(path: Path) -> str | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith("."))
+    """The image files of a folder (hidden ones left out); an entry named as an image that is not a regular file
+    (a FIFO, a device, a link to one or to nothing) is an InputError naming it."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not has_image_suffix(path) or path.is_dir():
+            continue
+        problem = file_problem(path)
+        if problem is not None:
+            raise InputError(f"{path}: {problem}")
+        found.append(path)
+    return found
 
 
 def index_by_case_id(folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -302,7 +313,8 @@ def case_id_problem(case_id: str) -> str | None:
     `/`, NUL or another control character, `.` or `..`), a leading `-` (read as an option) or `.` (hidden
     outputs; the temporary files start with one), a leading `=`, `+` or `@` (a spreadsheet opening summary.csv
     would run it as a formula), characters that reorder the text around them (bidirectional controls: the name
-    shown is not the name), and over `MAX_CASE_ID_BYTES` bytes."""
+    shown is not the name) or that are invisible (zero-width characters and marks, Unicode's format characters: two
+    ids that look the same would be two cases), and over `MAX_CASE_ID_BYTES` bytes."""
     if not case_id:
         return "is empty"
     try:
@@ -321,6 +333,10 @@ def case_id_problem(case_id: str) -> str | None:
         return f"starts with {case_id[0]} (a spreadsheet would run it as a formula)"
     if any(unicodedata.bidirectional(char) in BIDI_CONTROLS for char in case_id):
         return "holds a bidirectional control character (the name shown would not be the name)"
+    invisible = next((char for char in case_id if unicodedata.category(char) == "Cf"), None)
+    if invisible is not None:
+        return (f"holds an invisible formatting character (U+{ord(invisible):04X}: a zero-width or bidirectional mark; "
+                "two ids that look the same would be two cases)")
     if size > MAX_CASE_ID_BYTES:
         return f"is {size} bytes of UTF-8, over {MAX_CASE_ID_BYTES}"
     return None
@@ -408,10 +424,9 @@ def manifest_cases(path: Path, require_labels: bool = False, with_zadc: bool = T
                     problems.append(f"line {number} ({cid}): no {column}")
                 continue
             file = (path.parent / value) if not Path(value).is_absolute() else Path(value)
-            if file.is_dir():
-                problems.append(f"line {number} ({cid}): {column} {value} is a folder, not an image file")
-            elif not file.is_file():
-                problems.append(f"line {number} ({cid}): {column} {value} does not exist")
+            problem = file_problem(file)
+            if problem is not None:
+                problems.append(f"line {number} ({cid}): {column} {value} {problem}")
             files[column] = file
         case = Case(case_id=cid, adc=files.get("adc", Path()), z=files.get("zadc", Path()) if with_zadc else None,
                     label=files.get("label"))
@@ -489,7 +504,7 @@ def _by_pattern(folder: Path, pattern: str) -> tuple[dict[str, list[Path]], list
     for path in sorted(folder.glob(pattern)):
         if path.name.startswith("."):
             continue
-        if not path.is_file():
+        if file_problem(path) is not None:
             not_files.append(path)
             continue
         match = regex.match(path.relative_to(folder).as_posix())
@@ -515,8 +530,8 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str | None) -> list
         (adc, adc_others), (zmap, z_others) = _by_pattern(folder, adc_pattern), _by_pattern(folder, z_pattern)
     except (ValueError, NotImplementedError) as exc:  # a pattern pathlib cannot take ("a**b")
         raise InputError(f"--adc {adc_pattern!r} --zadc {z_pattern!r}: not a usable pattern ({exc})") from None
-    problems = [f"{path.relative_to(folder).as_posix()} matches, but is not a readable file (a folder, or a link to "
-                "nothing)" for path in sorted(set(adc_others) | set(z_others))]
+    problems = [f"{path.relative_to(folder).as_posix()} matches, but {file_problem(path)}"
+                for path in sorted(set(adc_others) | set(z_others))]
     adc_files, z_files = ({p for paths in index.values() for p in paths} for index in (adc, zmap))
     both = sorted(adc_files & z_files)
     if both:
@@ -550,8 +565,7 @@ def _adc_pattern_cases(folder: Path, adc_pattern: str) -> list[Case]:
         adc, others = _by_pattern(folder, adc_pattern)
     except (ValueError, NotImplementedError) as exc:
         raise InputError(f"--adc {adc_pattern!r}: not a usable pattern ({exc})") from None
-    problems = [f"{path.relative_to(folder).as_posix()} matches, but is not a readable file (a folder, or a link to "
-                "nothing)" for path in sorted(others)]
+    problems = [f"{path.relative_to(folder).as_posix()} matches, but {file_problem(path)}" for path in sorted(others)]
     problems += [f"ADC of {cid} ambiguous: {', '.join(p.relative_to(folder).as_posix() for p in paths)}"
                  for cid, paths in sorted(adc.items()) if len(paths) > 1]
     if not adc:
@@ -620,49 +634,116 @@ def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: 
 FINISHED = ("ok", "done earlier")
 """The statuses of a summary row whose mask the run finished (others: "failed", "in progress")."""
 
+SUMMARY_GLOB = "summary*.csv"
+"""Every batch summary of an output folder: `sparseg predict`'s, each part's and each cross-validation fold's."""
+NEWLINE = b"\n"
+MAX_SUMMARY_FIELD = 1 << 16
+"""No field a run writes in a summary comes near this many characters (an error message is the longest)."""
 
-def recorded_masks(folder: Path) -> dict[str, tuple[Path | None, str]]:
-    """The mask of each case that the summaries of a batch output folder record (`summary*.csv`, of `sparseg
-    predict`, its parts and cross-validation's folds; a newer summary over an older one), with the sha256 it was
-    written with: None where the last run did not finish the case, or names a file that is not one of the
-    case's masks in this folder. Cases no summary names are absent."""
-    found: dict[str, tuple[Path | None, str]] = {}
-    for summary in sorted(folder.glob("summary*.csv"), key=lambda path: path.stat().st_mtime_ns):
-        try:
-            with open(summary, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
-        except (OSError, csv.Error, UnicodeDecodeError):
-            continue
-        for row in rows:
-            case_id, name = row.get("case_id"), row.get("mask")
-            if not case_id or name is None:
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    """The rows of a batch summary as its run wrote them. What no run writes is an InputError naming the file and
+    the line: bytes that are not UTF-8, an empty file, a header without case_id, a row with more or fewer cells
+    than the header (a file cut short), a field over `MAX_SUMMARY_FIELD` characters, a case id that cannot be one
+    (`case_id_problem`: `../x` would name files outside the folder)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(NEWLINE) + 1
+        raise InputError(f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x}): not a summary a run "
+                         "wrote") from None
+    if not text.strip():
+        raise InputError(f"{path}: empty: not a summary a run wrote")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        header = next(reader)
+        if "case_id" not in header:
+            raise InputError(f"{path}: line 1: no case_id column: not a summary a run wrote")
+        for cells in reader:
+            if not cells:
                 continue
-            own = name in {prediction_name(case_id, suffix) for suffix in IMAGE_SUFFIXES}
-            finished = row.get("status") in FINISHED and own
-            found[case_id] = (folder / name if finished else None, row.get("mask_sha256") or "")
-    return found
+            if len(cells) != len(header):
+                raise InputError(f"{path}: line {reader.line_num}: {len(cells)} cells where the header has "
+                                 f"{len(header)} (the file is cut short or was edited)")
+            long = next((cell for cell in cells if len(cell) > MAX_SUMMARY_FIELD), None)
+            if long is not None:
+                raise InputError(f"{path}: line {reader.line_num}: a field of {len(long)} characters: not a "
+                                 "summary a run wrote")
+            row = dict(zip(header, cells, strict=True))
+            problem = case_id_problem(row["case_id"])
+            if problem is not None:
+                raise InputError(f"{path}: line {reader.line_num}: case id {row['case_id'][:80]!r} {problem}")
+            rows.append(row)
+    except csv.Error as exc:  # a field over the csv module's own limit, a NUL byte
+        raise InputError(f"{path}: line {reader.line_num}: not a readable summary ({exc})") from None
+    return rows
+
+
+def folder_summaries(folder: Path) -> list[Path]:
+    """The batch summaries of an output folder, oldest first (a newer one's row of a case is the current one)."""
+    return sorted((p for p in folder.glob(SUMMARY_GLOB) if p.is_file()), key=lambda path: path.stat().st_mtime_ns)
+
+
+def recorded_rows(folder: Path) -> dict[str, dict[str, str]]:
+    """Each case's current row in the summaries of an output folder (a newer summary's over an older one's); a
+    damaged summary is an InputError naming it (`read_summary`). Cases no summary names are absent."""
+    rows: dict[str, dict[str, str]] = {}
+    for summary in folder_summaries(folder):
+        rows.update((row["case_id"], row) for row in read_summary(summary))
+    return rows
+
+
+def recorded_mask(folder: Path, row: dict[str, str]) -> tuple[Path | None, str]:
+    """The mask a summary row says its run finished in `folder`, and "", when it is that file: the case's own mask
+    (`prediction_name`, a file of this folder, no other path), unchanged since it was written (its sha256). Else
+    None and why, in words (the run did not finish it, the row names another file, the file is gone or changed)."""
+    case_id, name = row.get("case_id", ""), row.get("mask") or ""
+    if row.get("status") not in FINISHED:
+        return None, f"its last run did not finish it (status {row.get('status')!r})"
+    if name not in {prediction_name(case_id, suffix) for suffix in IMAGE_SUFFIXES}:
+        return None, f"its summary names {name[:80]!r}, which is not its mask in this folder"
+    path = folder / name
+    problem = file_problem(path)
+    if problem is not None:
+        return None, f"{name} {problem}"
+    if row.get("mask_sha256") and files_sha256([path]) != row["mask_sha256"]:
+        return None, f"{name} is not the mask its run wrote (changed since: another tool or run wrote there?)"
+    return path, ""
 
 
 def find_masks(folder: Path, case_ids: list[str]) -> dict[str, Path]:
-    """The mask of each case in a folder of predictions, where there is one: the file the last run's summary
-    names (`recorded_masks`; one changed since it was written is refused), else the one file named for the case
-    (`prediction_name` in any format, its suffix in any letter case; for BONBID ids, any file whose name holds
-    the id). Two candidates and no record of which is current are an InputError naming both."""
+    """The mask of each case in a folder of predictions, where there is one. A folder with summaries (a run of
+    `sparseg predict` or `sparseg cv`) gives only what they record (`recorded_mask`): a mask of a case no summary
+    names is an earlier run's, and one that is not the file its run wrote is refused. A folder without summaries
+    (another tool's) gives the one file named for the case (`prediction_name` in any format, its suffix in any
+    letter case; for BONBID ids, any file whose name holds the id); two candidates are an InputError naming both."""
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    recorded = recorded_masks(folder)
     files = _image_files(folder)
     found, problems = {}, []
+    if folder_summaries(folder):
+        recorded = recorded_rows(folder)
+        for case_id in case_ids:
+            if case_id not in recorded:
+                leftover = [p.name for p in files if p.name in {prediction_name(case_id, s) for s in IMAGE_SUFFIXES}]
+                if leftover:
+                    problems.append(f"{case_id}: no summary of this folder names it, so {', '.join(leftover)} is an "
+                                    "earlier run's, not the last run's")
+                continue
+            path, why = recorded_mask(folder, recorded[case_id])
+            if path is not None:
+                found[case_id] = path
+            elif recorded[case_id].get("status") in FINISHED:
+                problems.append(f"{case_id}: {why}")
+        if problems:
+            raise _problems(folder, problems)
+        return found
     for case_id in case_ids:
-        if case_id in recorded:
-            path, sha256 = recorded[case_id]
-            if path is not None and path.is_file():
-                if sha256 and files_sha256([path]) != sha256:
-                    problems.append(f"{path.name} is not the mask its run wrote (changed since: another tool or "
-                                    "run wrote there?)")
-                else:
-                    found[case_id] = path
-            continue
         names = {prediction_name(case_id, suffix).lower() for suffix in IMAGE_SUFFIXES}
         named = [p for p in files if p.name.lower() in names]
         if not named and CASE_ID.fullmatch(case_id):

@@ -38,6 +38,7 @@ from sparseg.config import (
     QuantizationConfig,
 )
 from sparseg.errors import ConfigError, SparsegError
+from sparseg.io import file_problem
 
 THRESHOLD_RULE = f"Z_ADC < {PreprocessingConfig().z_threshold:g}"
 LABELLED_DATA = "labelled cases: the release layout or a CSV manifest (case_id,adc,zadc,label)"
@@ -204,8 +205,9 @@ def _zmap_one(args: argparse.Namespace) -> int:
     if not args.adc:
         raise SparsegError("give --data (a folder or a CSV manifest), or --adc with one ADC file")
     adc_path = Path(args.adc)
-    if not adc_path.is_file():
-        raise SparsegError(f"{adc_path}: no such file (--adc)")
+    problem = file_problem(adc_path)
+    if problem is not None:
+        raise SparsegError(f"{adc_path}: {'no such file' if problem == 'does not exist' else problem} (--adc)")
     if not next((s for s in ONE_FILE_MASKS if args.out.name.lower().endswith(s)), None):
         raise SparsegError(f"--out {args.out}: with one --adc file, name the Z_ADC file ({', '.join(ONE_FILE_MASKS)})")
     require_apart([args.out], [*image_files(adc_path), *atlas_files(args.atlas)])
@@ -303,10 +305,15 @@ def _info(args: argparse.Namespace) -> int:
 
     metadata = read_metadata(args.checkpoint)
     if args.verify:
-        from sparseg.model import load_checkpoint
+        from sparseg.model import load_checkpoint, uncovered_fields
 
         load_checkpoint(args.checkpoint)
-        metadata = {**metadata, "verified": "weights and run config match their sha256"}
+        uncovered = uncovered_fields(metadata)
+        verified = ("the weights and every field of the header match their sha256" if not uncovered else
+                    f"the weights and {'the run config' if 'config' not in uncovered else 'nothing else'} match "
+                    f"their sha256; NOT covered by any hash (format {metadata['format']}, saved by an earlier "
+                    f"SPARSeg): {', '.join(uncovered)}")
+        metadata = {**metadata, "verified": verified}
     print(json.dumps(metadata, indent=2))
     return 0
 
@@ -319,8 +326,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sparseg.derived import make
+    from sparseg.derived import OPENVINO, Derived, make
+    from sparseg.model import load_checkpoint
 
+    for checkpoint in args.checkpoints:  # every one checked whole before any is exported: all or nothing
+        Derived.of(checkpoint, OPENVINO)
+        load_checkpoint(checkpoint)
     for checkpoint in args.checkpoints:
         print(f"wrote {', '.join(str(p) for p in make(checkpoint).all_paths)}")
     return 0
@@ -470,6 +481,7 @@ def _check_inference_options(args: argparse.Namespace) -> None:
         raise SparsegError(f"--batch-size must be 0 (automatic) or more, not {args.batch_size}")
     if not (args.min_lesion_mm3 >= 0 and math.isfinite(args.min_lesion_mm3)):
         raise SparsegError(f"--min-lesion-mm3 must be a finite number of 0 or more, not {args.min_lesion_mm3}")
+    args.min_lesion_mm3 += 0.0  # -0 is 0: recorded as 0.0, so a rerun keeps what a run with 0 made
 
 
 def _predictor(args: argparse.Namespace):
@@ -541,8 +553,9 @@ def _one_case(args: argparse.Namespace) -> int:
                            "give one of them")
     given = [("--adc", Path(args.adc))] + ([("--zadc", Path(args.zadc))] if args.zadc else [])
     for flag, path in given:
-        if not path.is_file():
-            raise SparsegError(f"{path}: no such file ({flag})")
+        problem = file_problem(path)
+        if problem is not None:
+            raise SparsegError(f"{path}: {'no such file' if problem == 'does not exist' else problem} ({flag})")
     adc = Path(args.adc)
     case = Case(case_id=adc.name.split(".")[0], adc=adc, z=Path(args.zadc) if args.zadc else None)
     _require_apart([args.out], case_inputs(case) + _atlas_files(args.atlas), args.weights)
@@ -739,6 +752,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BROKEN_PIPE = 128 + 13
+"""The exit status of a command whose output's reader went away (SIGPIPE's), as coreutils' own."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -751,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sparseg: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sparseg ... | head -1`: the reader has what it wanted; end quietly, as coreutils do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except OSError as exc:  # a file system refusal not met by a more specific check
         if args.debug:
             raise

@@ -22,7 +22,7 @@ from sparseg.augment import SliceAugmenter
 from sparseg.cases import SYNTH_MANIFEST, Case
 from sparseg.config import EvaluationConfig, PreprocessingConfig, burden_group
 from sparseg.errors import InputError
-from sparseg.io import Volume, image_files, read_image, require_same_grid
+from sparseg.io import Volume, binary, image_files, read_image, require_same_grid
 from sparseg.metrics import lesion_burden
 from sparseg.preprocessing import label_to_slices, to_slices
 
@@ -65,7 +65,7 @@ def _read_labelled(case: Case) -> tuple[Volume, Volume, np.ndarray]:
         raise InputError(f"{case.adc}: case {case.case_id} has no label")
     adc, z, label = read_image(case.adc), read_image(case.z), read_image(case.label)
     require_same_grid(adc, z, label)
-    return adc, z, label.array != 0
+    return adc, z, binary(label)
 
 
 def read_validation_case(case: Case) -> ValidationCase:

@@ -30,11 +30,16 @@ start-up), so torch always rebuilds the network.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 import warnings
@@ -108,7 +113,14 @@ class Derived:
 
     @classmethod
     def of(cls, checkpoint: Path | str, kind: Kind, folder: Path | None = None) -> Derived:
+        """The `kind` files of `checkpoint`; an InputError when another checkpoint beside it would share their
+        names (`name_clash`)."""
         checkpoint = Path(checkpoint)
+        clash = name_clash(checkpoint)
+        if clash is not None:
+            raise InputError(f"{checkpoint}: {clash.name} beside it differs from its name in letter case only, so "
+                             f"both would name their derived files {checkpoint.stem}.openvino.* and "
+                             f"{checkpoint.stem}.int8.* (one file on macOS and Windows): rename one")
         return cls(kind, checkpoint, folder or checkpoint.parent)
 
     @property
@@ -162,7 +174,9 @@ class Derived:
         """Write `network` and its stamp: the files into a staging folder beside, read back, then each proved on
         disk and renamed into place (`io.place`), then the stamp, last, naming every file's sha256, so a
         half-replaced set is never taken as current."""
-        staging = self.folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{self.kind.name}"
+        remove_dead_staging(self.folder)
+        staging = self.folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{socket.gethostname()}-{os.getpid()}-" \
+                                f"{self.kind.name}"
         try:
             try:
                 staging.mkdir(parents=True)
@@ -190,6 +204,40 @@ class Derived:
         if stamp is None:
             raise OutputError(f"{self.stamp_path}: no stamp to add to")
         write_text(self.stamp_path, json.dumps({**stamp, **fields}, indent=2, allow_nan=True) + "\n")
+
+
+def name_clash(checkpoint: Path) -> Path | None:
+    """Another checkpoint beside `checkpoint` whose name differs in letter case only (`a.SAFETENSORS` beside
+    `a.safetensors`): their derived files would be one file on a case-insensitive file system."""
+    try:
+        siblings = list(checkpoint.parent.iterdir())
+    except OSError:
+        return None
+    stem = checkpoint.stem.casefold()
+    return next((other for other in sorted(siblings) if other.name != checkpoint.name
+                 and other.suffix.casefold() == checkpoint.suffix.casefold() and other.stem.casefold() == stem), None)
+
+
+STAGING = re.compile(re.escape(PARTIAL_PREFIX) + r"[0-9a-f]{8}-(?P<host>.+)-(?P<pid>[0-9]+)-(?:" +
+                     "|".join(kind.name for kind in KINDS) + r")")
+"""The staging folder of a derived set being written (`Derived.save`), named by its machine and process."""
+
+
+def remove_dead_staging(folder: Path) -> None:
+    """Remove the staging folders in `folder` of writes killed on this machine (their process is gone): what a
+    killed export left would otherwise stay beside the checkpoint for good. Other machines' are left alone (a
+    folder shared over a network file system may hold a write under way)."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            found = STAGING.fullmatch(entry.name)
+            if found is None or found["host"] != socket.gethostname() or not entry.is_dir():
+                continue
+            try:
+                os.kill(int(found["pid"]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry, ignore_errors=True)
+            except (PermissionError, OverflowError):
+                continue
 
 
 def recorded_agreement(stamp: dict[str, Any] | None) -> tuple[float | None, Any]:
@@ -272,8 +320,16 @@ def current(path: Path, kind: Kind, weights_sha256: str) -> Derived:
     try:
         return make(path, kind)
     except OutputError as exc:
-        folder = Path(tempfile.mkdtemp(prefix=f"sparseg-{kind.name}-"))
+        folder = temporary_folder(f"sparseg-{kind.name}-")
         log.info("%s; making them in %s for this run only", exc, folder)
         return make(path, kind, folder)
     finally:
         gc.collect()  # the torch network and the converted model, before the job's own peak
+
+
+def temporary_folder(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits (a run on a checkpoint in a read-only folder makes
+    its export there; each left 6.6 MB behind before)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

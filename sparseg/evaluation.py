@@ -130,8 +130,10 @@ class CaseRow:
     lesions_detected: int = 0
     lesions_missed: int = 0
     lesions_false: int = 0
+    lesions_merged: int = 0
     """Lesion-wise counts (`sparseg.lesions`): 26-connected lesions of the label and the prediction, the true ones
-    detected (any overlap) or missed, and the predicted ones overlapping no true lesion."""
+    detected (any overlap) or missed, the predicted ones overlapping no true lesion, and the true ones whose
+    predicted lesion touches another true lesion too."""
     lesions_true_small: int = 0
     lesions_detected_small: int = 0
     lesions_false_small: int = 0
@@ -158,29 +160,16 @@ class Report:
     """How the scores were computed (the NSD tolerance)."""
 
 
-def _binary_mask(path: Path) -> tuple[np.ndarray, Geometry]:
-    """A label or prediction file as a boolean mask; values other than 0 and 1 are an InputError naming the file.
-    The organisers cast both to uint8 and take SimpleITK's label-overlap Dice, which counts a voxel of 255 (or 2)
-    as another label than the label's 1, and 0.5 or 256 as background: such a mask has no one score."""
-    volume = read_image(path)
-    other = np.unique(volume.array[(volume.array != 0) & (volume.array != 1)])
-    if other.size:
-        shown = ", ".join(f"{v:g}" for v in other[:5]) + (", ..." if other.size > 5 else "")
-        raise InputError(f"{path}: a mask holds 0 and 1 only, this holds {shown} too; the challenge's scoring would "
-                         "count those voxels otherwise than here: write a binary mask")
-    return volume.array == 1, volume.geometry
-
-
 def evaluate_case(case: Case, prediction: Path, config: EvaluationConfig = EvaluationConfig()) -> CaseRow:
     """Score one prediction file against the case's label (both binary; the label on the ADC image's grid)."""
     assert case.label is not None
-    gt, gt_geometry = _binary_mask(case.label)
+    gt, gt_geometry = read_mask(case.label)
     adc = read_image(case.adc)
     label_differs = gt_geometry.differences(adc.geometry)
     if label_differs:
         raise InputError(f"{case.label}: the label's grid differs from its ADC image {case.adc.name} "
                          f"({'; '.join(label_differs)}); the lesion burden needs both on one grid")
-    pred, pred_geometry = _binary_mask(prediction)
+    pred, pred_geometry = read_mask(prediction)
     if pred.shape != gt.shape:
         raise InputError(f"{prediction}: grid {pred.shape} (z, y, x) differs from the label's {gt.shape}")
     differences = "; ".join(pred_geometry.differences(gt_geometry))

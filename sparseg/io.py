@@ -24,6 +24,8 @@ import logging
 import math
 import os
 import re
+import stat
+import tempfile
 import uuid
 import zipfile
 import zlib
@@ -38,7 +40,7 @@ from sparseg.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".nhdr")
 """File types read as images (the release ships .mha; users bring NIfTI too)."""
 
 DEFAULT_MAX_VOXELS = 512 * 512 * 512
@@ -46,7 +48,7 @@ DEFAULT_MAX_VOXELS = 512 * 512 * 512
 
 
 IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO",
-            ".nrrd": "NrrdImageIO"}
+            ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}
 """The ITK reader/writer of each suffix, named so that a suffix in capitals (.MHA) works too."""
 
 PLAUSIBLE_SPACING_MM = (0.05, 20.0)
@@ -420,28 +422,86 @@ NRRD_TYPES = {"signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned ch
 """Bytes per value of each NRRD type name (the format's own list)."""
 
 
+MAX_DATA_FILES = 4096
+"""A header may name at most this many detached data files (one per slice is the most any scanner writes)."""
+
+
+def _nrrd_header(path: Path) -> tuple[dict[str, str], list[str], int | None] | None:
+    """A NRRD header's fields (names in lower case), the lines after a `data file: LIST` field (its file names),
+    and the offset of the byte after the header's blank line (None without one: a detached header ends at its
+    file's end); None when the file does not start as NRRD."""
+    with open(path, "rb") as handle:
+        head = handle.read(METAIMAGE_HEADER_BYTES)
+    if not head.startswith(b"NRRD"):
+        return None
+    blank = re.search(rb"\r?\n\r?\n", head)
+    end = blank.end() if blank is not None else None
+    lines = head[: blank.start() if blank is not None else len(head)].decode("latin-1").splitlines()[1:]
+    fields: dict[str, str] = {}
+    listed: list[str] = []
+    for number, line in enumerate(lines):
+        key, colon, value = line.partition(":")
+        if not colon or line.startswith("#"):
+            continue
+        name = key.strip().lower()
+        fields[name] = value.strip().lstrip("=").strip()
+        if name in ("data file", "datafile") and fields[name].upper().startswith("LIST"):
+            listed = [entry.strip() for entry in lines[number + 1 :] if entry.strip()]
+            break
+    return fields, listed, end
+
+
+def _nrrd_data_files(path: Path) -> list[Path] | None:
+    """The detached data files a NRRD header (.nhdr, or a .nrrd) names: one file, the files a LIST names, or those
+    of a printf pattern with its first, last and step numbers; None when the data follows the header. An
+    InputError for a pattern that is not one or names more than `MAX_DATA_FILES` files."""
+    header = _nrrd_header(path)
+    value = (header[0].get("data file") or header[0].get("datafile")) if header is not None else None
+    if not value:
+        return None
+    words = value.split()
+    if words[0].upper() == "LIST":
+        names = header[1]
+    elif "%" in words[0] and len(words) >= 4:
+        try:
+            first, last, step = (int(w) for w in words[1:4])
+            if step == 0 or not 0 <= (last - first) // step < MAX_DATA_FILES:
+                raise ValueError("empty or too long")
+            names = [words[0] % number for number in range(first, last + (1 if step > 0 else -1), step)]
+        except (ValueError, TypeError):
+            raise InputError(f"{path}: NRRD data file {value!r} is not a usable file pattern") from None
+    else:
+        names = [value]
+    if len(names) > MAX_DATA_FILES:
+        raise InputError(f"{path}: NRRD data file names {len(names)} files, over {MAX_DATA_FILES}")
+    return [Path(name) if Path(name).is_absolute() else path.parent / name for name in names]
+
+
+def _require_nrrd_data_files(path: Path) -> list[Path] | None:
+    """A NRRD header's detached data files (`_nrrd_data_files`), each checked to be there before ITK opens them:
+    an InputError naming the missing ones."""
+    data_files = _nrrd_data_files(path)
+    missing = [file.name for file in data_files or [] if file_problem(file) is not None]
+    if missing:
+        raise InputError(f"{path}: its pixel data file{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} missing or not a regular file")
+    return data_files
+
+
 def _check_nrrd(path: Path) -> None:
     """A NRRD file's data must be what its header says, after its `line skip` lines and `byte skip` bytes: a
     gzip or bzip2 stream decoded to its end (every member, each to its checksum) into exactly sizes x type bytes,
     raw data exactly that long (byte skip -1: the file's last bytes), text (ascii) exactly sizes values, hex
     exactly twice the bytes in digits. ITK reads a damaged stream, or data of another length, without a word.
-    Several detached data files (a LIST or a pattern) are left to ITK."""
-    with open(path, "rb") as handle:
-        head = handle.read(METAIMAGE_HEADER_BYTES)
-    blank = re.search(rb"\r?\n\r?\n", head)
-    if not head.startswith(b"NRRD") or blank is None:
+    Several detached data files (a LIST or a pattern) must each be there; their lengths are left to ITK."""
+    header = _nrrd_header(path)
+    if header is None:
         return  # ITK's own error stands
-    fields = {}
-    for line in head[: blank.start()].decode("latin-1").splitlines()[1:]:
-        key, colon, value = line.partition(":")
-        if colon and not line.startswith("#"):
-            fields[key.strip().lower()] = value.strip().lstrip("=").strip()
-    data_file = fields.get("data file") or fields.get("datafile")
-    if data_file and (" " in data_file or data_file.upper().startswith("LIST")):
-        return
-    source = path if not data_file else (Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file)
-    if not source.is_file():
-        raise InputError(f"{path}: its pixel data file {data_file} is missing")
+    fields, _, header_end = header
+    data_files = _require_nrrd_data_files(path)
+    if (data_files is not None and len(data_files) > 1) or (not data_files and header_end is None):
+        return  # several files: their lengths are ITK's to check; no blank line before attached data: ITK's error
+    source = path if not data_files else data_files[0]
     try:
         count = math.prod(int(v) for v in fields.get("sizes", "").split())
         expected = count * NRRD_TYPES[fields.get("type", "")]
@@ -449,7 +509,7 @@ def _check_nrrd(path: Path) -> None:
     except (KeyError, ValueError):
         return
     with open(source, "rb") as handle:
-        handle.seek(blank.end() if not data_file else 0)
+        handle.seek(header_end if not data_files else 0)
         for _ in range(line_skip):
             handle.readline()
         if byte_skip > 0:
@@ -503,14 +563,17 @@ def _check_raw_length(path: Path, fields: dict[str, str], data_start: int, expec
 
 
 def image_files(path: Path | str) -> list[Path]:
-    """Every file an image is read from: the file itself and, for a MetaImage header (.mhd), the pixel data
-    files its ElementDataFile names (one file, a LIST of files, or a printf pattern with its range)."""
+    """Every file an image is read from: the file itself and, for a MetaImage header (.mhd) or a NRRD header
+    (.nhdr, or a .nrrd with detached data), the pixel data files it names (one file, a LIST of files, or a printf
+    pattern with its range)."""
     path = Path(path)
-    if image_io(path) != "MetaImageIO" or not path.is_file():
+    if image_io(path) not in ("MetaImageIO", "NrrdImageIO") or not path.is_file():
         return [path]
     try:
+        if image_io(path) == "NrrdImageIO":
+            return [path, *(_nrrd_data_files(path) or [])]
         return [path, *(_metaimage_data(path, *_metaimage_fields(path)) or [])]
-    except InputError:
+    except (InputError, OSError):
         return [path]
 
 
@@ -524,6 +587,22 @@ def files_sha256(paths: Iterable[Path]) -> str:
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as a file, in words ("does not exist", "is a folder", "is not a regular file (a
+    FIFO, a device, a socket)"), or None when it is a regular file (or a link to one)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist" if not path.is_symlink() else "is a link to nothing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, a device or a socket)"
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -562,15 +641,15 @@ def remove_stale(paths: Iterable[Path]) -> None:
 
 def require_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     """Refuse, before anything is read or written, any output path that is, or would replace, one of the inputs
-    (symbolic links followed, hard links seen, names that differ in letter case alone): an InputError naming
-    both."""
+    (symbolic links followed, hard links seen, paths that differ in letter case alone, in any of their folders'
+    names too): an InputError naming both."""
     inputs = [Path(p) for p in dict.fromkeys(inputs)]
-    by_path, by_folded_name, by_inode = {}, {}, {}
+    by_path, by_folded_path, by_inode = {}, {}, {}
     for path in inputs:
         with contextlib.suppress(OSError, RuntimeError):
             resolved = path.resolve()
             by_path.setdefault(resolved, path)
-            by_folded_name.setdefault((resolved.parent, resolved.name.casefold()), path)
+            by_folded_path.setdefault(str(resolved).casefold(), path)
             status = path.stat()
             by_inode.setdefault((status.st_dev, status.st_ino), path)
     for output in outputs:
@@ -578,8 +657,8 @@ def require_apart(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
         hit = None
         with contextlib.suppress(OSError, RuntimeError):
             resolved = output.resolve()
-            # a name that differs in letter case only is one file on macOS and Windows file systems
-            hit = by_path.get(resolved) or by_folded_name.get((resolved.parent, resolved.name.casefold()))
+            # paths that differ in letter case only are one file on macOS and Windows file systems
+            hit = by_path.get(resolved) or by_folded_path.get(str(resolved).casefold())
             if hit is None and output.exists():
                 status = output.stat()
                 hit = by_inode.get((status.st_dev, status.st_ino))
@@ -592,8 +671,9 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
     """A reader with the header read and checked: a readable, scalar 3D image within `max_voxels`, on a
     grid with positive spacings, a finite origin and an invertible direction matrix."""
     name = itk_path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    problem = file_problem(path)
+    if problem is not None:
+        raise InputError(f"{path}: {'no such file' if problem == 'does not exist' else problem}")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
     if image_io(path) == "MetaImageIO":
@@ -604,6 +684,8 @@ def _open_header(path: Path, max_voxels: int) -> sitk.ImageFileReader:
                         "from it)", path)
     if image_io(path) == "NiftiImageIO":
         _refuse_nifti2(path)
+    if image_io(path) == "NrrdImageIO":
+        _require_nrrd_data_files(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
     reader.SetImageIO(image_io(path))
@@ -706,10 +788,25 @@ def read_geometry(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> Geo
     return Geometry.of(_open_header(Path(path), max_voxels))
 
 
+def binary(volume: Volume) -> np.ndarray:
+    """A mask volume (a label or a prediction) as a boolean (z, y, x) array: 1 is lesion, 0 is not, and any other
+    value is an InputError naming the file. The challenge's scorer casts both masks to uint8 and takes SimpleITK's
+    label-overlap Dice, which counts a voxel of 2 or 255 as another label than lesion and one of 0.5 or 256 as
+    background: such a mask has no one score, so every command that reads a mask reads it by this rule
+    (docs/scoring.md)."""
+    other = np.unique(volume.array[(volume.array != 0) & (volume.array != 1)])
+    if other.size:
+        shown = ", ".join(f"{v:g}" for v in other[:5]) + (", ..." if other.size > 5 else "")
+        raise InputError(f"{volume.path}: a mask holds 0 and 1 only, this holds {shown} too; the challenge's "
+                         "scoring would count those voxels otherwise than as lesion or background: write a binary "
+                         "mask")
+    return volume.array == 1
+
+
 def read_mask(path: Path | str, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[np.ndarray, Geometry]:
-    """A label image as a boolean (z, y, x) array (non-zero = lesion) and its geometry."""
+    """A mask file (a label or a prediction) as a boolean (z, y, x) array (`binary`'s rule) and its geometry."""
     volume = read_image(path, max_voxels=max_voxels)
-    return volume.array != 0, volume.geometry
+    return binary(volume), volume.geometry
 
 
 PARTIAL_PREFIX = ".partial-"
@@ -803,6 +900,16 @@ def place(temporary: Path, path: Path, verify: Callable[[Path], None] | None = N
         _sync_folder(path.parent)
 
 
+def require_writable(folder: Path) -> None:
+    """Refuse, before any work, a folder where no file can be made (read-only, full, or not there): an OutputError
+    naming it. A command whose output cannot be written learns so first, not after minutes of computing."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=PARTIAL_PREFIX):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _make_folder(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -861,13 +968,31 @@ def write_text(path: Path | str, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet runs a cell beginning so as a formula (OWASP's CSV injection list)."""
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: text beginning with `FORMULA_STARTS` (a file name in an error
+    message, `=HYPERLINK(...).mha`) gets a leading apostrophe, as spreadsheets themselves mark text; numbers, and
+    text that is a number ("-0.5"), are kept."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def write_csv(path: Path | str, rows: list[dict], columns: tuple[str, ...] = ()) -> Path:
     """A table of dicts as CSV, atomically: the header is `columns`, then every other key in the order first met
-    (a row without one leaves its cell empty); a table without rows is its header alone."""
+    (a row without one leaves its cell empty); a table without rows is its header alone. Every cell is
+    `spreadsheet_safe`."""
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys([*columns, *(key for row in rows for key in row)])))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
     return write_text(path, buffer.getvalue())
 
 
@@ -879,8 +1004,8 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path | str, compres
     either does not exist or is complete and right.
     """
     path = Path(path)
-    if path.suffix.lower() == ".mhd":
-        raise ValueError(f"{path}: write .mha (one file, renamed into place when complete), not .mhd + .raw")
+    if path.suffix.lower() in (".mhd", ".nhdr"):
+        raise ValueError(f"{path}: write one file (.mha, renamed into place when complete), not a header and data")
     array = np.ascontiguousarray(array)
     image = itk_image(array, geometry)
     itk_path(path)

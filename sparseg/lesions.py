@@ -15,6 +15,10 @@ Matching is by any overlap, the rule of lesion-wise F1 in ISLES'22:
 * a predicted lesion is *false* when none of its voxels is a true lesion's;
 * sensitivity = detected / true lesions; precision = (predicted - false) /
   predicted lesions; F1 = detected / (detected + (missed + false) / 2).
+  Any overlap lets one predicted lesion detect many true ones (a mask of the
+  whole brain finds every lesion: F1 1 beside a DSC near 0), so each case also
+  counts its *merged* true lesions: those whose predicted lesion touches
+  another true lesion too.
   Each is NaN where its denominator is 0 (no lesion to find, or none
   predicted), and cohort figures pool the counts of all cases.
 
@@ -34,7 +38,7 @@ from sparseg.config import LESION_BANDS, EvaluationConfig
 
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 """26-connectivity: voxels touching by a face, an edge or a corner are one lesion."""
-TOTALS = ("lesions_true", "lesions_pred", "lesions_detected", "lesions_missed", "lesions_false")
+TOTALS = ("lesions_true", "lesions_pred", "lesions_detected", "lesions_missed", "lesions_false", "lesions_merged")
 BY_BAND = tuple(f"{total}_{band}" for band in LESION_BANDS for total in ("lesions_true", "lesions_detected",
                                                                           "lesions_false"))
 COUNTS = (*TOTALS, *BY_BAND)
@@ -56,8 +60,12 @@ def lesion_counts(gt: np.ndarray, pred: np.ndarray, voxel_ml: float,
     matched[pred_labels[both]] = True
     true_band = np.digitize(np.bincount(true_labels.ravel(), minlength=true_count + 1)[1:] * voxel_ml, edges_ml)
     pred_band = np.digitize(np.bincount(pred_labels.ravel(), minlength=pred_count + 1)[1:] * voxel_ml, edges_ml)
+    pairs = np.unique(np.stack([true_labels[both], pred_labels[both]]), axis=1)  # (true, predicted) that overlap
+    trues_per_pred = np.bincount(pairs[1], minlength=pred_count + 1)
+    merged = np.unique(pairs[0][trues_per_pred[pairs[1]] >= 2])
     counts = {"lesions_true": true_count, "lesions_pred": pred_count, "lesions_detected": int(detected[1:].sum()),
-              "lesions_missed": int(true_count - detected[1:].sum()), "lesions_false": int((~matched[1:]).sum())}
+              "lesions_missed": int(true_count - detected[1:].sum()), "lesions_false": int((~matched[1:]).sum()),
+              "lesions_merged": int(merged.size)}
     for index, band in enumerate(LESION_BANDS):
         counts[f"lesions_true_{band}"] = int((true_band == index).sum())
         counts[f"lesions_detected_{band}"] = int((detected[1:] & (true_band == index)).sum())

@@ -3,12 +3,14 @@
 A checkpoint is one `.safetensors` file: the weights, and in its header a JSON
 document with the run config (architecture, preprocessing constants,
 threshold, training settings), the data fingerprint, validation metrics, code
-and library versions, the sha256 of the weights, and `checkpoint_sha256`,
-which covers the weights' hash and the run config together: what decides a
-mask. Reading the header checks the config against it (an edited threshold is
-refused); loading checks the weights too, never unpickles anything, and
-rebuilds the model from the stored config alone. A readable copy of the JSON
-is written beside it.
+and library versions, the sha256 of the weights, the network's logits on a
+fixed probe input (`probe_input`: every engine that runs it is checked against
+them), and `checkpoint_sha256`, which covers every other field of the header:
+an edited threshold, or a "synthetic" data fingerprint emptied, is refused.
+Loading checks the weights too, never unpickles anything, and rebuilds the
+model from the stored config alone. A readable copy of the JSON is written
+beside it. Checkpoints of earlier formats are read, and say which of their
+fields no hash covers.
 
 Files made from a checkpoint (its OpenVINO export and int8 model) are
 `sparseg.derived`'s; the safetensors file stays the one source
@@ -36,9 +38,14 @@ from sparseg.io import IncompleteWrite, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sparseg-checkpoint/2"
-"""/2 records `checkpoint_sha256` (weights and run config); /1 checkpoints (weights' hash only) are still read."""
+FORMAT = "sparseg-checkpoint/3"
+"""/3: `checkpoint_sha256` covers the whole header (`header_sha256`). Earlier formats are still read: /2's covers
+the weights' hash and the run config only, /1 records the weights' hash alone."""
+FORMAT_CONFIG_HASH = "sparseg-checkpoint/2"
 FORMAT_WEIGHTS_HASH_ONLY = "sparseg-checkpoint/1"
+FORMATS = (FORMAT, FORMAT_CONFIG_HASH, FORMAT_WEIGHTS_HASH_ONLY)
+PROBE_SIDE = 32
+"""The probe is one slice of this side (the smallest the network's five halvings take)."""
 
 
 def build_model(config: ModelConfig, in_channels: int) -> nn.Module:
@@ -98,10 +105,42 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 
 
 def checkpoint_sha256(weights_sha256: str, config: dict[str, Any]) -> str:
-    """The hash of what decides a checkpoint's masks: its weights' hash and its run config (as JSON)."""
+    """The hash of what decides a checkpoint's masks: its weights' hash and its run config (as JSON). The identity
+    of its network in resume keys (`Checkpoint.sha256`), and format /2's `checkpoint_sha256`."""
     document = json.dumps({"weights_sha256": weights_sha256, "config": config}, sort_keys=True,
                           separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(document.encode()).hexdigest()
+
+
+def header_sha256(metadata: dict[str, Any]) -> str:
+    """The hash of every field of a checkpoint's header but `checkpoint_sha256` itself (as canonical JSON, where a
+    validation score of NaN is the token NaN): format /3's `checkpoint_sha256`."""
+    fields = {key: value for key, value in metadata.items() if key != "checkpoint_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def uncovered_fields(metadata: dict[str, Any]) -> list[str]:
+    """The fields of a checkpoint's header that no hash covers (those of earlier formats); [] for /3."""
+    covered = {FORMAT: set(metadata), FORMAT_CONFIG_HASH: {"format", "config", "weights_sha256", "checkpoint_sha256"},
+               FORMAT_WEIGHTS_HASH_ONLY: {"format", "weights_sha256"}}[metadata["format"]]
+    return sorted(set(metadata) - covered)
+
+
+def probe_input(config: RunConfig) -> torch.Tensor:
+    """The fixed input whose logits every checkpoint records: one slice of uniform noise in [0, 1) (the range of
+    the network's inputs), the same for the same config. Shape: (1, C, PROBE_SIDE, PROBE_SIDE)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, config.in_channels, PROBE_SIDE, PROBE_SIDE, generator=generator)
+
+
+def _probe_logits(state: dict[str, torch.Tensor], config: RunConfig) -> list[float]:
+    """The logits of the network `state` holds on `probe_input`, by torch in fp32 on the CPU (what an exported
+    network must give back), to float32's 7 digits."""
+    model = build_model(config.model, config.in_channels)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        logits = model.eval()(probe_input(config))
+    return [float(f"{value:.7g}") for value in logits.reshape(-1).tolist()]
 
 
 @dataclass
@@ -142,7 +181,6 @@ def save_checkpoint(
     module = model.module if hasattr(model, "module") else model
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     config_document = json.loads(json.dumps(to_dict(config)))  # as the header will hold it
-    weights_hash = weights_sha256(state)
     metadata = {
         "format": FORMAT,
         "config": config_document,
@@ -150,9 +188,12 @@ def save_checkpoint(
         "code_version": code_version(),
         "libraries": library_versions(),
         **(extra or {}),
-        "weights_sha256": weights_hash,
-        "checkpoint_sha256": checkpoint_sha256(weights_hash, config_document),
+        "weights_sha256": weights_sha256(state),
+        "probe": {"input": f"probe_input: torch.rand(1, {config.in_channels}, {PROBE_SIDE}, {PROBE_SIDE}) with "
+                           "torch.Generator().manual_seed(0)", "logits": _probe_logits(state, config)},
     }
+    metadata = json.loads(json.dumps(metadata))  # as the header will hold it
+    metadata["checkpoint_sha256"] = header_sha256(metadata)
     def verify(temporary: Path) -> None:  # the header whole and every tensor's bytes within the file
         try:
             with safe_open(str(temporary), framework="pt") as written:
@@ -186,21 +227,23 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
         metadata = json.loads(header["__metadata__"]["sparseg"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InputError(f"{path}: not a SPARSeg checkpoint (no readable safetensors header)") from None
-    if not isinstance(metadata, dict) or metadata.get("format") not in (FORMAT, FORMAT_WEIGHTS_HASH_ONLY):
+    if not isinstance(metadata, dict) or metadata.get("format") not in FORMATS:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise InputError(f"{path}: unknown checkpoint format {found!r}")
     if not isinstance(metadata.get("config"), dict):
         raise InputError(f"{path}: no run config in the checkpoint's header (it cannot say how to rebuild the network)")
     if not isinstance(metadata.get("weights_sha256"), str):
         raise InputError(f"{path}: no weights_sha256 in the checkpoint's header")
-    if metadata["format"] == FORMAT:
-        try:
-            expected = checkpoint_sha256(metadata["weights_sha256"], metadata["config"])
-        except ValueError:  # NaN or infinity in the config
-            expected = None
-        if metadata.get("checkpoint_sha256") != expected:
-            raise InputError(f"{path}: the header was edited after the checkpoint was saved (its run config or "
-                             "weights hash no longer matches checkpoint_sha256)")
+    try:
+        expected = {FORMAT: lambda: header_sha256(metadata),
+                    FORMAT_CONFIG_HASH: lambda: checkpoint_sha256(metadata["weights_sha256"], metadata["config"]),
+                    FORMAT_WEIGHTS_HASH_ONLY: lambda: metadata.get("checkpoint_sha256")}[metadata["format"]]()
+    except ValueError:  # NaN or infinity in a field
+        expected = None
+    if metadata.get("checkpoint_sha256") != expected:
+        covered = "fields" if metadata["format"] == FORMAT else "run config or weights hash"
+        raise InputError(f"{path}: the header was edited after the checkpoint was saved (its {covered} no longer "
+                         "match checkpoint_sha256)")
     return metadata
 
 
@@ -217,9 +260,10 @@ def read_checkpoint(path: Path | str) -> Checkpoint:
     """A checkpoint's checked header, without its weights (for a network derived from it)."""
     path = Path(path)
     metadata, config = read_header(path)
-    if metadata["format"] == FORMAT_WEIGHTS_HASH_ONLY:
-        log.warning("%s: format %s: its run config is not covered by a hash (saved by an earlier SPARSeg)", path,
-                    FORMAT_WEIGHTS_HASH_ONLY)
+    uncovered = uncovered_fields(metadata)
+    if uncovered:
+        log.warning("%s: format %s (saved by an earlier SPARSeg): no hash covers its %s", path, metadata["format"],
+                    ", ".join(uncovered))
     return Checkpoint(config=config, metadata=metadata, path=path)
 
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from sparseg.config import INT8_MIN_AGREEMENT, InferenceConfig
-from sparseg.derived import INT8, OPENVINO, Derived, current, library_version, recorded_agreement
+from sparseg.derived import INT8, OPENVINO, PARITY_TOLERANCE, Derived, current, library_version, recorded_agreement
 from sparseg.errors import InputError
-from sparseg.model import Checkpoint, load_checkpoint, read_checkpoint
+from sparseg.model import Checkpoint, load_checkpoint, probe_input, read_checkpoint
 from sparseg.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ class Network(Protocol):
     """A checkpoint's network on one engine."""
 
     identity: str
-    """What decides its outputs besides the checkpoint's weights ("" when nothing does: the torch network and the
-    fp32 export agree with the weights within parity; an int8 model is its own files)."""
+    """What decides its outputs besides the checkpoint's weights ("" for the torch network, rebuilt from them; an
+    OpenVINO model, fp32 export or int8, is its own files: their hash)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits. Shape: (N, C, H, W) float32 -> (N, 1, H, W) float32."""
@@ -85,7 +85,7 @@ class OpenVINONetwork:
         except RuntimeError as exc:
             raise InputError(f"{xml}: OpenVINO cannot compile it ({str(exc).splitlines()[0]})") from None
         self.derived, self.runtime = derived, runtime
-        self.identity = f"int8:{derived.identity()}" if derived.kind is INT8 else ""
+        self.identity = f"{derived.kind.name}:{derived.identity()}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.compiled(np.ascontiguousarray(batch, dtype=np.float32))[0]
@@ -105,9 +105,52 @@ def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig 
         derived = current(path, kind, checkpoint.metadata["weights_sha256"])
         if kind is INT8:
             _log_agreement(derived)
-        return checkpoint, OpenVINONetwork(derived, runtime)
+        network = OpenVINONetwork(derived, runtime)
+        problem = probe_problem(checkpoint, network)
+        if problem is not None and kind is OPENVINO:  # files of another network under a stamp that fits: remake
+            log.warning("%s: %s: made again", derived.files[".xml"], problem)
+            derived.stamp_path.unlink(missing_ok=True)
+            network = OpenVINONetwork(current(path, kind, checkpoint.metadata["weights_sha256"]), runtime)
+            problem = probe_problem(checkpoint, network)
+        if problem is not None:
+            raise InputError(f"{derived.files['.xml']}: {problem}: not this checkpoint's network")
+        return checkpoint, network
     checkpoint = load_checkpoint(path)
     return checkpoint, TorchNetwork(checkpoint.module, runtime, inference.channels_last)
+
+
+PROBE_MIN_CORRELATION = 0.5
+"""Where a network may differ from the checkpoint's fp32 logits by design (int8, bf16), its logits on the probe must
+still correlate with them this much. Measured: an int8 model of the tests' random network correlated 0.84-0.86 with
+its fp32 logits; the logits of other networks of one architecture (random ones, and the demo weights against a
+random one) within +-0.11 of 0."""
+
+
+def probe_problem(checkpoint: Checkpoint, network: Network) -> str | None:
+    """Why `network` is not the checkpoint's, by the logits its header records on `model.probe_input` (an fp32
+    engine within `PARITY_TOLERANCE`, others correlated at least `PROBE_MIN_CORRELATION`), or None. A checkpoint
+    of an earlier format records no probe: nothing is checked (a log line says so)."""
+    probe = checkpoint.metadata.get("probe")
+    if not isinstance(probe, dict) or not isinstance(probe.get("logits"), list):
+        log.info("%s: records no probe logits (saved by an earlier SPARSeg): its %s network is not checked against "
+                 "them", checkpoint.path, network.describe())
+        return None
+    try:
+        expected = np.asarray(probe["logits"], dtype=np.float32)
+    except (TypeError, ValueError):
+        return "the checkpoint's probe logits are not numbers"
+    got = np.asarray(network(probe_input(checkpoint.config).numpy()), dtype=np.float32).reshape(-1)
+    if got.shape != expected.shape:
+        return f"it gives {got.size} probe logits, the checkpoint records {expected.size}"
+    if getattr(network, "runtime", None) is not None and network.runtime.precision == "fp32":
+        difference = float(np.abs(got - expected).max())
+        if difference > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
+            return f"its logits on the probe differ from the checkpoint's by {difference:.2g}"
+        return None
+    correlation = float(np.corrcoef(got, expected)[0, 1]) if got.std() > 0 and expected.std() > 0 else 0.0
+    if not correlation >= PROBE_MIN_CORRELATION:
+        return f"its logits on the probe correlate with the checkpoint's by only {correlation:.2f}"
+    return None
 
 
 def _log_agreement(int8: Derived) -> None:

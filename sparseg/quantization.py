@@ -50,7 +50,7 @@ from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
 from sparseg.evaluation import RULES, score_row
 from sparseg.inference import Predictor
-from sparseg.io import require_apart
+from sparseg.io import require_apart, require_writable
 from sparseg.metrics import dice
 from sparseg.model import read_header, read_metadata
 from sparseg.networks import OpenVINONetwork
@@ -366,6 +366,7 @@ def quantize(checkpoint: Path, data: Path | None, slices: int | None = None, cas
         raise InputError(f"{data}: no cases to calibrate with")
     require_apart([*Derived.of(checkpoint, INT8).all_paths, *Derived.of(checkpoint, OPENVINO).all_paths],
                   [checkpoint, *(data_inputs(data, cases) if data is not None else [])])
+    require_writable(checkpoint.parent)  # the int8 model goes beside the checkpoint: known before calibrating
     unlabelled = [c.case_id for c in cases if c.label is None]
     if unlabelled:
         raise InputError(f"{data}: cases without a label ({', '.join(unlabelled[:5])}): the held-out cases are "

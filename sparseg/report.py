@@ -121,7 +121,9 @@ def _lesions_found(scores: CaseRow | None) -> str:
     if scores is None:
         return _cell("", "")
     share = scores.lesion_sensitivity
-    return _cell(f"{scores.lesions_detected}/{scores.lesions_true}", "" if math.isnan(share) else f"{share:.6f}")
+    merged = f" ({scores.lesions_merged} merged)" if scores.lesions_merged else ""
+    return _cell(f"{scores.lesions_detected}/{scores.lesions_true}{merged}",
+                 "" if math.isnan(share) else f"{share:.6f}")
 
 
 def _flags(flags: list[str]) -> str:
@@ -163,7 +165,9 @@ def render(cases: list[ReportCase], title: str, context: list[str], warnings: li
             facts.append(f"DSC {_number(case.scores.dsc, 3)[0]}, MASD {_number(case.scores.masd, 2)[0]} mm, "
                          f"NSD {_number(case.scores.nsd, 3)[0]} (against its label); lesions: "
                          f"{case.scores.lesions_detected} of {case.scores.lesions_true} found, "
-                         f"{case.scores.lesions_false} false")
+                         f"{case.scores.lesions_false} false"
+                         + (f", {case.scores.lesions_merged} merged into a predicted lesion that touches another "
+                            "true one" if case.scores.lesions_merged else ""))
         picture = ""
         if case.overlay:
             picture = (f'<img loading="lazy" src="{html.escape(urllib.parse.quote(case.overlay))}" '

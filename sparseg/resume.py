@@ -10,14 +10,16 @@ outputs) is always redone.
 
 from __future__ import annotations
 
-import csv
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparseg.cases import Case, case_inputs
+from sparseg.cases import Case, case_inputs, read_summary
 from sparseg.errors import InputError
 from sparseg.io import files_sha256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,11 +83,14 @@ def inputs_sha256(case: Case) -> str:
 
 
 def earlier_rows(path: Path) -> dict[str, dict[str, str]]:
-    """The rows of an earlier run's summary.csv by case id ({} when there is none or it cannot be read)."""
+    """The rows of an earlier run's summary.csv by case id ({} when there is none; a damaged one is logged and
+    taken as none, so every case is done again)."""
+    if not path.exists():
+        return {}
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return {row["case_id"]: row for row in csv.DictReader(handle) if row.get("case_id")}
-    except (OSError, csv.Error, UnicodeDecodeError, KeyError):
+        return {row["case_id"]: row for row in read_summary(path)}
+    except InputError as exc:
+        log.warning("%s: every case is done again", exc)
         return {}
 
 

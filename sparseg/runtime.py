@@ -112,7 +112,22 @@ def resolve_runtime(device: str = "auto", engine: str = "auto", precision: str =
     if not installed and (engine == "openvino" or precision == "int8"):
         raise InputError("the OpenVINO engine is not installed (pip install -r requirements.txt)")
     chosen = "openvino" if engine == "openvino" or (engine == "auto" and installed) else "torch"
-    return Runtime(place, chosen, "fp32" if precision == "auto" else precision)
+    precision = "fp32" if precision == "auto" else precision
+    if precision == "bf16" and not cpu_has_native_bf16():
+        precision = _bf16_without_native(chosen)
+    return Runtime(place, chosen, precision)
+
+
+def _bf16_without_native(engine: str) -> str:
+    """What bf16 on a CPU without native bf16 (AVX512_BF16 or AMX) runs as, warned: OpenVINO compiles fp32 without
+    a word, so the run is recorded as fp32; torch emulates bf16, slower than fp32, with masks a few voxels apart."""
+    if engine == "openvino":
+        log.warning("--precision bf16: this CPU (%s) has no native bf16 (AVX512_BF16 or AMX), so OpenVINO runs fp32; "
+                    "the masks and their record say fp32", cpu_model())
+        return "fp32"
+    log.warning("--precision bf16: this CPU (%s) has no native bf16 (AVX512_BF16 or AMX): torch emulates it, "
+                "slower than fp32 and with masks a few voxels from fp32's (docs/engines.md)", cpu_model())
+    return "bf16"
 
 
 def _device(name: str, probe: NvidiaProbe | None) -> torch.device:

@@ -106,10 +106,15 @@ def segment(loaded: LoadedCase, predictor: Predictor, outputs: CaseOutputs, pict
 
 
 def _label(case: Case, adc: Volume) -> tuple[np.ndarray | None, list[str]]:
-    """The case's label where it has one on the ADC image's grid; one on another grid is left out, flagged."""
+    """The case's label where it has one on the ADC image's grid; one that cannot be scored (not binary, not
+    readable) or lies on another grid is left out, flagged: the case's mask is not its label's fault."""
     if case.label is None:
         return None, []
-    label, grid = read_mask(case.label)
+    try:
+        label, grid = read_mask(case.label)
+    except InputError as exc:
+        log.warning("%s: left out of the overlay and scores", exc)
+        return None, ["label unusable: not scored"]
     differences = grid.differences(adc.geometry)
     if differences:
         log.warning("%s: the label's grid differs from the ADC image's (%s): left out of the overlay and scores",

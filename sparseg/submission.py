@@ -38,9 +38,10 @@ FORMAT = "sparseg-model/1"
 
 
 def member_names(paths: list[Path]) -> list[str]:
-    """A distinct file name per checkpoint: `<folder>-<name>` (fold0-final.safetensors), numbered if still equal."""
+    """A distinct file name per checkpoint: `<folder>-<name>` (fold0-final.safetensors), numbered if still equal,
+    or equal in letter case only (one file when the tarball is unpacked on macOS or Windows)."""
     names = [f"{path.resolve().parent.name}-{path.name}" for path in paths]
-    if len(set(names)) < len(names):
+    if len({name.casefold() for name in names}) < len(names):
         names = [f"{index}-{name}" for index, name in enumerate(names)]
     return names
 

@@ -71,11 +71,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def edit_checkpoint_header(checkpoint: Path, change: Callable[[dict], None], resign: bool = False) -> Path:
-    """Change a checkpoint's header metadata in place with `change`; `resign` recomputes checkpoint_sha256
-    (a checkpoint saved so by other code, not an edit after saving)."""
+    """Change a checkpoint's header metadata in place with `change`; `resign` recomputes checkpoint_sha256 as the
+    header's format defines it (a checkpoint saved so by other code, not an edit after saving)."""
     import json
 
-    from sparseg.model import checkpoint_sha256
+    from sparseg.model import FORMAT_CONFIG_HASH, checkpoint_sha256, header_sha256
 
     data = checkpoint.read_bytes()
     size = int.from_bytes(data[:8], "little")
@@ -83,7 +83,9 @@ def edit_checkpoint_header(checkpoint: Path, change: Callable[[dict], None], res
     metadata = json.loads(header["__metadata__"]["sparseg"])
     change(metadata)
     if resign:
-        metadata["checkpoint_sha256"] = checkpoint_sha256(metadata["weights_sha256"], metadata.get("config", {}))
+        metadata["checkpoint_sha256"] = (
+            checkpoint_sha256(metadata["weights_sha256"], metadata.get("config", {}))
+            if metadata.get("format") == FORMAT_CONFIG_HASH else header_sha256(metadata))
     header["__metadata__"]["sparseg"] = json.dumps(metadata)
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)

@@ -220,21 +220,19 @@ def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp
 
     from sparseg.derived import INT8, OPENVINO, Derived, current
     from sparseg.model import build_model, read_metadata, save_checkpoint
+    from sparseg.quantization import with_logit_offset
 
     from conftest import TINY_RUN
 
-    checkpoints = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
-        checkpoints.append(save_checkpoint(tmp_path / f"net{seed}" / "net.safetensors", model.eval(), TINY_RUN))
-    mine = checkpoints[0]
+    torch.manual_seed(0)
+    model = build_model(TINY_RUN.model, TINY_RUN.in_channels)
+    mine = save_checkpoint(tmp_path / "net0" / "net.safetensors", model.eval(), TINY_RUN)
     weights = read_metadata(mine)["weights_sha256"]
     agreement = {"agreement": {"held_out_cases": 1, "holds": True, "dice_int8_vs_fp32": {"smallest": 1.0}}}
-    for source in checkpoints:  # stand-ins for two quantizations: the fp32 networks of two weights
-        fp32 = current(source, OPENVINO, read_metadata(source)["weights_sha256"])
-        Derived.of(mine, INT8).save(ov.Core().read_model(str(fp32.files[".xml"])), {"weights_sha256": weights,
-                                                                                   **agreement})
+    fp32 = current(mine, OPENVINO, weights)
+    for offset in (0.0, 0.5):  # stand-ins for two quantizations of one network: its logits shifted or not
+        network = with_logit_offset(ov.Core().read_model(str(fp32.files[".xml"])), offset)
+        Derived.of(mine, INT8).save(network, {"weights_sha256": weights, **agreement})
         assert _predict(data, tmp_path / "out", mine, "--precision", "int8") == 0
     assert {row["status"] for row in _rows(tmp_path / "out" / "summary.csv").values()} == {"ok"}
 
@@ -579,7 +577,8 @@ def test_evaluate_takes_the_newest_summary_and_only_a_case_s_own_unchanged_mask(
         writer.writeheader()
         writer.writerows(rows)
     _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e3")]),
-             f"no prediction for 1 case(s): {first.case_id}")
+             f"{first.case_id}: its summary names '../data/3LABEL/{first.case_id}_lesion.mha', which is not its mask "
+             "in this folder")
 
 
 def test_two_masks_differing_in_suffix_case_are_refused(data: Path, tmp_path: Path, capsys) -> None:
@@ -620,7 +619,7 @@ def test_a_class_pattern_matches_as_the_glob_does_and_non_files_are_named(tmp_pa
     assert [c.case_id for c in find_any_cases(tmp_path, "[^b]*_adc.mha", "[^b]*_z.mha")] == ["^x", "b"]  # fnmatch
     (tmp_path / "k_adc.mha").symlink_to(tmp_path / "nowhere")
     (tmp_path / "k_z.mha").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(InputError, match="k_adc.mha matches, but is not a readable file"):
+    with pytest.raises(InputError, match="k_adc.mha matches, but is a link to nothing"):
         find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
 
 
@@ -643,3 +642,397 @@ def test_ablate_refuses_two_configs_of_one_name(data: Path, tmp_path: Path, caps
     code = main(["ablate", "--data", str(data), "--configs", str(tmp_path / "c1" / "smoke.json"),
                  str(tmp_path / "c2" / "smoke.json"), "--out", str(tmp_path / "a"), "--device", "cpu"])
     _refused(capsys, code, "several files are named smoke")
+
+
+# Round 4. Rule 3 for every reader of a run folder: what a page or a score shows is what the run wrote
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _page_rows(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def test_the_page_scores_only_the_masks_the_run_wrote(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Copying a case's label over its mask once gave it DSC 1.000 on `sparseg report --data`, and a summary row
+    naming a mask outside the folder was scored."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    first, second = find_cases(data)[:2]
+    shutil.copyfile(first.label, out / f"{first.case_id}_lesion.mha")
+    rows = list(_rows(out / "summary.csv").values())
+    rows[1]["mask"] = f"../data/3LABEL/{second.case_id}_lesion.mha"
+    _write_rows(out / "summary.csv", rows)
+    assert main(["report", str(out), "--data", str(data)]) == 0
+    page = _page_rows(out / "report.html")
+    assert "is not the mask its run wrote" in page and "not its mask in this folder" in page
+    assert "1.000" not in page.split(first.case_id, 2)[1].split("</tr>")[0]  # its row shows no score
+
+
+def test_evaluate_refuses_a_mask_no_summary_names(data: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    """A first run on two cases, a second on one into the same folder: the first run's other mask was scored."""
+    out = tmp_path / "out"
+    cases = find_cases(data)
+    manifest = tmp_path / "two.csv"
+    manifest.write_text("case_id,adc,zadc,label\n" + "".join(
+        f"{c.case_id},{c.adc},{c.z},{c.label}\n" for c in cases[:2]))
+    assert _predict(manifest, out, tiny_checkpoint) == 0
+    manifest.write_text("case_id,adc,zadc,label\n" + f"{cases[0].case_id},{cases[0].adc},{cases[0].z},"
+                        f"{cases[0].label}\n")
+    assert _predict(manifest, out, tiny_checkpoint, "--overwrite") == 0
+    assert set(_rows(out / "summary.csv")) == {cases[0].case_id}
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e")]),
+             f"{cases[1].case_id}: no summary of this folder names it, so {cases[1].case_id}_lesion.mha is an "
+             "earlier run's")
+
+
+def test_a_label_that_is_not_binary_is_read_by_one_rule_everywhere(data: Path, tiny_checkpoint: Path,
+                                                                   tmp_path: Path, capsys) -> None:
+    """A label of 0 and 0.5 was refused by evaluate and report --data, scored by predict --report, counted as
+    lesion by training; one bad label stopped report --data whole and left the old page in place."""
+    from sparseg.data import read_validation_case
+
+    case = find_cases(data)[0]
+    label = read_image(case.label)
+    write_image(np.where(label.array > 0, 0.5, 0).astype(np.float32), label.geometry, case.label)
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0  # the case is segmented, its label flagged
+    assert _rows(out / "summary.csv")[case.case_id]["status"] == "ok"
+    assert "label unusable: not scored" in _rows(out / "summary.csv")[case.case_id]["flags"]
+    before = (out / "report.html").stat().st_mtime_ns
+    assert main(["report", str(out), "--data", str(data)]) == 0
+    assert (out / "report.html").stat().st_mtime_ns != before and "a mask holds 0 and 1 only" in _page_rows(
+        out / "report.html")
+    with pytest.raises(InputError, match="a mask holds 0 and 1 only, this holds 0.5 too"):
+        read_validation_case(case)
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e")]),
+             "a mask holds 0 and 1 only")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda text: text.encode("utf-8") + b"\xff\xfe,x\n", "line 8: not UTF-8 text"),
+    (lambda text: text.replace("case_id", "case", 1).encode(), "line 1: no case_id column"),
+    (lambda text: b"", "empty: not a summary a run wrote"),
+    (lambda text: text.replace(",ok,", "," + "x" * 200_000 + ",", 1).encode(), "line 2: "),
+    (lambda text: text[: text.index("\n", text.index("\n") + 1) + 30].encode(), "line 3: "),
+    (lambda text: text.replace("\n", ",extra\n", 3).encode(), "line 4: 19 cells where the header has 20"),
+    (lambda text: text.replace("MGHNICU_", "../MGHNICU_", 1).encode(), "case id '../MGHNICU_"),
+])
+def test_a_damaged_summary_is_one_line_naming_the_file_and_line(data: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                                capsys, damage, fragment: str) -> None:
+    """sparseg report once said "0 cases" with exit 0, dropped cases, or gave a traceback."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    (out / "summary.csv").write_bytes(damage((out / "summary.csv").read_text(encoding="utf-8")))
+    _refused(capsys, main(["report", str(out)]), "summary.csv: ", fragment)
+    assert not (out / "report.html").exists()  # the earlier page is not left to look like this one
+    _refused(capsys, main(["evaluate", "--gt", str(data), "--pred", str(out), "--out", str(tmp_path / "e")]),
+             "summary.csv: ", fragment)
+
+
+def test_an_overlay_that_is_not_a_png_is_flagged_and_the_page_built(data: Path, tiny_checkpoint: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    first, second = find_cases(data)[:2]
+    (out / f"{first.case_id}_overlay.png").write_bytes(b"not a picture")
+    picture = (out / f"{second.case_id}_overlay.png").read_bytes()
+    (out / f"{second.case_id}_overlay.png").write_bytes(picture[:100] + picture[-12:])  # cut, its ends intact
+    assert main(["report", str(out)]) == 0
+    page = _page_rows(out / "report.html")
+    assert f"{first.case_id}_overlay.png is not a whole PNG: not shown" in page
+    assert f"{second.case_id}_overlay.png does not decode" in page
+
+
+def test_a_mask_of_the_whole_brain_is_not_taken_for_finding_every_lesion() -> None:
+    """An all-ones mask scored lesion-wise F1 1.000 beside DSC 0.001."""
+    from sparseg.lesions import lesion_counts
+
+    truth = np.zeros((8, 32, 32), bool)
+    for z, y, x in ((2, 4, 4), (2, 20, 20), (5, 10, 25), (6, 25, 8)):
+        truth[z, y : y + 2, x : x + 2] = True
+    counts = lesion_counts(truth, np.ones_like(truth), 0.001)
+    assert counts["lesions_detected"] == 4 and counts["lesions_merged"] == 4
+    separate = lesion_counts(truth, truth, 0.001)
+    assert separate["lesions_merged"] == 0
+
+
+# Round 4. Rule 2: every byte that made a mask is in its key, headers and detached data included
+
+def _nhdr(volume, folder: Path, name: str, data_file: str) -> Path:
+    """`volume` as a detached NRRD header `name` naming the raw file `data_file` (written beside it)."""
+    array = np.ascontiguousarray(volume.array, dtype="<f4")
+    array.tofile(folder / data_file)
+    g = volume.geometry
+    d = np.reshape(g.direction, (3, 3)) * np.array(g.spacing_xyz_mm)
+    directions = " ".join(f"({d[0, i]},{d[1, i]},{d[2, i]})" for i in range(3))
+    header = (f"NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: {' '.join(map(str, g.size_xyz))}\nspace directions: {directions}\n"
+              f"kinds: domain domain domain\nendian: little\nencoding: raw\n"
+              f"space origin: ({','.join(map(str, g.origin_xyz_mm))})\ndata file: {data_file}\n")
+    (folder / name).write_text(header)
+    return folder / name
+
+
+def test_detached_nrrd_data_is_an_input_in_every_rule(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A changed data file kept the old mask; an output named like it replaced it; two headers naming it were not
+    refused as one file."""
+    from sparseg.io import image_files
+
+    case = find_cases(data)[0]
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    adc, z = read_image(case.adc), read_image(case.z)
+    _nhdr(adc, scans, "p1_adc.nhdr", "p1_adc.raw")
+    _nhdr(z, scans, "p1_zadc.nhdr", "p1_zadc.raw")
+    assert image_files(scans / "p1_adc.nhdr") == [scans / "p1_adc.nhdr", scans / "p1_adc.raw"]
+    np.testing.assert_array_equal(read_image(scans / "p1_adc.nhdr").array, adc.array)
+    out = tmp_path / "out"
+    args = ["predict", "--data", str(scans), "--adc", "*_adc.nhdr", "--zadc", "*_zadc.nhdr", "--out", str(out),
+            "--weights", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(args) == 0
+    (adc.array * 0.5).astype("<f4").tofile(scans / "p1_adc.raw")
+    assert main(args) == 0 and _rows(out / "summary.csv")["p1"]["status"] == "ok"  # done again, not kept
+    with pytest.raises(InputError, match="is an input"):
+        from sparseg.io import require_apart
+
+        require_apart([scans / "p1_adc.raw"], image_files(scans / "p1_adc.nhdr"))
+    (scans / "p1_zadc.nhdr").write_text((scans / "p1_zadc.nhdr").read_text().replace("p1_zadc.raw", "p1_adc.raw"))
+    with pytest.raises(InputError, match="its ADC and Z_ADC are the same file"):
+        find_any_cases(scans, "*_adc.nhdr", "*_zadc.nhdr")
+
+
+@pytest.mark.parametrize("listing", ["LIST", "pattern"])
+def test_nrrd_data_in_several_files_is_every_one_of_them(tmp_path: Path, listing: str) -> None:
+    from sparseg.io import image_files
+
+    header = "NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4 2\nencoding: raw\nendian: little\n"
+    header += "data file: LIST\ns0.raw\ns1.raw\n" if listing == "LIST" else "data file: s%d.raw 0 1 1\n"
+    (tmp_path / "v.nhdr").write_text(header)
+    for index in range(2):
+        np.full((4, 4), index, "<f4").tofile(tmp_path / f"s{index}.raw")
+    assert image_files(tmp_path / "v.nhdr") == [tmp_path / "v.nhdr", tmp_path / "s0.raw", tmp_path / "s1.raw"]
+    (tmp_path / "s1.raw").unlink()
+    with pytest.raises(InputError, match="s1.raw missing"):
+        read_image(tmp_path / "v.nhdr")
+
+
+def test_header_fields_beyond_the_config_are_covered_by_the_hash(tiny_checkpoint: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    """Emptying `data` turned the synthetic demo weights into "trained on real data", and info --verify still said
+    "verified"."""
+    from conftest import edit_checkpoint_header
+
+    for field, change in {"data": lambda m: m.update(data={}), "notice": lambda m: m.update(notice="checked"),
+                          "validation": lambda m: m.update(validation={"dsc": 0.99}), "epoch": lambda m: m.update(
+                              epoch=99), "probe": lambda m: m["probe"]["logits"].__setitem__(0, 5.0)}.items():
+        path = shutil.copyfile(tiny_checkpoint, tmp_path / f"{field}.safetensors")
+        edit_checkpoint_header(path, change)
+        _refused(capsys, main(["info", str(path), "--verify"]),
+                 f"{field}.safetensors: the header was edited after the checkpoint was saved")
+    older = shutil.copyfile(tiny_checkpoint, tmp_path / "older.safetensors")
+    edit_checkpoint_header(older, lambda m: m.update(format="sparseg-checkpoint/2", notice="x"), resign=True)
+    assert main(["info", str(older), "--verify"]) == 0
+    verified = capsys.readouterr().out
+    assert "NOT covered by any hash" in verified and "notice" in verified and "probe" in verified
+
+
+def test_an_export_of_another_network_under_a_forged_stamp_is_found_by_the_probe(tiny_checkpoint: Path,
+                                                                                tmp_path: Path) -> None:
+    """An OpenVINO export swapped for another network's, its stamp re-hashed, ran, and its masks were kept."""
+    import json
+
+    import torch
+
+    from sparseg.derived import OPENVINO, Derived, make
+    from sparseg.io import file_sha256
+    from sparseg.model import build_model, save_checkpoint
+    from sparseg.networks import load_network
+    from sparseg.runtime import resolve_runtime
+
+    from conftest import TINY_RUN
+
+    mine = shutil.copyfile(tiny_checkpoint, tmp_path / "mine.safetensors")
+    torch.manual_seed(5)
+    other = save_checkpoint(tmp_path / "other" / "other.safetensors", build_model(TINY_RUN.model, 3).eval(), TINY_RUN)
+    made, theirs = make(mine), make(other)
+    for extension, path in made.files.items():  # their network under my stamp, re-hashed to fit
+        shutil.copyfile(theirs.files[extension], path)
+    stamp = json.loads(made.stamp_path.read_text())
+    stamp["files_sha256"] = {extension: file_sha256(path) for extension, path in made.files.items()}
+    made.stamp_path.write_text(json.dumps(stamp))
+    forged = Derived.of(mine, OPENVINO).identity()
+    checkpoint, network = load_network(mine, resolve_runtime("cpu", "openvino", "fp32"))
+    assert network.identity.startswith("openvino:") and network.identity != f"openvino:{forged}"  # made again
+    assert Derived.of(mine, OPENVINO).stale_because(checkpoint.metadata["weights_sha256"]) is None
+
+
+def test_export_writes_nothing_unless_every_checkpoint_is_good(tiny_checkpoint: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    good = shutil.copyfile(tiny_checkpoint, tmp_path / "good.safetensors")
+    damaged = shutil.copyfile(tiny_checkpoint, tmp_path / "damaged.safetensors")
+    content = bytearray(damaged.read_bytes())
+    content[-10] ^= 0xFF
+    damaged.write_bytes(bytes(content))
+    for second in (tmp_path / "missing.safetensors", damaged):
+        _refused(capsys, main(["export", str(good), str(second)]), second.name)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.safetensors", "good.safetensors"]
+
+
+def test_checkpoints_whose_names_differ_in_letter_case_only_are_refused(tiny_checkpoint: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    """a.safetensors and a.SAFETENSORS shared a.openvino.* and a.int8.*, and were packed twice under one name."""
+    lower = shutil.copyfile(tiny_checkpoint, tmp_path / "a.safetensors")
+    upper = shutil.copyfile(tiny_checkpoint, tmp_path / "a.SAFETENSORS")
+    _refused(capsys, main(["export", str(lower)]), "a.SAFETENSORS beside it differs from its name in letter case")
+    _refused(capsys, main(["package", "--weights", str(lower), str(upper), "--out", str(tmp_path / "m.tar.gz")]),
+             "differs from its name in letter case")
+    assert not list(tmp_path.glob("*.openvino.*")) and not (tmp_path / "m.tar.gz").exists()
+
+
+def test_a_killed_export_s_staging_folder_is_removed_by_the_next(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import socket
+
+    from sparseg.derived import make
+
+    checkpoint = shutil.copyfile(tiny_checkpoint, tmp_path / "c.safetensors")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    killed = tmp_path / f".partial-0123abcd-{socket.gethostname()}-{dead}-openvino"
+    elsewhere = tmp_path / f".partial-0123abcd-another-host-{dead}-openvino"
+    for folder in (killed, elsewhere):
+        folder.mkdir()
+        (folder / "c.openvino.bin").write_bytes(b"half")
+    make(checkpoint)
+    assert not killed.exists() and elsewhere.exists()
+
+
+def test_a_checkpoint_in_a_read_only_folder_leaves_no_temporary_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Each run left a /tmp/sparseg-openvino-* folder behind (6.6 MB for the demo network)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a read-only folder (CI runs as root)")
+    folder, temporary = tmp_path / "ro", tmp_path / "tmp"
+    folder.mkdir()
+    temporary.mkdir()
+    shutil.copyfile(tiny_checkpoint, folder / "c.safetensors")
+    if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        probe = ("from sparseg.networks import load_network; from sparseg.runtime import resolve_runtime; "
+                 f"load_network({str(folder / 'c.safetensors')!r}, resolve_runtime('cpu', 'openvino', 'fp32'))")
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                env={**os.environ, "TMPDIR": str(temporary)})
+        assert result.returncode == 0, result.stderr
+        assert list(temporary.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_quantize_into_a_folder_it_cannot_write_is_refused_before_calibrating(data: Path, tiny_checkpoint: Path,
+                                                                             tmp_path: Path, capsys) -> None:
+    """It calibrated and exported twice (99 s) before failing to write its stamp."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a read-only folder (CI runs as root)")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    shutil.copyfile(tiny_checkpoint, folder / "c.safetensors")
+    if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        _refused(capsys, main(["quantize", str(folder / "c.safetensors"), "--data", str(data)]),
+                 f"{folder}: cannot write there")
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# Round 4. Rule 5 and the smaller items: no traceback, no silent skip
+
+@pytest.mark.parametrize("variable, value", [("SLURM_ARRAY_TASK_ID", "²"), ("SLURM_ARRAY_TASK_ID", "--1"),
+                                             ("SLURM_ARRAY_TASK_MIN", "²"), ("SLURM_ARRAY_TASK_COUNT", "9" * 5000),
+                                             ("JOB_COMPLETION_INDEX", "--0")])
+def test_scheduler_indices_are_ascii_digits_with_a_bound(variable: str, value: str) -> None:
+    from sparseg.cases import resolve_part
+
+    environ = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", variable: value}
+    if variable == "JOB_COMPLETION_INDEX":
+        environ = {variable: value}
+    with pytest.raises(InputError, match=f"^{variable}=.*: not a whole number"):
+        resolve_part(None, 2 if variable == "JOB_COMPLETION_INDEX" else None, environ)
+
+
+def test_parts_default_to_the_array_s_count_even_with_part_given() -> None:
+    from sparseg.cases import resolve_part
+
+    assert resolve_part(2, None, {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})[:2] == (2, 2)
+
+
+def test_an_input_that_is_a_fifo_or_a_device_says_so(data: Path, tmp_path: Path) -> None:
+    """They were reported as missing ("does not exist", "lacks <id>", "no image file found")."""
+    case = find_cases(data)[0]
+    os.mkfifo(tmp_path / "p1_adc.mha")
+    shutil.copyfile(case.z, tmp_path / "p1_zadc.mha")
+    (tmp_path / "p2_adc.mha").symlink_to("/dev/zero")
+    shutil.copyfile(case.z, tmp_path / "p2_zadc.mha")
+    with pytest.raises(InputError, match="p1_adc.mha matches, but is not a regular file"):
+        find_any_cases(tmp_path, "*_adc.mha", "*_zadc.mha")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,adc,zadc\np2,p2_adc.mha,{case.z}\n")
+    with pytest.raises(InputError, match="line 2 \\(p2\\): adc p2_adc.mha is not a regular file"):
+        find_any_cases(manifest)
+    with pytest.raises(InputError, match="p2_adc.mha: is not a regular file"):
+        read_image(tmp_path / "p2_adc.mha")
+
+
+def test_outputs_aliasing_inputs_in_any_folder_s_letter_case_are_refused(data: Path, tiny_checkpoint: Path,
+                                                                        capsys) -> None:
+    """`--out RELEASE/3LABEL` was refused, `--out RELEASE/3label` accepted."""
+    _refused(capsys, _predict(data, data / "3label", tiny_checkpoint), "is an input")
+
+
+def test_no_cell_from_a_name_reaches_a_spreadsheet_as_a_formula(tmp_path: Path) -> None:
+    from sparseg.io import write_csv
+
+    write_csv(tmp_path / "t.csv", [{"error": "=HYPERLINK(\"x\").mha: not a readable image", "value": "-0.5",
+                                    "number": -2.0, "plain": "@home", "dash": "-x.mha"}])
+    row = _rows_any(tmp_path / "t.csv")
+    assert row == {"error": "'=HYPERLINK(\"x\").mha: not a readable image", "value": "-0.5", "number": "-2.0",
+                   "plain": "'@home", "dash": "'-x.mha"}
+
+
+def _rows_any(path: Path) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u200c", "\u200d", "\ufeff", "\u200e", "\u200f", "\u061c"])
+def test_case_ids_with_invisible_characters_are_refused(mark: str) -> None:
+    from sparseg.cases import case_id_problem
+
+    assert "invisible" in (case_id_problem(f"case{mark}1") or "") or "bidirectional" in (
+        case_id_problem(f"case{mark}1") or "")
+
+
+def test_a_negative_zero_minimum_lesion_size_is_zero(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`--min-lesion-mm3 -0` was recorded as -0.0, so a plain rerun redid every case."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--min-lesion-mm3", "-0") == 0
+    assert _predict(data, out, tiny_checkpoint) == 0
+    assert {row["status"] for row in _rows(out / "summary.csv").values()} == {"done earlier"}
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tiny_checkpoint: Path) -> None:
+    """`sparseg ... | head -1` ended with "sparseg: error: Broken pipe" and exit 2."""
+    result = subprocess.run(f"{sys.executable} -m sparseg info {tiny_checkpoint} | head -c 1", shell=True,
+                            capture_output=True, text=True, executable="/bin/bash")
+    assert result.stdout == "{" and result.stderr == ""
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m sparseg info {tiny_checkpoint} | "
+                                          "head -c 1 > /dev/null; echo ${PIPESTATUS[0]}"], capture_output=True,
+                           text=True)
+    assert piped.stdout.strip() in ("0", "141") and piped.stderr == ""

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -146,20 +147,36 @@ def test_an_edited_header_is_refused_by_its_hash(tmp_path: Path, field: str) -> 
         read_metadata(path)
 
 
-def test_a_checkpoint_of_the_earlier_format_loads_with_a_warning(tmp_path: Path,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_checkpoint_of_an_earlier_format_loads_saying_what_no_hash_covers(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
     path, model = _saved(tmp_path)
-    recorded = read_metadata(path)["checkpoint_sha256"]
+    identity = load_checkpoint(path).sha256
     edit_checkpoint_header(path, lambda m: (m.update(format="sparseg-checkpoint/1"), m.pop("checkpoint_sha256")))
     loaded = load_checkpoint(path)
-    assert loaded.sha256 == recorded  # the same weights and config: the same checkpoint
-    assert any("not covered by a hash" in r.getMessage() for r in caplog.records)
+    assert loaded.sha256 == identity  # the same weights and config: the same network
+    assert any("no hash covers its code_version, config" in r.getMessage() for r in caplog.records)
 
 
-def test_unchecked_header_fields_of_another_type_do_not_crash(tmp_path: Path) -> None:
+def test_header_fields_of_another_type_do_not_crash(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
-    edit_checkpoint_header(path, lambda m: m.update(data="synthetic", notice=["a", "b"]))
+    edit_checkpoint_header(path, lambda m: m.update(data="synthetic", notice=["a", "b"]), resign=True)
     assert load_checkpoint(path).synthetic is False
+
+
+def test_the_whole_header_is_covered_and_the_probe_recorded(tmp_path: Path) -> None:
+    from sparseg.model import PROBE_SIDE, header_sha256, probe_input
+
+    path, model = _saved(tmp_path)
+    metadata = read_metadata(path)
+    assert metadata["format"] == "sparseg-checkpoint/3" and metadata["checkpoint_sha256"] == header_sha256(metadata)
+    config = load_checkpoint(path).config
+    with torch.no_grad():
+        expected = model.eval()(probe_input(config)).reshape(-1).numpy()
+    assert len(metadata["probe"]["logits"]) == PROBE_SIDE**2
+    np.testing.assert_allclose(metadata["probe"]["logits"], expected, rtol=1e-5, atol=1e-6)
+    edit_checkpoint_header(path, lambda m: m.update(parameters=1))
+    with pytest.raises(InputError, match="the header was edited after the checkpoint was saved"):
+        read_metadata(path)
 
 
 def test_an_earlier_format_checkpoint_with_an_edited_config_is_another_checkpoint(tmp_path: Path) -> None:

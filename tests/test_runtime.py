@@ -53,7 +53,10 @@ def test_auto_on_this_cpu_is_openvino_fp32_and_every_combination_resolves_once()
     assert torch_bf16.autocast_dtype == torch.bfloat16 and isinstance(torch_bf16.autocast(), torch.autocast)
     assert resolve_runtime("cpu", "torch").precision == "fp32"  # the CPU never autocasts unless asked
     assert resolve_runtime("cpu", "auto", "int8").engine == "openvino"
-    assert resolve_runtime("cpu", "openvino", "bf16").openvino_hint == "bf16"
+    from sparseg.runtime import cpu_has_native_bf16
+
+    # OpenVINO runs bf16 where the CPU has it natively, else fp32, and says so (test_bf16_on_a_cpu_without_...)
+    assert resolve_runtime("cpu", "openvino", "bf16").openvino_hint == ("bf16" if cpu_has_native_bf16() else "f32")
     with pytest.raises(InputError, match="--precision int8 runs on the OpenVINO engine, not on torch"):
         resolve_runtime("cpu", "torch", "int8")
     for device, engine, precision in (("gpu", "auto", "auto"), ("cpu", "onnx", "auto"), ("cpu", "auto", "fp8")):
@@ -161,3 +164,21 @@ def test_an_nvidia_smi_that_hangs_is_given_up_with_a_warning(tmp_path: Path, mon
     probe = probe_nvidia(tmp_path / "no-dev", str(smi), tmp_path / "absent")
     assert probe.driver is None and not probe.smi_answered
     assert "did not answer within 1 s" in caplog.text
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_said_and_recorded_as_what_runs(monkeypatch, caplog) -> None:
+    """On OpenVINO it silently compiled f32 while the log, summary.csv and the QA page said bf16; on torch it was
+    emulated, slower, with other masks, and nothing said so."""
+    from sparseg import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    caplog.set_level(logging.WARNING, logger="sparseg")
+    openvino = resolve_runtime("cpu", "openvino", "bf16")
+    assert openvino.precision == "fp32" and "precision=fp32" in openvino.key()
+    assert "OpenVINO runs fp32" in caplog.text
+    caplog.clear()
+    emulated = resolve_runtime("cpu", "torch", "bf16")
+    assert emulated.precision == "bf16" and "torch emulates it" in caplog.text
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    caplog.clear()
+    assert resolve_runtime("cpu", "openvino", "bf16").precision == "bf16" and not caplog.text
