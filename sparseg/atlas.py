@@ -117,7 +117,8 @@ def read_description(folder: Path) -> tuple[dict[str, Any], str]:
     the sha256 (16 hex digits) of its bytes as read."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such atlas folder")
+        what = "is a file, not an atlas folder" if folder.exists() else "no such atlas folder"
+        raise InputError(f"{folder}: {what} (an atlas is a folder: atlas.json, mean, sd, mask)")
     path = folder / ATLAS_JSON
     problem = _regular_file(path)
     if problem is not None:

@@ -615,7 +615,8 @@ def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: 
                          "--zadc, not both")
     if adc_pattern or z_pattern:
         if with_zadc and not (adc_pattern and z_pattern):
-            raise InputError("--adc and --zadc go together: give both patterns")
+            raise InputError("--adc and --zadc go together: give both patterns, or --adc and --atlas DIR to compute "
+                             "the Z_ADC from an atlas")
         if not adc_pattern:
             raise InputError("--zadc goes with --adc: give both patterns")
         return pattern_cases(root, adc_pattern, z_pattern if with_zadc else None)

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from sparseg.atlas import Atlas, adc_unit_problem, atlas_files
 from sparseg.cases import Case, case_inputs, case_outputs, mask_suffix, zadc_name
-from sparseg.config import PreprocessingConfig, ZmapConfig
+from sparseg.config import Z_CLIP, PreprocessingConfig, ZmapConfig
 from sparseg.errors import InputError, SparsegError
 from sparseg.io import Volume, files_sha256, read_image, remove_stale, require_apart, write_csv, write_image
 from sparseg.metrics import dice
@@ -43,6 +43,12 @@ slices with tissue is tissue, the head fills the field of view: refused as not s
 COVERAGE_FLAG = 0.95
 """A case whose brain the atlas covers less than this share of is flagged (its Z_ADC is 0 where uncovered)."""
 MIN_BRAIN_VOXELS = 1000
+MAX_BRAIN_EXTENT_MM = 250.0
+"""A newborn's brain spans about 70-130 mm on each axis (an adult's under 200): tissue spanning more than this
+means a wrong voxel spacing in the header, and is refused before registration (which would resample it)."""
+Z_LIKE_NEGATIVE_SHARE = 0.2
+"""An ADC map has no negative values; a Z_ADC map has many. When more than this share of the non-zero voxels is
+negative and every value lies within Z_ADC's clip, the file is refused as a Z_ADC map given as ADC."""
 FLAG_PREFIXES = ("atlas registration", "Z_ADC on")
 """How the flags `compute_zmap` raises begin (a resumed batch keeps them from its summary)."""
 
@@ -71,15 +77,34 @@ def smoothed_adc(adc: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, ..
     return ndimage.gaussian_filter(np.where(brain, adc, 0).astype(np.float32), sigma) / np.maximum(weight, 1e-3)
 
 
+def _extent_mm(mask: np.ndarray, spacing_mm: tuple[float, ...]) -> tuple[float, ...]:
+    """The size in mm of `mask`'s bounding box on each array axis ((z, y, x) with a (z, y, x) spacing)."""
+    extent = []
+    for axis, spacing in enumerate(spacing_mm):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        extent.append(float((present[-1] - present[0] + 1) * spacing) if present.size else 0.0)
+    return tuple(extent)
+
+
 def check_adc(adc: Volume) -> np.ndarray:
     """The brain of an ADC map (voxels above 0), or an InputError naming the file when a Z_ADC from it would mean
     nothing: no brain, ADC in other units than 1e-6 mm^2/s, or not skull-stripped (the head visible)."""
     brain = adc.array > 0
+    nonzero = adc.array[adc.array != 0]
+    if nonzero.size and float(np.mean(nonzero < 0)) > Z_LIKE_NEGATIVE_SHARE \
+            and float(np.abs(nonzero).max()) <= Z_CLIP:
+        raise InputError(f"{adc.path}: {np.mean(nonzero < 0):.0%} of its non-zero values are negative, all within "
+                         f"+-{Z_CLIP:g}: a Z_ADC map given as ADC? (give the ADC map)")
     problem = adc_unit_problem(adc.array[brain])
     if problem is not None:
         raise InputError(f"{adc.path}: the ADC {problem}")
     if np.count_nonzero(brain) < MIN_BRAIN_VOXELS:
         raise InputError(f"{adc.path}: only {np.count_nonzero(brain)} voxels above 0: too little brain for a Z_ADC")
+    extent = _extent_mm(brain, adc.geometry.spacing_mm)
+    if max(extent) > MAX_BRAIN_EXTENT_MM:
+        raise InputError(f"{adc.path}: its tissue spans {' x '.join(f'{e:.0f}' for e in reversed(extent))} mm "
+                         f"(x, y, z), more than {MAX_BRAIN_EXTENT_MM:g} mm for a brain: a wrong voxel spacing in its "
+                         "header?")
     frame = np.zeros(brain.shape[1:], dtype=bool)
     frame[[0, -1], :] = frame[:, [0, -1]] = True
     with_tissue = brain.any(axis=(1, 2))

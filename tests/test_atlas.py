@@ -68,6 +68,14 @@ def test_a_damaged_atlas_is_refused_naming_the_file(tmp_path: Path, damage, frag
         read_atlas(folder)
 
 
+def test_a_file_or_a_missing_folder_given_as_the_atlas_is_refused_saying_which(tmp_path: Path) -> None:
+    folder = _atlas(tmp_path / "atlas")
+    with pytest.raises(InputError, match="mean.mha: is a file, not an atlas folder"):
+        read_atlas(folder / "mean.mha")
+    with pytest.raises(InputError, match="elsewhere: no such atlas folder"):
+        read_atlas(tmp_path / "elsewhere")
+
+
 def test_maps_on_other_grids_or_impossible_sds_are_refused(tmp_path: Path) -> None:
     folder = _atlas(tmp_path / "atlas")
     shifted = Geometry.from_array_order(GRID.shape, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), GRID.direction)

@@ -62,9 +62,15 @@ def test_an_adc_a_z_adc_cannot_be_made_of_is_refused_saying_why() -> None:
     ring = (((y - 19.5) / 18.5) ** 2 + ((x - 19.5) / 17) ** 2 < 1) & (adc == 0)
     scalp[np.broadcast_to(ring, adc.shape) & (np.arange(8)[:, None, None] < 8)] = 250.0  # fat and bone around
     cases["scalp.mha"] = (scalp, "not skull-stripped\\? its outer 4 mm are 0.")
+    zmap = np.where(adc > 0, np.linspace(-6, 4, adc.size).reshape(adc.shape), 0).astype(np.float32)
+    cases["zadc.mha"] = (zmap, "of its non-zero values are negative, all within \\+-10: a Z_ADC map given as ADC")
     for name, (array, fragment) in cases.items():
         with pytest.raises(InputError, match=f"^{name}: .*{fragment}"):
             check_adc(Volume(array, GRID, Path(name)))
+    # the same ball with a spacing ten times too large (centimetres written as millimetres) spans 280 x 240 x 288 mm
+    wide = Geometry.from_array_order((8, 40, 40), (40.0, 20.0, 20.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    with pytest.raises(InputError, match="^wide.mha: its tissue spans .* mm \\(x, y, z\\), more than 250 mm"):
+        check_adc(Volume(adc, wide, Path("wide.mha")))
 
 
 def test_the_generating_atlas_gives_back_the_given_z_adc(population_dataset: Path) -> None:
