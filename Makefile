@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SPARSEG := $(VENV)/bin/sparseg
 
-.PHONY: setup demo test bench demo-weights expected clean
+.PHONY: setup demo test test-quick bench demo-weights expected clean
 
 setup: $(VENV)/.installed
 
@@ -44,10 +44,17 @@ expected: setup
 		$(PY) process.py --input $$input --output $$out --weights $(WEIGHTS) --device cpu || exit 1; \
 	done
 
-# The linter (settings in pyproject.toml), then the test suite.
+# The linter (settings in pyproject.toml), then the test suite in two processes (pytest-xdist; one thread each, a
+# test file per process at a time), the 25 slowest tests listed. test-quick: the same without the tests marked slow
+# (training, quantizing, exporting, many cases): the inner loop.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PYTEST) --durations=25
+
+test-quick: setup
+	$(VENV)/bin/ruff check .
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(PY) bench/scoring.py

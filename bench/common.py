@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparseg.config import InferenceConfig, RunConfig, load_run_config
 from sparseg.environment import machine_summary
 from sparseg.model import build_model, save_checkpoint
+from sparseg.runtime import ISA_CAP, capped_flags
 from sparseg.synth import SynthConfig, write_input_case
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,9 @@ def cpu_generation(info: dict[str, str] | None = None) -> str:
     flags = set(info.get("flags", "").split())
     zen = {"23": "Zen 1/2", "25": "Zen 4" if "avx512f" in flags else "Zen 3", "26": "Zen 5"}
     generation = f" ({zen[family]})" if vendor == "AuthenticAMD" and family in zen else ""
-    return f"{vendor} family {family} model {model}{generation}"
+    cap = os.environ.get(ISA_CAP, "")
+    capped = f", kernels capped at {cap} ({ISA_CAP})" if cap else ""
+    return f"{vendor} family {family} model {model}{generation}{capped}"
 
 
 def theoretical_peaks(info: dict[str, str] | None = None) -> tuple[dict[str, float], str]:
@@ -52,7 +55,7 @@ def theoretical_peaks(info: dict[str, str] | None = None) -> tuple[dict[str, flo
     int8 dot products (VNNI) four times fp32. AMX is not modelled. The clock is the nominal one /proc/cpuinfo
     gives (no boost)."""
     info = cpu_info() if info is None else info
-    flags = set(info.get("flags", "").split())
+    flags = capped_flags(set(info.get("flags", "").split()), os.environ.get(ISA_CAP, ""))
     try:
         ghz = float(info.get("cpu MHz", "nan")) / 1000
     except ValueError:
@@ -71,46 +74,62 @@ def theoretical_peaks(info: dict[str, str] | None = None) -> tuple[dict[str, flo
     return peaks, how
 
 
-def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 1.0
-                          ) -> dict[str, tuple[float, int]]:
-    """Per precision (fp32, bf16, int8), the best achieved G(FL)OP/s of one square MatMul compiled by OpenVINO
-    for the CPU over `sizes`, and the size that gave it: the best GEMM this machine has (OpenVINO's oneDNN
-    kernels beat torch's own matrix product on some CPUs by 2x). int8 is the MatMul between FakeQuantize
-    nodes, as NNCF writes it, which the CPU plugin runs in u8 x i8; bf16 is the fp32 model under the bf16
-    inference hint (CPUs without native bf16 emulate it, and the figure says so by being low)."""
+def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), seconds: float = 1.0
+                          ) -> dict[str, tuple[float, int, str]]:
+    """Per precision (fp32, bf16, int8), the best achieved G(FL)OP/s of one matrix product compiled by OpenVINO for
+    the CPU, the size that gave it, and the kernel that ran it: the best GEMM this machine has (OpenVINO's oneDNN
+    kernels beat torch's own matrix product on some CPUs by 2x). The product is a 1x1 convolution of a
+    (1, C, 64, 64) input with a (C, C, 1, 1) weight, C in `sizes` (a (4096 x C) x (C x C) GEMM), as the network's
+    own layers compile. int8 is that convolution between FakeQuantize nodes, as NNCF writes it: the CPU plugin runs
+    it in u8 x s8 on every instruction set (AVX2 by vpmaddubsw, VNNI by vpdpbusd; the kernel's name says which),
+    where a MatMul between FakeQuantize nodes did not reach the int8 kernels on AVX2. bf16 is the fp32 model under
+    the bf16 inference hint (CPUs without native bf16 emulate it, and the figure says so by being low)."""
     import openvino as ov
     from openvino import opset13 as ops
 
     core = ov.Core()
+    pixels = 64
 
-    def model_of(size: int, int8: bool) -> ov.Model:
+    def model_of(channels: int, int8: bool) -> ov.Model:
         rng = np.random.default_rng(0)
-        a = ops.parameter([size, size], np.float32)
-        b = ops.constant(rng.standard_normal((size, size)).astype(np.float32))
-        left, right = a, b
+        x = ops.parameter([1, channels, pixels, pixels], np.float32)
+        w = ops.constant(rng.standard_normal((channels, channels, 1, 1)).astype(np.float32))
+        left, right = x, w
         if int8:
             def fake_quantize(node, low: float, high: float, levels: int):
                 lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
                 return ops.fake_quantize(node, lo, hi, lo, hi, levels)
-            left = fake_quantize(a, 0.0, 2.55, 256)
-            right = fake_quantize(b, -1.27, 1.27, 255)
-        return ov.Model([ops.matmul(left, right, False, False)], [a])
+            left = fake_quantize(x, 0.0, 2.55, 256)
+            right = fake_quantize(w, -1.27, 1.27, 255)
+        return ov.Model([ops.convolution(left, right, [1, 1], [0, 0], [0, 0], [1, 1])], [x])
 
-    peaks: dict[str, tuple[float, int]] = {}
+    def kernel(compiled) -> str:
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+                return f"{info['primitiveType'].astype(str)}, {info['runtimePrecision'].astype(str)}"
+        return "?"
+
+    peaks: dict[str, tuple[float, int, str]] = {}
     for precision, hint, int8 in (("fp32", "f32", False), ("bf16", "bf16", False), ("int8", "f32", True)):
-        best = (0.0, 0)
-        for size in sizes:
-            compiled = core.compile_model(model_of(size, int8), "CPU", {
-                "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        best = (0.0, 0, "")
+        for channels in sizes:
+            try:
+                compiled = core.compile_model(model_of(channels, int8), "CPU", {
+                    "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+            except RuntimeError:  # bf16 under an instruction-set cap below it (ONEDNN_MAX_CPU_ISA=AVX2)
+                best = (float("nan"), channels, "refused by the CPU plugin")
+                break
             request = compiled.create_infer_request()
-            data = np.abs(np.random.default_rng(1).standard_normal((size, size))).astype(np.float32)
+            data = np.abs(np.random.default_rng(1).standard_normal((1, channels, pixels, pixels))).astype(np.float32)
             request.infer([data])
             runs, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
                 request.infer([data])
                 runs += 1
-            rate = 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
-            best = max(best, (rate, size))
+            rate = 2 * pixels * pixels * channels**2 * runs / (time.perf_counter() - started) / 1e9
+            if rate > best[0]:
+                best = (rate, channels, kernel(compiled))
         peaks[precision] = best
     return peaks
 

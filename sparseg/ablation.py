@@ -9,7 +9,8 @@ from sparseg.config import EvaluationConfig, load_run_config
 from sparseg.crossval import run_cv
 from sparseg.errors import ConfigError, InputError
 from sparseg.evaluation import METRICS, markdown_table
-from sparseg.io import require_apart, write_csv, write_text
+from sparseg.io import write_csv, write_text
+from sparseg.paths import require_apart
 
 
 def run_ablation(data: Path | str, configs: list[Path], out: Path | str, folds: list[int] | None = None,

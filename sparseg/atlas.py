@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import stat
 import uuid
 from dataclasses import dataclass
@@ -33,16 +35,8 @@ from typing import Any
 import numpy as np
 
 from sparseg.errors import InputError, OutputError
-from sparseg.io import (
-    PARTIAL_PREFIX,
-    Geometry,
-    Volume,
-    file_sha256,
-    read_image,
-    require_apart,
-    write_image,
-    write_text,
-)
+from sparseg.io import PARTIAL_PREFIX, Geometry, Volume, read_image, write_image, write_text
+from sparseg.paths import file_sha256, require_apart
 
 ATLAS_JSON = "atlas.json"
 ATLAS_FORMAT = "sparseg-atlas"
@@ -149,6 +143,38 @@ def read_description(folder: Path) -> tuple[dict[str, Any], str]:
     return body, hashlib.sha256(data).hexdigest()[:16]
 
 
+SD_TO_MEAN_RANGE = (0.02, 1.0)
+"""Inside the mask, the median of SD / mean of a normative ADC atlas lies here (healthy neonatal tissue varies by
+~5-30% between babies): an SD ~1e-20 or ~1e9 would turn every Z-score into +-10 or 0, and is refused."""
+MEAN_NON_POSITIVE_MAX = 0.01
+"""An ADC mean is above 0 inside the brain: a larger share of voxels at 0 or below means another map."""
+
+
+def maps_problem(mean: np.ndarray, sd: np.ndarray, mask: np.ndarray) -> tuple[str, str] | None:
+    """Why an atlas's maps (mean ADC, its SD, the brain mask as bool) cannot make a Z_ADC, as (which map, the
+    problem), or None: an empty mask, an SD not above 0 inside it, a mean not ADC in 1e-6 mm^2/s there (units, or
+    a share of it at 0 or below), an SD implausibly small or large against the mean."""
+    if not mask.any():
+        return "mask", "the mask is empty"
+    bad = int(np.count_nonzero(~(sd[mask] > 0)))
+    if bad:
+        return "sd", f"the SD is 0 or less at {bad} voxels inside the mask"
+    inside = mean[mask]
+    non_positive = float(np.mean(inside <= 0))
+    if non_positive > MEAN_NON_POSITIVE_MAX:
+        return "mean", (f"the atlas mean is 0 or less at {non_positive:.1%} of the voxels inside the mask: not an ADC "
+                        "map")
+    problem = adc_unit_problem(inside[inside > 0])
+    if problem is not None:
+        return "mean", f"the atlas mean {problem}"
+    ratio = float(np.median(sd[mask][inside > 0] / inside[inside > 0]))
+    low, high = SD_TO_MEAN_RANGE
+    if not low <= ratio <= high:
+        return "sd", (f"the SD is {ratio:.3g} times the mean (median inside the mask), outside {low:g}-{high:g}: "
+                      "not the SD of a normative ADC atlas (every Z-score would be near 0 or at the clip)")
+    return None
+
+
 def read_atlas(folder: Path | str) -> Atlas:
     """An atlas folder, every file checked against atlas.json's sha256 and read; InputError naming the file when
     one is missing or changed, the maps are not on one grid, a map holds NaN or Inf, the SD is not above 0 inside
@@ -171,15 +197,10 @@ def read_atlas(folder: Path | str) -> Atlas:
         if differences:
             raise InputError(f"{volume.path}: not on the grid of {mean.path.name} ({'; '.join(differences)})")
     mask = volumes["mask"].array > 0.5
-    if not mask.any():
-        raise InputError(f"{volumes['mask'].path}: the mask is empty")
     sd = volumes["sd"].array
-    bad = int(np.count_nonzero(~(sd[mask] > 0)))
-    if bad:
-        raise InputError(f"{volumes['sd'].path}: the SD is 0 or less at {bad} voxels inside the mask")
-    problem = adc_unit_problem(mean.array[mask & (mean.array > 0)])
+    problem = maps_problem(mean.array, sd, mask)
     if problem is not None:
-        raise InputError(f"{mean.path}: the atlas mean {problem}")
+        raise InputError(f"{volumes[problem[0]].path}: {problem[1]}")
     coverage = volumes["coverage"].array if "coverage" in volumes else None
     return Atlas(folder=folder, mean=mean.array, sd=sd, mask=mask, coverage=coverage, geometry=mean.geometry,
                  description=body, sha256=sha256)
@@ -197,11 +218,16 @@ def require_atlas_destination(out: Path, inputs: list[Path]) -> None:
     require_apart([out, *atlas_files(out)], inputs)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: a file, not a folder for an atlas")
-    if out.is_dir():
+    if out.is_dir() and any(out.iterdir()):
         others = sorted(p.name for p in out.iterdir() if p.name not in {ATLAS_JSON, *MAPS.values()})
         if others:
             raise InputError(f"{out}: holds other files ({', '.join(others[:5])}); an atlas goes into a new folder, "
                              "or replaces an atlas")
+        try:
+            read_description(out)
+        except InputError as exc:
+            raise InputError(f"{out}: holds files of an atlas's names but is not an atlas ({exc}); an atlas goes "
+                             "into a new folder, or replaces an atlas") from None
 
 
 def write_atlas(out: Path | str, maps: dict[str, np.ndarray], geometry: Geometry,
@@ -214,8 +240,8 @@ def write_atlas(out: Path | str, maps: dict[str, np.ndarray], geometry: Geometry
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
-    staging = out.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{out.name}"
-    retired = out.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-replaced-{out.name}"
+    staging = out.parent / _staging_name(out, "new")
+    retired = out.parent / _staging_name(out, "replaced")
     try:
         files = {}
         for role, array in maps.items():
@@ -237,12 +263,39 @@ def write_atlas(out: Path | str, maps: dict[str, np.ndarray], geometry: Geometry
     return read_atlas(out)
 
 
-def remove_staging(out: Path) -> None:
-    """Remove what a killed `write_atlas` into `out` left beside it (its staging and replaced folders)."""
+def _staging_name(out: Path, role: str) -> str:
+    """The name of a staging ("new") or retired ("replaced") folder of a write into `out`, which says whose it is:
+    this host and process."""
+    return f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{socket.gethostname()}-{os.getpid()}-{role}-{out.name}"
+
+
+def remove_staging(out: Path, inputs: list[Path] = ()) -> None:
+    """Remove what a killed `write_atlas` into `out` left beside it: its staging and replaced folders, named for
+    `out` exactly, by a process of this host that is gone; never one that holds any of `inputs`."""
+    pattern = re.compile(re.escape(PARTIAL_PREFIX) + r"[0-9a-f]{8}-(?P<host>.+)-(?P<pid>[0-9]{1,9})-(?:new|replaced)-"
+                         + re.escape(out.name))
+    held = {str(Path(p).resolve()) for p in inputs}
     with contextlib.suppress(OSError):
-        for stale in out.parent.glob(f"{PARTIAL_PREFIX}*-{out.name}"):
-            if stale.is_dir() and (stale.name.endswith(f"-{out.name}")):
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in out.parent.iterdir():
+            found = pattern.fullmatch(stale.name)
+            if found is None or found["host"] != socket.gethostname() or not stale.is_dir() or stale.is_symlink():
+                continue
+            if _alive(int(found["pid"])):
+                continue
+            root = str(stale.resolve())
+            if any(path == root or path.startswith(root + os.sep) for path in held):
+                continue
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def import_atlas(mean: Path, sd: Path, mask: Path | None, out: Path, description: str = "") -> Atlas:
@@ -251,7 +304,7 @@ def import_atlas(mean: Path, sd: Path, mask: Path | None, out: Path, description
     grid, hold NaN, the SD is not above 0 inside the mask, or the mean is not ADC in 1e-6 mm^2/s."""
     sources = {"mean": Path(mean), "sd": Path(sd), **({"mask": Path(mask)} if mask is not None else {})}
     require_atlas_destination(Path(out), list(sources.values()))
-    remove_staging(Path(out))
+    remove_staging(Path(out), list(sources.values()))
     volumes = {role: read_image(path, finite=True) for role, path in sources.items()}
     reference = volumes["mean"]
     for role, volume in volumes.items():
@@ -263,12 +316,9 @@ def import_atlas(mean: Path, sd: Path, mask: Path | None, out: Path, description
     if not brain.any():
         raise InputError(f"{sources['mask' if mask is not None else 'mean']}: no voxel inside the brain "
                          f"({'the mask is empty' if mask is not None else 'the mean is nowhere above 0'})")
-    bad = int(np.count_nonzero(~(volumes["sd"].array[brain] > 0)))
-    if bad:
-        raise InputError(f"{sd}: the SD is 0 or less at {bad} voxels inside the brain")
-    problem = adc_unit_problem(reference.array[brain & (reference.array > 0)])
+    problem = maps_problem(reference.array, volumes["sd"].array, brain)
     if problem is not None:
-        raise InputError(f"{mean}: the mean {problem}")
+        raise InputError(f"{sources[problem[0]]}: {problem[1]}")
     maps = {"mean": reference.array.astype(np.float32), "sd": volumes["sd"].array.astype(np.float32),
             "mask": brain.astype(np.uint8)}
     made = {"how": "imported from published maps",

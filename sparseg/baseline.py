@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, data_inputs, find_any_cases, prediction_name
+from sparseg.cases import Case, data_inputs, find_any_cases
 from sparseg.config import PreprocessingConfig
-from sparseg.io import read_image, remove_stale, require_apart, require_same_grid, write_mask
+from sparseg.io import read_image, require_same_grid, write_mask
+from sparseg.outputs import prediction_name
+from sparseg.paths import remove_stale, require_apart
 
 
 def threshold_mask(z: np.ndarray, config: PreprocessingConfig = PreprocessingConfig()) -> np.ndarray:

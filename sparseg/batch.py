@@ -18,16 +18,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sparseg.cases import (
+from sparseg.cases import Case, batch_part, case_inputs, data_inputs, find_any_cases
+from sparseg.errors import InputError, SparsegError
+from sparseg.evaluation import CaseRow, evaluate_case
+from sparseg.inference import Predictor
+from sparseg.io import PARTIAL_PREFIX, PNG_END, PNG_SIGNATURE, TEMPORARY_NAME, write_csv
+from sparseg.outputs import (
     BATCH_REPORT,
     BATCH_SUMMARY,
     FINISHED,
-    Case,
-    batch_part,
-    case_inputs,
     case_outputs,
-    data_inputs,
-    find_any_cases,
     folder_summaries,
     mask_suffix,
     overlay_name,
@@ -35,23 +35,11 @@ from sparseg.cases import (
     prediction_name,
     probabilities_name,
     recorded_mask,
+    recorded_outputs_problem,
     recorded_rows,
     zadc_name,
 )
-from sparseg.errors import InputError, SparsegError
-from sparseg.evaluation import CaseRow, evaluate_case
-from sparseg.inference import Predictor
-from sparseg.io import (
-    PARTIAL_PREFIX,
-    PNG_END,
-    PNG_SIGNATURE,
-    TEMPORARY_NAME,
-    file_problem,
-    files_sha256,
-    remove_stale,
-    require_apart,
-    write_csv,
-)
+from sparseg.paths import file_problem, files_sha256, remove_stale, require_apart
 from sparseg.plausibility import synthetic_warning
 from sparseg.reader import LoadedCase, load_case, read_ahead
 from sparseg.report import ReportCase, write_report
@@ -113,6 +101,8 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
     made_by = predictor.made_by()
     outputs_of = {case.case_id: _case_outputs(case, out, mask_format, save_probabilities, overlays, save_zadc)
                   for case in cases}
+    if not overwrite:
+        _require_own_zadc(outputs_of, earlier)
 
     def key_of(case: Case, digest: str) -> dict[str, str]:
         """What makes the case's outputs (the resume key): its inputs, the checkpoints, the settings, and the atlas
@@ -169,6 +159,17 @@ def predict_batch(cases: list[Case], out: Path, predictor: Predictor, save_proba
         path = _write_batch_report(out / part_name(BATCH_REPORT, part, parts), results, predictor, zmaker)
         log.info("QA report: %s", path)
     return [r.summary for r in results]
+
+
+def _require_own_zadc(outputs_of: dict[str, CaseOutputs], earlier: dict[str, dict[str, str]]) -> None:
+    """Refuse, before any work, to replace a Z_ADC file (`--save-zadc`) that no earlier run into this folder wrote
+    (its summary records no Z_ADC computed for the case): it may be a given Z_ADC map lying beside the ADC."""
+    foreign = [outputs.zadc for case_id, outputs in outputs_of.items() if outputs.zadc is not None
+               and outputs.zadc.exists() and not (earlier.get(case_id) or {}).get("atlas")]
+    if foreign:
+        raise InputError(f"{foreign[0]}: a Z_ADC file is there that no run into this folder computed (its summary "
+                         f"records none{f'; {len(foreign) - 1} more' if len(foreign) > 1 else ''}): a given Z_ADC? "
+                         "--save-zadc would replace it; choose another --out, or move it")
 
 
 def _clear_for_this_run(cases: list[Case], out: Path, part: int, parts: int, overwrite: bool,
@@ -309,6 +310,10 @@ def folder_report(out: Path, data: Path | None = None) -> tuple[Path, int]:
         summary, flags = _recorded(row), []
         overlay = out / overlay_name(case_id)
         png, problem = _overlay_file(overlay)
+        if png is not None and row.get("status") in FINISHED:
+            changed = recorded_outputs_problem(out, row)
+            if changed:
+                png, problem = None, f"{overlay.name} not shown: {changed}"
         flags += [problem] if problem else []
         scores = None
         if case_id in labelled and row.get("status") in FINISHED:

@@ -22,7 +22,6 @@ order; unpaired or ambiguous files are all listed in one error.
 from __future__ import annotations
 
 import csv
-import io
 import re
 import unicodedata
 from collections import defaultdict
@@ -31,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparseg.errors import InputError
-from sparseg.io import IMAGE_SUFFIXES, file_problem, files_sha256, has_image_suffix, image_files, same_file
+from sparseg.formats import has_image_suffix
+from sparseg.io import image_files
+from sparseg.paths import file_problem, same_file
 
 CASE_ID = re.compile(r"MGHNICU_\d+-VISIT_\d+")
 
@@ -58,59 +59,6 @@ def label_name(case_id: str, suffix: str = ".mha") -> str:
 
 SYNTH_MANIFEST = "synth_manifest.csv"
 """Written by `sparseg synth` beside the case folders: the data is synthetic (checkpoints trained on it say so)."""
-
-
-MASK_FORMATS = (".mha", ".nii.gz")
-"""What masks can be written as; by default the ADC file's own (`mask_suffix`)."""
-
-
-def mask_suffix(image: Path, choice: str = "auto") -> str:
-    """The suffix of a case's outputs: `choice` (one of `MASK_FORMATS`), or with "auto" the ADC image's
-    format (.nii and .nii.gz give .nii.gz; everything else .mha)."""
-    if choice != "auto":
-        return choice if choice.startswith(".") else f".{choice}"
-    return ".nii.gz" if image.name.lower().endswith((".nii", ".nii.gz")) else ".mha"
-
-
-def prediction_name(case_id: str, suffix: str = ".mha") -> str:
-    """File name of a case's predicted mask in a batch output folder (`sparseg predict`, `sparseg baseline`)."""
-    return f"{case_id}_lesion{suffix}"
-
-
-def probabilities_name(case_id: str, suffix: str = ".mha") -> str:
-    """File name of a case's lesion probabilities in a batch output folder (`--save-probabilities`)."""
-    return f"{case_id}_probabilities{suffix}"
-
-
-def zadc_name(case_id: str, suffix: str = ".mha") -> str:
-    """File name of a case's computed Z_ADC in an output folder (`sparseg zmap`, `sparseg predict --save-zadc`)."""
-    return f"{case_id}_zadc{suffix}"
-
-
-def overlay_name(case_id: str) -> str:
-    """File name of a case's overlay picture in a batch output folder (`--overlays`)."""
-    return f"{case_id}_overlay.png"
-
-
-def case_outputs(case_id: str) -> list[str]:
-    """Every file name a batch may write, or remove as stale, for a case: its mask, probabilities and computed
-    Z_ADC in each of `MASK_FORMATS`, and its overlay."""
-    return [*(name(case_id, suffix) for suffix in MASK_FORMATS
-              for name in (prediction_name, probabilities_name, zadc_name)), overlay_name(case_id)]
-
-
-BATCH_SUMMARY = "summary.csv"
-"""One row per case of a batch output folder: status, lesion volume, burden, seconds, flags, what made it."""
-BATCH_REPORT = "report.html"
-"""The QA page of a batch output folder (`sparseg predict --report`)."""
-
-
-def part_name(name: str, part: int, parts: int) -> str:
-    """`name` of one part of a batch split over `parts` machines (`summary_part1of4.csv`); `name` when whole."""
-    if parts == 1:
-        return name
-    stem, dot, suffix = name.partition(".")
-    return f"{stem}_part{part + 1}of{parts}{dot}{suffix}"
 
 
 CLUSTER_INDICES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
@@ -194,7 +142,7 @@ def case_id_of(path: Path) -> str | None:
     return match.group(0) if match else None
 
 
-def _image_files(folder: Path) -> list[Path]:
+def folder_images(folder: Path) -> list[Path]:
     """The image files of a folder (hidden ones left out); an entry named as an image that is not a regular file
     (a FIFO, a device, a link to one or to nothing) is an InputError naming it."""
     found = []
@@ -213,7 +161,7 @@ def index_by_case_id(folder: Path) -> tuple[dict[str, Path], list[str]]:
     in several files (each problem names the folder)."""
     found: dict[str, list[Path]] = defaultdict(list)
     nameless = []
-    for path in _image_files(folder):
+    for path in folder_images(folder):
         case_id = case_id_of(path)
         if case_id is None:
             nameless.append(path.name)
@@ -268,7 +216,7 @@ def find_cases(root: Path | str, require_labels: bool = False, with_zadc: bool =
     if not all_ids and not problems:
         problems.append(f"no cases found in {ADC_DIR}/")
     if problems:
-        raise _problems(root, problems)
+        raise listed_problems(root, problems)
     labels = folders.get(LABEL_DIR)
     found = [Case(case_id=cid, adc=folders[ADC_DIR][cid], z=folders[Z_DIR][cid] if with_zadc else None,
                   label=labels[cid] if labels is not None else None) for cid in sorted(all_ids)]
@@ -279,7 +227,7 @@ def find_cases(root: Path | str, require_labels: bool = False, with_zadc: bool =
 def _single_image(folder: Path) -> Path:
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    files = _image_files(folder)
+    files = folder_images(folder)
     if not files:
         raise InputError(f"{folder}: no image file (.mha) found")
     if len(files) > 1:
@@ -363,7 +311,7 @@ def _require_usable_ids(source: Path, ids: list[str]) -> None:
     `source`."""
     problems = _id_problems(ids)
     if problems:
-        raise _problems(source, problems)
+        raise listed_problems(source, problems)
 
 
 def is_manifest(path: Path) -> bool:
@@ -374,7 +322,7 @@ MAX_LISTED = 20
 """An error lists this many problems, then counts the rest."""
 
 
-def _problems(source: Path, problems: list[str]) -> InputError:
+def listed_problems(source: Path, problems: list[str]) -> InputError:
     """One InputError naming `source` and its first `MAX_LISTED` problems, then how many more."""
     shown = problems[:MAX_LISTED]
     more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
@@ -436,7 +384,7 @@ def manifest_cases(path: Path, require_labels: bool = False, with_zadc: bool = T
         problems.append("no cases")
     problems += _id_problems([c.case_id for c in found])
     if problems:
-        raise _problems(path, problems)
+        raise listed_problems(path, problems)
     return sorted(found, key=lambda c: c.case_id)
 
 
@@ -454,7 +402,7 @@ def _shared_files(case: Case) -> list[str]:
 def _require_distinct_files(source: Path, cases: list[Case]) -> None:
     problems = [f"{case.case_id}: {shared}" for case in cases for shared in _shared_files(case)]
     if problems:
-        raise _problems(source, problems)
+        raise listed_problems(source, problems)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
@@ -493,6 +441,21 @@ def _pattern_regex(pattern: str) -> re.Pattern:
             run = ""
         regex += piece
     return re.compile(regex + "$", re.DOTALL)
+
+
+def pattern_would_read(folder: Path, pattern: str, paths: list[Path]) -> list[Path]:
+    """Those of `paths` that `pattern` would find in `folder` once they are written (an output a rerun would read
+    as an input)."""
+    root = folder.resolve()
+    regex, found = _pattern_regex(pattern), []
+    for path in paths:
+        try:
+            relative = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if regex.match(relative) and not path.name.startswith("."):
+            found.append(path)
+    return found
 
 
 def _by_pattern(folder: Path, pattern: str) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -549,7 +512,7 @@ def pattern_cases(folder: Path, adc_pattern: str, z_pattern: str | None) -> list
         problems.append(f"no file matches {adc_pattern} or {z_pattern}")
     problems += _id_problems(sorted(set(adc) | set(zmap)))
     if problems:
-        raise _problems(folder, problems)
+        raise listed_problems(folder, problems)
     found = [Case(case_id=cid, adc=adc[cid][0], z=zmap[cid][0]) for cid in sorted(adc)]
     _require_distinct_files(folder, found)
     return found
@@ -572,7 +535,7 @@ def _adc_pattern_cases(folder: Path, adc_pattern: str) -> list[Case]:
         problems.append(f"no file matches {adc_pattern}")
     problems += _id_problems(sorted(adc))
     if problems:
-        raise _problems(folder, problems)
+        raise listed_problems(folder, problems)
     return [Case(case_id=cid, adc=adc[cid][0], z=None) for cid in sorted(adc)]
 
 
@@ -632,129 +595,3 @@ def find_any_cases(root: Path | str, adc_pattern: str | None = None, z_pattern: 
     return find_cases(root, with_zadc=with_zadc)
 
 
-FINISHED = ("ok", "done earlier")
-"""The statuses of a summary row whose mask the run finished (others: "failed", "in progress")."""
-
-SUMMARY_GLOB = "summary*.csv"
-"""Every batch summary of an output folder: `sparseg predict`'s, each part's and each cross-validation fold's."""
-NEWLINE = b"\n"
-MAX_SUMMARY_FIELD = 1 << 16
-"""No field a run writes in a summary comes near this many characters (an error message is the longest)."""
-
-
-def read_summary(path: Path) -> list[dict[str, str]]:
-    """The rows of a batch summary as its run wrote them. What no run writes is an InputError naming the file and
-    the line: bytes that are not UTF-8, an empty file, a header without case_id, a row with more or fewer cells
-    than the header (a file cut short), a field over `MAX_SUMMARY_FIELD` characters, a case id that cannot be one
-    (`case_id_problem`: `../x` would name files outside the folder)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(NEWLINE) + 1
-        raise InputError(f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x}): not a summary a run "
-                         "wrote") from None
-    if not text.strip():
-        raise InputError(f"{path}: empty: not a summary a run wrote")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = []
-    try:
-        header = next(reader)
-        if "case_id" not in header:
-            raise InputError(f"{path}: line 1: no case_id column: not a summary a run wrote")
-        for cells in reader:
-            if not cells:
-                continue
-            if len(cells) != len(header):
-                raise InputError(f"{path}: line {reader.line_num}: {len(cells)} cells where the header has "
-                                 f"{len(header)} (the file is cut short or was edited)")
-            long = next((cell for cell in cells if len(cell) > MAX_SUMMARY_FIELD), None)
-            if long is not None:
-                raise InputError(f"{path}: line {reader.line_num}: a field of {len(long)} characters: not a "
-                                 "summary a run wrote")
-            row = dict(zip(header, cells, strict=True))
-            problem = case_id_problem(row["case_id"])
-            if problem is not None:
-                raise InputError(f"{path}: line {reader.line_num}: case id {row['case_id'][:80]!r} {problem}")
-            rows.append(row)
-    except csv.Error as exc:  # a field over the csv module's own limit, a NUL byte
-        raise InputError(f"{path}: line {reader.line_num}: not a readable summary ({exc})") from None
-    return rows
-
-
-def folder_summaries(folder: Path) -> list[Path]:
-    """The batch summaries of an output folder, oldest first (a newer one's row of a case is the current one)."""
-    return sorted((p for p in folder.glob(SUMMARY_GLOB) if p.is_file()), key=lambda path: path.stat().st_mtime_ns)
-
-
-def recorded_rows(folder: Path) -> dict[str, dict[str, str]]:
-    """Each case's current row in the summaries of an output folder (a newer summary's over an older one's); a
-    damaged summary is an InputError naming it (`read_summary`). Cases no summary names are absent."""
-    rows: dict[str, dict[str, str]] = {}
-    for summary in folder_summaries(folder):
-        rows.update((row["case_id"], row) for row in read_summary(summary))
-    return rows
-
-
-def recorded_mask(folder: Path, row: dict[str, str]) -> tuple[Path | None, str]:
-    """The mask a summary row says its run finished in `folder`, and "", when it is that file: the case's own mask
-    (`prediction_name`, a file of this folder, no other path), unchanged since it was written (its sha256). Else
-    None and why, in words (the run did not finish it, the row names another file, the file is gone or changed)."""
-    case_id, name = row.get("case_id", ""), row.get("mask") or ""
-    if row.get("status") not in FINISHED:
-        return None, f"its last run did not finish it (status {row.get('status')!r})"
-    if name not in {prediction_name(case_id, suffix) for suffix in IMAGE_SUFFIXES}:
-        return None, f"its summary names {name[:80]!r}, which is not its mask in this folder"
-    path = folder / name
-    problem = file_problem(path)
-    if problem is not None:
-        return None, f"{name} {problem}"
-    if row.get("mask_sha256") and files_sha256([path]) != row["mask_sha256"]:
-        return None, f"{name} is not the mask its run wrote (changed since: another tool or run wrote there?)"
-    return path, ""
-
-
-def find_masks(folder: Path, case_ids: list[str]) -> dict[str, Path]:
-    """The mask of each case in a folder of predictions, where there is one. A folder with summaries (a run of
-    `sparseg predict` or `sparseg cv`) gives only what they record (`recorded_mask`): a mask of a case no summary
-    names is an earlier run's, and one that is not the file its run wrote is refused. A folder without summaries
-    (another tool's) gives the one file named for the case (`prediction_name` in any format, its suffix in any
-    letter case; for BONBID ids, any file whose name holds the id); two candidates are an InputError naming both."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
-    files = _image_files(folder)
-    found, problems = {}, []
-    if folder_summaries(folder):
-        recorded = recorded_rows(folder)
-        for case_id in case_ids:
-            if case_id not in recorded:
-                leftover = [p.name for p in files if p.name in {prediction_name(case_id, s) for s in IMAGE_SUFFIXES}]
-                if leftover:
-                    problems.append(f"{case_id}: no summary of this folder names it, so {', '.join(leftover)} is an "
-                                    "earlier run's, not the last run's")
-                continue
-            path, why = recorded_mask(folder, recorded[case_id])
-            if path is not None:
-                found[case_id] = path
-            elif recorded[case_id].get("status") in FINISHED:
-                problems.append(f"{case_id}: {why}")
-        if problems:
-            raise _problems(folder, problems)
-        return found
-    for case_id in case_ids:
-        names = {prediction_name(case_id, suffix).lower() for suffix in IMAGE_SUFFIXES}
-        named = [p for p in files if p.name.lower() in names]
-        if not named and CASE_ID.fullmatch(case_id):
-            named = [p for p in files if case_id_of(p) == case_id and not p.name.lower().startswith(
-                probabilities_name(case_id, ".").lower())]
-        if len(named) > 1:
-            problems.append(f"{case_id} has {len(named)} masks and no summary says which is current: "
-                            f"{', '.join(p.name for p in named)}")
-        elif named:
-            found[case_id] = named[0]
-    if problems:
-        raise _problems(folder, problems)
-    return found

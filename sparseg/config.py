@@ -47,6 +47,10 @@ PRESETS = ("performance", "mixed")
 """NNCF's quantization presets: symmetric activations, or asymmetric (`mixed`)."""
 
 
+RECALIBRATIONS = ("off", "volume", "dice")
+"""How the int8 model's logits may be shifted after calibration (`QuantizationConfig.recalibrate`)."""
+
+
 @dataclass(frozen=True)
 class QuantizationConfig:
     """How `sparseg quantize` makes an int8 model (docs/performance.md measures each setting)."""
@@ -63,9 +67,11 @@ class QuantizationConfig:
     smooth_quant_alpha: float | None = None
     """SmoothQuant on the convolutions with this alpha (NNCF runs it only under its transformer model type, which
     this then sets); None: off."""
-    recalibrate: bool = True
-    """Shift the int8 model's logits so that, at the checkpoint's threshold, its masks agree best with fp32's on
-    the calibration slices (the shift is part of the int8 model, and recorded in its stamp)."""
+    recalibrate: str = "off"
+    """Shift the int8 model's logits (`RECALIBRATIONS`): "volume", so that at the checkpoint's threshold it marks as
+    many voxels of the calibration slices as fp32 does; "dice", so that its masks there agree best with fp32's
+    (pooled Dice); "off": no shift. The shift is part of the int8 model and recorded in its stamp;
+    docs/engines.md measures the three on two anatomies."""
     accuracy_control: bool = False
     """NNCF's accuracy-aware quantization: layers whose int8 costs the most Dice against fp32 masks on the
     calibration slices go back to fp32 until the mean Dice is within 1 - `INT8_MIN_AGREEMENT` of 1."""
@@ -75,6 +81,8 @@ class QuantizationConfig:
                  f"must be 1 or more, not {self.slices!r}")
         _require_number(self.lesion_share, "lesion_share", 0.0, 1.0)
         _require(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        _require(self.recalibrate in RECALIBRATIONS, "recalibrate",
+                 f"must be one of {', '.join(RECALIBRATIONS)}, not {self.recalibrate!r}")
         if self.smooth_quant_alpha is not None:
             _require_number(self.smooth_quant_alpha, "smooth_quant_alpha", 0.0, 1.0)
 
@@ -250,6 +258,11 @@ class TrainConfig:
     early_stopping_patience: int = 15
     folds: int = 5
     seed: int = 0
+    """Seeds the network's initial weights, the slices each epoch draws and their augmentation (and the folds'
+    split, unless `split_seed` is given)."""
+    split_seed: int | None = None
+    """Seeds the folds' split when given (`sparseg train --seed` keeps the config's split while changing `seed`:
+    runs that differ in their seed alone, on the same validation cases)."""
     augment: bool = True
     workers: int = 2
     slices_per_epoch: int | None = None
@@ -266,8 +279,15 @@ class TrainConfig:
         _require(self.plateau_factor < 1, "plateau_factor", f"must be below 1, not {self.plateau_factor!r}")
         if self.slices_per_epoch is not None:
             _require_integer(self.slices_per_epoch, "slices_per_epoch", 1)
+        if self.split_seed is not None:
+            _require_integer(self.split_seed, "split_seed", 0)
         _require_bool(self.augment, "augment")
         _require_bool(self.record_samples, "record_samples")
+
+    @property
+    def fold_seed(self) -> int:
+        """The seed of the folds' split."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 INTENSITY_NORMALISATIONS = ("median", "none")

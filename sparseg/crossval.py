@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from sparseg.batch import predict_batch
-from sparseg.cases import Case, case_outputs, data_inputs, find_cases, probabilities_name
+from sparseg.cases import Case, data_inputs, find_cases
 from sparseg.config import RunConfig
 from sparseg.data import FINGERPRINT_FORMAT, fingerprint
 from sparseg.errors import InputError
 from sparseg.evaluation import REPORT_FILES, Report, evaluate, write_report
-from sparseg.io import read_image, read_mask, require_apart, write_csv
+from sparseg.io import read_image, read_mask, write_csv
 from sparseg.metrics import dice
+from sparseg.outputs import case_outputs, probabilities_name
+from sparseg.paths import require_apart
 from sparseg.train import BEST, CONFIG, FINAL, FINISHED, SPLIT, STATE, config_changes, run_files, train
 from sparseg.weights import load_predictor
 

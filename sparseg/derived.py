@@ -53,8 +53,9 @@ import torch
 
 from sparseg.config import RunConfig
 from sparseg.errors import InputError, OutputError, SparsegError
-from sparseg.io import PARTIAL_PREFIX, file_sha256, place, require_apart, write_text
+from sparseg.io import PARTIAL_PREFIX, place, write_text
 from sparseg.model import Checkpoint, load_checkpoint
+from sparseg.paths import file_sha256, require_apart
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,16 @@ class Derived:
                 return f"{path.name} is not the file its stamp names (interrupted or edited)"
         return None
 
+    def foreign_files(self, stamp: dict[str, Any] | None) -> list[Path]:
+        """Those of its file names where a file lies that its stamp (`stamp`, as read) does not name: neither a
+        file of the set it records nor one of a set a killed run was putting in place."""
+        named = set()
+        for key in ("files_sha256", "replacing"):
+            hashes = (stamp or {}).get(key)
+            named |= set(hashes.values()) if isinstance(hashes, dict) else set()
+        return [path for path in self.files.values()
+                if path.exists() and (not path.is_file() or file_sha256(path) not in named)]
+
     def identity(self) -> str:
         """A short hash of its files as stamped (what a resume key records of a network that is not the
         weights alone)."""
@@ -175,6 +186,11 @@ class Derived:
         disk and renamed into place (`io.place`), then the stamp, last, naming every file's sha256, so a
         half-replaced set is never taken as current."""
         remove_dead_staging(self.folder)
+        earlier = self.stamp()
+        foreign = self.foreign_files(earlier)
+        if foreign:
+            raise OutputError(f"{foreign[0]}: is there, and no {self.kind.name} of {self.checkpoint.name} made it (its "
+                              f"stamp {self.stamp_path.name} does not name it): move it; this command would replace it")
         staging = self.folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}-{socket.gethostname()}-{os.getpid()}-" \
                                 f"{self.kind.name}"
         try:
@@ -183,7 +199,9 @@ class Derived:
                 staged = Derived(self.kind, self.checkpoint, staging)
                 self.kind.write(network, staged.files)
                 hashes = {extension: file_sha256(path) for extension, path in staged.files.items()}
-                self.stamp_path.unlink(missing_ok=True)  # no stamp names a set while it is being replaced
+                # the stamp names the files being placed while they are (a killed run's are still known as ours)
+                replacing = {"format": STAMP_FORMAT, "kind": self.kind.name, **(earlier or {}), "replacing": hashes}
+                write_text(self.stamp_path, json.dumps(replacing, indent=2, allow_nan=True) + "\n")
             except OSError as exc:
                 raise OutputError(f"{self.stamp_path}: cannot write ({exc.strerror or exc})") from None
             except RuntimeError as exc:  # OpenVINO's errors, a full disk among them

@@ -40,21 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, case_id_of, data_inputs, find_cases, find_masks
+from sparseg.cases import Case, case_id_of, data_inputs, find_cases
 from sparseg.config import EvaluationConfig, burden_group, burden_groups, lesion_band_names
 from sparseg.errors import InputError
-from sparseg.io import (
-    Geometry,
-    image_files,
-    read_image,
-    read_mask,
-    remove_stale,
-    require_apart,
-    write_csv,
-    write_text,
-)
+from sparseg.io import Geometry, image_files, read_image, read_mask, write_csv, write_text
 from sparseg.lesions import lesion_counts, lesion_rates, pooled
 from sparseg.metrics import CaseScore, dice, lesion_burden, score_case
+from sparseg.outputs import find_masks
+from sparseg.paths import remove_stale, require_apart
 
 log = logging.getLogger(__name__)
 

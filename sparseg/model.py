@@ -121,8 +121,8 @@ def header_sha256(metadata: dict[str, Any]) -> str:
 
 def uncovered_fields(metadata: dict[str, Any]) -> list[str]:
     """The fields of a checkpoint's header that no hash covers (those of earlier formats); [] for /3."""
-    covered = {FORMAT: set(metadata), FORMAT_CONFIG_HASH: {"format", "config", "weights_sha256", "checkpoint_sha256"},
-               FORMAT_WEIGHTS_HASH_ONLY: {"format", "weights_sha256"}}[metadata["format"]]
+    covered = {FORMAT: set(metadata), FORMAT_CONFIG_HASH: {"config", "weights_sha256", "checkpoint_sha256"},
+               FORMAT_WEIGHTS_HASH_ONLY: {"weights_sha256"}}[metadata["format"]]
     return sorted(set(metadata) - covered)
 
 
@@ -230,6 +230,9 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
     if not isinstance(metadata, dict) or metadata.get("format") not in FORMATS:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise InputError(f"{path}: unknown checkpoint format {found!r}")
+    if metadata["format"] != FORMAT and "probe" in metadata:
+        raise InputError(f"{path}: says format {metadata['format']} but holds the probe logits only "
+                         f"{FORMAT} records: a checkpoint relabelled as an earlier format (whose hash covers less)")
     if not isinstance(metadata.get("config"), dict):
         raise InputError(f"{path}: no run config in the checkpoint's header (it cannot say how to rebuild the network)")
     if not isinstance(metadata.get("weights_sha256"), str):

@@ -50,10 +50,11 @@ from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
 from sparseg.evaluation import RULES, score_row
 from sparseg.inference import Predictor
-from sparseg.io import require_apart, require_writable
+from sparseg.io import require_writable
 from sparseg.metrics import dice
 from sparseg.model import read_header, read_metadata
 from sparseg.networks import OpenVINONetwork
+from sparseg.paths import require_apart
 from sparseg.runtime import resolve_runtime
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def split_cases(metadata: dict, cases: list[ValidationCase], train: TrainConfig)
         log.warning("the checkpoint does not record which cases it held out (saved by an earlier SPARSeg)%s",
                     ": its split is recomputed from its config's folds and seed" if ids == trained_on else "")
         if ids == trained_on and isinstance(fold, int) and 0 <= fold < train.folds <= len(cases):
-            trained_on -= set(stratified_folds(cases, train.folds, train.seed)[fold])
+            trained_on -= set(stratified_folds(cases, train.folds, train.fold_seed)[fold])
             how = f"the checkpoint's split, recomputed: fold {fold} of {train.folds} held out"
         else:
             how = "held out: the cases the checkpoint was not trained on"
@@ -241,6 +242,21 @@ def best_logit_offset(fp32: np.ndarray, int8: np.ndarray, threshold: float, reac
     return best[0], float(without), best[1]
 
 
+def volume_logit_offset(fp32: np.ndarray, int8: np.ndarray, threshold: float, reach: float = 3.0
+                        ) -> tuple[float, float, float]:
+    """The shift of the int8 logits, within +-`reach`, after which as many voxels lie above the cut as fp32's
+    logits have there (midway between the int8 logits that bound that count). Returns (shift, fp32's voxel count,
+    int8's without the shift). No voxel above the cut in fp32 leaves it at 0."""
+    cut = logit_cut(threshold)
+    wanted, had = int(np.sum(fp32 > cut)), int(np.sum(int8 > cut))
+    if wanted == 0 or wanted == int8.size:
+        return 0.0, float(wanted), float(had)
+    ordered = np.partition(int8.ravel(), (int8.size - wanted - 1, int8.size - wanted))
+    below, lowest_in = float(ordered[int8.size - wanted - 1]), float(ordered[int8.size - wanted])
+    shift = float(np.clip(cut - (below + lowest_in) / 2, -reach, reach))
+    return round(shift, 4) + 0.0, float(wanted), float(had)
+
+
 def with_logit_offset(model: Any, offset: float) -> Any:
     """The OpenVINO model with `offset` added to its output (the logits), its output names kept."""
     from openvino import opset13 as ops
@@ -267,7 +283,7 @@ def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
 
     weights = read_metadata(checkpoint)["weights_sha256"]
     fp32_model = ov.Core().read_model(str(current(checkpoint, OPENVINO, weights).files[".xml"]))
-    recalibrate = settings.recalibrate and threshold is not None
+    recalibrate = settings.recalibrate != "off" and threshold is not None
     cut = 0.0 if threshold is None else logit_cut(threshold)
     fp32_logits = logits_of(fp32_model, calibration) if recalibrate or settings.accuracy_control else None
     dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
@@ -287,17 +303,21 @@ def write_int8(checkpoint: Path, calibration: np.ndarray, provenance: dict,
             max_drop=1 - INT8_MIN_AGREEMENT, drop_type=nncf.DropType.ABSOLUTE, **options)
     else:
         model = nncf.quantize(fp32_model, dataset, **options)
-    recalibration = {"threshold": threshold, "logit_offset": 0.0}
+    recalibration = {"threshold": threshold, "logit_offset": 0.0, "criterion": "off"}
     if recalibrate:
-        offset, before, after = best_logit_offset(fp32_logits, logits_of(model, calibration), threshold)
-        recalibration = {"threshold": threshold, "logit_offset": offset,
-                         "threshold_equivalent": float(1 / (1 + np.exp(offset - cut))),
-                         "calibration_dice_vs_fp32": {"before": before, "after": after}}
+        int8_logits = logits_of(model, calibration)
+        if settings.recalibrate == "volume":
+            offset, wanted, had = volume_logit_offset(fp32_logits, int8_logits, threshold)
+            measured = {"calibration_voxels": {"fp32": wanted, "int8_before": had}}
+        else:
+            offset, before, after = best_logit_offset(fp32_logits, int8_logits, threshold)
+            measured = {"calibration_dice_vs_fp32": {"before": before, "after": after}}
+        recalibration = {"threshold": threshold, "logit_offset": offset, "criterion": settings.recalibrate,
+                         "threshold_equivalent": float(1 / (1 + np.exp(offset - cut))), **measured}
         if offset:
             model = with_logit_offset(model, offset)
-        log.info("int8 logits shifted by %+.2f (as a threshold of %.3f instead of %g): Dice with fp32 on the "
-                 "calibration slices %.4f -> %.4f", offset, recalibration["threshold_equivalent"], threshold,
-                 before, after)
+        log.info("int8 logits shifted by %+.2f (%s; as a threshold of %.3f instead of %g)", offset,
+                 settings.recalibrate, recalibration["threshold_equivalent"], threshold)
     provenance = {**provenance, "calibration": {**provenance.get("calibration", {}), "slices": len(calibration),
                                                 "nncf": nncf.__version__, "settings": asdict(settings)},
                   "recalibration": recalibration}
@@ -424,10 +444,15 @@ def describe(result: QuantizationResult) -> str:
     recalibration = result.recalibration
     shift = ""
     if "threshold_equivalent" in recalibration:
-        dices = recalibration["calibration_dice_vs_fp32"]
         shift = (f"int8 logits shifted by {recalibration['logit_offset']:+.2f} (a threshold of "
-                 f"{recalibration['threshold_equivalent']:.3f} instead of {recalibration['threshold']:g}): Dice with "
-                 f"fp32 on the calibration slices {dices['before']:.4f} -> {dices['after']:.4f}\n")
+                 f"{recalibration['threshold_equivalent']:.3f} instead of {recalibration['threshold']:g}): ")
+        if "calibration_voxels" in recalibration:
+            voxels = recalibration["calibration_voxels"]
+            shift += (f"as many lesion voxels on the calibration slices as fp32 ({voxels['fp32']:.0f}; "
+                      f"{voxels['int8_before']:.0f} without the shift)\n")
+        else:
+            dices = recalibration["calibration_dice_vs_fp32"]
+            shift += f"Dice with fp32 on the calibration slices {dices['before']:.4f} -> {dices['after']:.4f}\n"
     return (f"calibrated on {result.calibration['slices']} slices of {len(result.calibration['cases'])} training "
             f"cases; {result.calibration['split']}\n" + shift + "\n"
             + markdown_table(result.agreement)

@@ -19,7 +19,7 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,12 +129,35 @@ def registration(fixed: Image, moving: Image, syn_iterations: tuple[int, ...] = 
     os.environ[SEED_VARIABLE] = str(seed)
     with tempfile.TemporaryDirectory(prefix="sparseg-registration-") as folder:
         try:
-            result = ants.registration(_to_ants(fixed), _to_ants(moving), type_of_transform=transform,
-                                       reg_iterations=tuple(syn_iterations), outprefix=str(Path(folder) / "r"))
+            with _quiet_output(Path(folder) / "output.txt") as printed:
+                result = ants.registration(_to_ants(fixed), _to_ants(moving), type_of_transform=transform,
+                                           reg_iterations=tuple(syn_iterations), outprefix=str(Path(folder) / "r"))
         except (RuntimeError, ValueError, IndexError) as exc:
-            raise InputError(f"the registration failed ({str(exc).strip().splitlines()[-1][:200] if str(exc) else exc})"
-                             ) from None
+            said = [line.strip() for line in (str(exc) + "\n" + printed()).splitlines() if line.strip()]
+            raise InputError(f"the registration failed ({said[-1][:200] if said else type(exc).__name__})") from None
         yield Warp(list(result["fwdtransforms"]), _from_ants(result["warpedmovout"]))
+
+
+@contextlib.contextmanager
+def _quiet_output(into: Path) -> Iterator[Callable[[], str]]:
+    """What the C++ libraries print to standard output and error (ITK prints its exceptions there, over several
+    lines, before raising one) kept in the file `into` for the block; yields what reads it back, so that a
+    failure is said in one line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(into, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+        yield lambda: into.read_text(errors="replace") if into.exists() else ""
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 @contextlib.contextmanager

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparseg.cases import Case, case_inputs, read_summary
+from sparseg.cases import Case, case_inputs
 from sparseg.errors import InputError
-from sparseg.io import files_sha256
+from sparseg.outputs import read_summary
+from sparseg.paths import files_sha256
 
 log = logging.getLogger(__name__)
 

@@ -160,14 +160,41 @@ def describe_gpu(device: torch.device) -> str:
     return f"{torch.cuda.get_device_name(device)} (driver {driver}, torch CUDA {torch.version.cuda})"
 
 
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+"""oneDNN's cap on the instruction set its kernels use (torch's and OpenVINO's CPU kernels alike); set, the flags
+above the cap do not count (a CPU with AVX-512 runs as an AVX2 one under ONEDNN_MAX_CPU_ISA=AVX2)."""
+ISA_FLAGS_DROPPED = {
+    "AVX2": ("avx512", "avx_vnni", "amx"),
+    "AVX2_VNNI": ("avx512", "amx"),
+    "AVX2_VNNI_2": ("avx512", "amx"),
+    "AVX512_CORE": ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx"),
+    "AVX512_CORE_VNNI": ("avx512_bf16", "amx"),
+    "AVX512_CORE_BF16": ("amx",),
+}
+"""The /proc/cpuinfo flag prefixes each oneDNN cap leaves out (caps not listed leave every flag)."""
+
+
 @functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (/proc/cpuinfo) that its kernels may use: those above `ISA_CAP`'s cap
+    left out. Empty where /proc/cpuinfo cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return capped_flags(set(line.partition(":")[2].split()), os.environ.get(ISA_CAP, ""))
+
+
+def capped_flags(flags: set[str], cap: str) -> frozenset[str]:
+    """`flags` without those above oneDNN's instruction-set `cap` ("" or an unknown cap: all of them)."""
+    dropped = ISA_FLAGS_DROPPED.get(cap.strip().upper(), ())
+    return frozenset(f for f in flags if not dropped or not f.startswith(dropped))
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 @dataclass(frozen=True)

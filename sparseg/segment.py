@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseg.cases import Case, case_outputs
+from sparseg.cases import Case
 from sparseg.config import MEMBER_AGREEMENT_FLAG, burden_group
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, score_row
 from sparseg.inference import Predictor
-from sparseg.io import Volume, files_sha256, read_mask, write_bytes, write_image, write_mask
+from sparseg.io import Volume, read_mask, write_bytes, write_image, write_mask
 from sparseg.metrics import lesion_burden
+from sparseg.outputs import case_outputs
+from sparseg.paths import files_sha256
 from sparseg.plausibility import spills_out, unusual
 from sparseg.reader import LoadedCase, load_case
 from sparseg.resume import CaseSummary

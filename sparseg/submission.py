@@ -29,8 +29,9 @@ from sparseg.config import INT8_MIN_AGREEMENT
 from sparseg.derived import INT8, KINDS, Derived, derived_files, library_version, make, recorded_agreement
 from sparseg.errors import InputError
 from sparseg.inference import require_ensemble
-from sparseg.io import atomic_path, require_apart, verify_gzip
+from sparseg.io import atomic_path, verify_gzip
 from sparseg.model import Checkpoint, load_checkpoint
+from sparseg.paths import require_apart
 from sparseg.quantization import quantize
 
 MANIFEST = "sparseg-model.json"

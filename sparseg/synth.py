@@ -57,7 +57,8 @@ from sparseg import cases as layout
 from sparseg.atlas import write_atlas
 from sparseg.config import ZmapConfig, burden_group
 from sparseg.errors import InputError
-from sparseg.io import Geometry, has_image_suffix, write_csv, write_image
+from sparseg.formats import has_image_suffix
+from sparseg.io import Geometry, write_csv, write_image
 from sparseg.metrics import lesion_burden
 from sparseg.zmap import z_scores
 

@@ -38,7 +38,8 @@ from sparseg.atlas import Atlas, remove_staging, require_atlas_destination, writ
 from sparseg.cases import Case, case_inputs
 from sparseg.config import MIN_ATLAS_CASES, AtlasConfig, PreprocessingConfig, ZmapConfig, to_dict
 from sparseg.errors import InputError
-from sparseg.io import files_sha256, read_image, read_mask, require_same_grid
+from sparseg.io import read_image, read_mask, require_same_grid
+from sparseg.paths import files_sha256
 from sparseg.registration import Image, ants_version, grid_around, group_template, registration, resample
 from sparseg.zmap import check_adc, smoothed_adc
 
@@ -164,7 +165,7 @@ def build_atlas(cases: list[Case], out: Path, config: AtlasConfig = AtlasConfig(
                          "(a standard deviation from fewer is too uncertain: docs/zmap.md)")
     inputs = [path for case in cases for path in case_inputs(case)]
     require_atlas_destination(out, inputs)
-    remove_staging(out)
+    remove_staging(out, inputs)
     members = [_read(case, prior) for case in cases]
     statistics = config.statistics
     if statistics == "auto":

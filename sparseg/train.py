@@ -55,9 +55,10 @@ from sparseg.environment import code_version
 from sparseg.errors import InputError
 from sparseg.evaluation import METRICS, RULES, SCORING, CaseRow, score_row, summarise
 from sparseg.inference import Predictor
-from sparseg.io import IncompleteWrite, atomic_path, require_apart, verify_zip, write_csv, write_text
+from sparseg.io import IncompleteWrite, atomic_path, verify_zip, write_csv, write_text
 from sparseg.losses import CompoundLoss, build_loss
 from sparseg.model import Checkpoint, build_model, make_optimizer, save_checkpoint
+from sparseg.paths import require_apart
 from sparseg.plots import HISTORY_PLOTS, plot_history
 from sparseg.runtime import Runtime, gradient_scaler, training_runtime
 
@@ -396,7 +397,7 @@ class Trainer:
         listed = find_cases(data, require_labels=True)
         require_apart(run_files(out), [*data_inputs(data, listed), *([config_file] if config_file else [])])
         cases, prepared = _prepare_all(listed, config, out, skip_bad, dist_info.main)
-        folds = stratified_folds(prepared, config.train.folds, config.train.seed)
+        folds = stratified_folds(prepared, config.train.folds, config.train.fold_seed)
         held_out = set(folds[fold])
         data = fingerprint(cases)
         data_sha256 = str(data["sha256"])
@@ -408,7 +409,7 @@ class Trainer:
                 log.info("resuming %s after epoch %d", out, state.epoch)
         out.mkdir(parents=True, exist_ok=True)
         if dist_info.main:
-            write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.seed,
+            write_text(out / SPLIT, json.dumps({"fold": fold, "folds": folds, "seed": config.train.fold_seed,
                                                 "data_sha256": data_sha256, "data_fingerprint": FINGERPRINT_FORMAT},
                                                indent=2) + "\n")
             write_text(out / CONFIG, json.dumps(to_dict(config), indent=2) + "\n")

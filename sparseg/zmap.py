@@ -21,11 +21,13 @@ import numpy as np
 from scipy import ndimage
 
 from sparseg.atlas import Atlas, adc_unit_problem, atlas_files
-from sparseg.cases import Case, case_inputs, case_outputs, mask_suffix, zadc_name
+from sparseg.cases import Case, case_inputs
 from sparseg.config import Z_CLIP, PreprocessingConfig, ZmapConfig
 from sparseg.errors import InputError, SparsegError
-from sparseg.io import Volume, files_sha256, read_image, remove_stale, require_apart, write_csv, write_image
+from sparseg.io import Volume, read_image, write_csv, write_image
 from sparseg.metrics import dice
+from sparseg.outputs import case_outputs, mask_suffix, zadc_name
+from sparseg.paths import files_sha256, remove_stale, require_apart
 from sparseg.registration import Image, isotropic, registration
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,16 @@ slices with tissue is tissue, the head fills the field of view: refused as not s
 COVERAGE_FLAG = 0.95
 """A case whose brain the atlas covers less than this share of is flagged (its Z_ADC is 0 where uncovered)."""
 MIN_BRAIN_VOXELS = 1000
-MAX_BRAIN_EXTENT_MM = 250.0
-"""A newborn's brain spans about 70-130 mm on each axis (an adult's under 200): tissue spanning more than this
-means a wrong voxel spacing in the header, and is refused before registration (which would resample it)."""
+BRAIN_EXTENT_MM = (30.0, 250.0)
+"""A newborn's brain spans about 70-130 mm on its longest axis (an adult's under 200): tissue whose longest extent
+lies outside this range means a wrong voxel spacing in the header, and is refused before registration (which
+would resample it to a huge grid, or find no brain at all)."""
+SCALE_RANGE = (0.25, 4.0)
+"""Intensity normalisation brings a case's ADC to the atlas's level by a factor (`ZmapResult.scale`): scanners and
+ages differ by tens of percent, so a factor outside this range means another map or another unit than the
+atlas's, and is refused."""
+SATURATED_FLAG = 0.05
+"""A case with more than this share of its brain at the clip (|Z_ADC| = 10) is flagged: an atlas or ADC far off."""
 Z_LIKE_NEGATIVE_SHARE = 0.2
 """An ADC map has no negative values; a Z_ADC map has many. When more than this share of the non-zero voxels is
 negative and every value lies within Z_ADC's clip, the file is refused as a Z_ADC map given as ADC."""
@@ -101,10 +110,11 @@ def check_adc(adc: Volume) -> np.ndarray:
     if np.count_nonzero(brain) < MIN_BRAIN_VOXELS:
         raise InputError(f"{adc.path}: only {np.count_nonzero(brain)} voxels above 0: too little brain for a Z_ADC")
     extent = _extent_mm(brain, adc.geometry.spacing_mm)
-    if max(extent) > MAX_BRAIN_EXTENT_MM:
-        raise InputError(f"{adc.path}: its tissue spans {' x '.join(f'{e:.0f}' for e in reversed(extent))} mm "
-                         f"(x, y, z), more than {MAX_BRAIN_EXTENT_MM:g} mm for a brain: a wrong voxel spacing in its "
-                         "header?")
+    low, high = BRAIN_EXTENT_MM
+    if not low <= max(extent) <= high:
+        raise InputError(f"{adc.path}: its tissue spans {' x '.join(f'{e:.3g}' for e in reversed(extent))} mm "
+                         f"(x, y, z), {'more' if max(extent) > high else 'less'} than a brain ({low:g}-{high:g} mm "
+                         "on its longest axis): a wrong voxel spacing in its header?")
     frame = np.zeros(brain.shape[1:], dtype=bool)
     frame[[0, -1], :] = frame[:, [0, -1]] = True
     with_tissue = brain.any(axis=(1, 2))
@@ -183,6 +193,10 @@ def compute_zmap(adc: Volume, atlas: Atlas, config: ZmapConfig = ZmapConfig(),
     if not region.any():
         raise InputError(f"{adc.path}: the registered atlas covers none of the brain: no Z_ADC")
     scale = _scale(adc.array, mean, sd, region, config, prior)
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise InputError(f"{adc.path}: its ADC would be scaled by {scale:.3g} to meet the atlas's level (outside "
+                         f"{SCALE_RANGE[0]:g}-{SCALE_RANGE[1]:g}): the ADC or the atlas mean is another map or in "
+                         "another unit; no Z_ADC")
     z = z_scores(adc.array * scale, mean, sd, brain, adc.geometry.spacing_mm, config, where=region)
     smooth = smoothed_adc(adc.array, brain, adc.geometry.spacing_mm, config)
     similarity = float(np.corrcoef(smooth[region], mean[region])[0, 1]) if np.count_nonzero(region) > 2 else 0.0
@@ -192,6 +206,10 @@ def compute_zmap(adc: Volume, atlas: Atlas, config: ZmapConfig = ZmapConfig(),
         flags.append(f"{FLAG_PREFIXES[0]}: look (overlap {overlap:.2f})")
     if covered < COVERAGE_FLAG:
         flags.append(f"{FLAG_PREFIXES[1]} {covered:.1%} of the brain (the atlas covers no more)")
+    saturated = float(np.mean(np.abs(z[region]) >= config.clip))
+    if saturated > SATURATED_FLAG:
+        flags.append(f"{FLAG_PREFIXES[1]} {saturated:.1%} of the brain at the clip (+-{config.clip:g}): look at the "
+                     "atlas and the ADC")
     for flag in flags:
         log.warning("%s: %s", adc.path, flag)
     return ZmapResult(z=z, atlas_brain=atlas_brain, overlap=overlap, similarity=similarity, scale=scale,

@@ -4,6 +4,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from sparseg.ablation import run_ablation
 from sparseg.config import LossConfig, ModelConfig, PreprocessingConfig, RunConfig, TrainConfig, to_dict
 
@@ -14,6 +16,7 @@ BASE = RunConfig(
 )
 
 
+@pytest.mark.slow
 def test_ablation_trains_each_config_and_tabulates(tiny_dataset: Path, tmp_path: Path) -> None:
     configs = []
     for name, config in {

@@ -12,7 +12,8 @@ import pytest
 
 from sparseg.atlas import ATLAS_JSON, MAPS, _body_sha256, import_atlas, read_atlas, remove_staging, write_atlas
 from sparseg.errors import InputError
-from sparseg.io import PARTIAL_PREFIX, Geometry, file_sha256, read_image, write_image
+from sparseg.io import PARTIAL_PREFIX, Geometry, read_image, write_image
+from sparseg.paths import file_sha256
 
 GRID = Geometry.from_array_order((6, 8, 7), (2.0, 2.0, 2.0), (-7.0, -8.0, -6.0), tuple(np.eye(3).ravel()))
 
@@ -112,12 +113,25 @@ def test_a_failed_write_leaves_no_atlas_and_keeps_the_earlier_one(tmp_path: Path
     assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir()] == ["atlas"]
 
 
-def test_a_killed_write_s_staging_is_removed_by_the_next(tmp_path: Path) -> None:
-    stale = tmp_path / f"{PARTIAL_PREFIX}0123abcd-atlas"
+def test_a_killed_write_s_staging_is_removed_by_the_next_and_nothing_else(tmp_path: Path) -> None:
+    """Only a gone process's staging of this very destination goes: not a neighbour's (`--out b` beside a write into
+    `a-b`), not a live process's, never one that holds an input."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = int(gone.stdout), socket.gethostname()
+    stale = tmp_path / f"{PARTIAL_PREFIX}0123abcd-{host}-{dead}-new-atlas"
     shutil.copytree(_atlas(tmp_path / "first"), stale)
-    (tmp_path / f"{PARTIAL_PREFIX}0123abcd-other").mkdir()
-    remove_staging(tmp_path / "atlas")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["first", f"{PARTIAL_PREFIX}0123abcd-other"])
+    kept = [f"{PARTIAL_PREFIX}0123abcd-{host}-{dead}-new-other", f"{PARTIAL_PREFIX}0123abcd-{host}-{dead}-new-a-atlas",
+            f"{PARTIAL_PREFIX}0123abcd-{host}-{os.getpid()}-replaced-atlas", f"{PARTIAL_PREFIX}deadbeef-a-atlas"]
+    for name in kept:
+        (tmp_path / name).mkdir()
+    holding = tmp_path / f"{PARTIAL_PREFIX}89abcdef-{host}-{dead}-replaced-atlas"
+    shutil.copytree(_atlas(tmp_path / "second"), holding)
+    remove_staging(tmp_path / "atlas", [holding / "sd.mha"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["first", "second", holding.name, *kept])
 
 
 def test_published_maps_are_imported_in_any_format(tmp_path: Path) -> None:
@@ -139,9 +153,18 @@ def test_an_import_that_cannot_be_an_atlas_is_refused_before_writing(tmp_path: P
     wrong_grid = write_image(np.ones(other.shape, np.uint8), other, tmp_path / "mask.mha")
     negative = write_image(np.where(maps["mask"], -5.0, 1.0).astype(np.float32), GRID, tmp_path / "negative.mha")
     small = write_image(maps["mean"] * 1e-3, GRID, tmp_path / "small.mha")
+    negated = -maps["mean"]
+    negated[2, 3, 3] = 1000.0  # one voxel of ADC: the rest of the mean is not
+    negative_mean = write_image(negated, GRID, tmp_path / "negated.mha")
+    mask = write_image(maps["mask"], GRID, tmp_path / "brain.mha")
+    tiny = write_image(np.where(maps["mask"], 1e-20, 1.0).astype(np.float32), GRID, tmp_path / "tiny.mha")
+    huge = write_image(np.where(maps["mask"], 1e9, 1.0).astype(np.float32), GRID, tmp_path / "huge.mha")
     cases = [((mean, sd, wrong_grid), "mask.mha: not on the grid of the mean mean.mha"),
              ((mean, negative, None), "negative.mha: the SD is 0 or less at 64 voxels"),
-             ((small, sd, None), "small.mha: the mean has a median brain ADC of 1.3"),
+             ((small, sd, None), "small.mha: the atlas mean has a median brain ADC of 1.3"),
+             ((negative_mean, sd, mask), "negated.mha: the atlas mean is 0 or less at 98.4% of the voxels"),
+             ((mean, tiny, None), "tiny.mha: the SD is 7.69e-24 times the mean .* outside 0.02-1"),
+             ((mean, huge, None), "huge.mha: the SD is 7.69e\\+05 times the mean"),
              ((mean, sd, None, tmp_path), "is an input"),
              ((mean, sd, None, tmp_path / "sd.mha"), "is an input")]
     for arguments, fragment in cases:
@@ -160,6 +183,12 @@ def test_an_atlas_goes_into_a_new_folder_or_over_an_atlas(tmp_path: Path) -> Non
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="holds other files \\(notes.txt\\)"):
         import_atlas(mean, sd, None, tmp_path / "busy")
+    (tmp_path / "looks").mkdir()  # atlas names, not an atlas: a user's own mean.mha
+    shutil.copy(mean, tmp_path / "looks" / "mean.mha")
+    (tmp_path / "looks" / ATLAS_JSON).write_text('{"format": "mine"}')
+    with pytest.raises(InputError, match="looks: holds files of an atlas's names but is not an atlas"):
+        import_atlas(mean, sd, None, tmp_path / "looks")
+    assert (tmp_path / "looks" / "mean.mha").read_bytes() == mean.read_bytes()
     first = import_atlas(mean, sd, None, tmp_path / "atlas", "first")
     second = import_atlas(mean, sd, None, tmp_path / "atlas", "second")
     assert first.sha256 != second.sha256 and read_atlas(tmp_path / "atlas").description["description"] == "second"

@@ -323,6 +323,7 @@ def test_int8_without_an_int8_model_is_a_clean_error(case: Path, tiny_checkpoint
     _assert_clean_error(code, err, output, "model.safetensors", "no int8 model to run")
 
 
+@pytest.mark.slow
 def test_a_tampered_openvino_export_is_made_again(case: Path, tiny_checkpoint: Path, tmp_path: Path,
                                                   capsys) -> None:
     weights = tmp_path / "model.safetensors"

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 
 from sparseg.baseline import run_baseline, threshold_mask
-from sparseg.cases import find_cases, prediction_name
+from sparseg.cases import find_cases
 from sparseg.io import read_geometry, read_image, read_mask
+from sparseg.outputs import prediction_name
 from sparseg.synth import SynthConfig, write_input_case
 
 

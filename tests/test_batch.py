@@ -137,6 +137,7 @@ def test_a_job_array_splits_the_cohort_without_part_options(cluster: str, tiny_c
     assert sum(map(len, shares)) == 6 and len(set().union(*shares)) == 6
 
 
+@pytest.mark.slow
 def test_an_ensemble_s_agreement_is_in_the_summary_and_flags_what_to_look_at(tiny_checkpoint: Path, tiny_dataset: Path,
                                                                          tmp_path: Path) -> None:
     import torch
@@ -171,6 +172,7 @@ def _statuses_of(path: Path) -> dict[str, dict[str, str]]:
         return {row["case_id"]: row for row in csv.DictReader(handle)}
 
 
+@pytest.mark.slow
 def test_without_a_terminal_each_case_is_one_log_line(tiny_checkpoint: Path, tiny_dataset: Path,
                                                      tmp_path: Path) -> None:
     import subprocess
@@ -206,6 +208,7 @@ class _CountingZmaker:
         return self.inner(adc)
 
 
+@pytest.mark.slow
 def test_adc_alone_with_an_atlas_is_segmented_and_resumed_without_registering_again(
         tiny_checkpoint: Path, population_dataset: Path, built_atlas: Path, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sparseg import cases
+from sparseg import cases, outputs
 from sparseg.errors import InputError
 
 
@@ -191,8 +191,8 @@ def test_parts_are_disjoint_and_together_all_cases() -> None:
     shares = [cases.batch_part(everything, part, 3) for part in range(3)]
     ids = [c.case_id for share in shares for c in share]
     assert sorted(ids) == sorted(c.case_id for c in everything) and len(set(ids)) == len(ids)
-    assert cases.part_name("summary.csv", 1, 3) == "summary_part2of3.csv"
-    assert cases.part_name("summary.csv", 0, 1) == "summary.csv"
+    assert outputs.part_name("summary.csv", 1, 3) == "summary_part2of3.csv"
+    assert outputs.part_name("summary.csv", 0, 1) == "summary.csv"
     with pytest.raises(InputError):
         cases.batch_part(everything, 3, 3)
 
@@ -201,7 +201,7 @@ def test_parts_are_disjoint_and_together_all_cases() -> None:
                                                    ("x.mha", "auto", ".mha"), ("x.nrrd", "auto", ".mha"),
                                                    ("x.mha", "nii.gz", ".nii.gz"), ("x.nii.gz", "mha", ".mha")])
 def test_masks_take_the_input_format_unless_told(adc: str, choice: str, expected: str) -> None:
-    assert cases.mask_suffix(Path(adc), choice) == expected
+    assert outputs.mask_suffix(Path(adc), choice) == expected
 
 
 PEOPLE_S_IDS = ["subject 1", "O'Brien", "twin a, visit 2", "Zoë Ångström", "<script>", "(b) [c] {d} #e $f% & ~",

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparseg.cases import find_cases, prediction_name, probabilities_name
+from sparseg.cases import find_cases
 from sparseg.config import ModelConfig, PreprocessingConfig, RunConfig, TrainConfig
 from sparseg.crossval import OUT_OF_FOLD, SCORES, SWEEP, SWEEP_THRESHOLDS, fold_dir, outputs, run_cv
 from sparseg.errors import InputError
 from sparseg.evaluation import _nan_to_none, evaluate
 from sparseg.inference import Predictor
 from sparseg.io import read_image, read_mask
+from sparseg.outputs import prediction_name, probabilities_name
 from sparseg.train import BEST, FINAL, FINISHED, SPLIT
 
 TWO_FOLDS = RunConfig(
@@ -30,6 +31,7 @@ def cross_validated(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     return out, run_cv(tiny_dataset, TWO_FOLDS, out, device_name="cpu")
 
 
+@pytest.mark.slow
 def test_every_case_is_segmented_by_the_fold_that_did_not_train_on_it(tiny_dataset: Path, cross_validated) -> None:
     out, result = cross_validated
     assert result.folds == [0, 1] and result.waiting == [] and result.checkpoint == FINAL
@@ -122,6 +124,7 @@ def test_finished_folds_are_not_reused_on_other_data(tiny_dataset: Path, cross_v
         run_cv(data, TWO_FOLDS, out, device_name="cpu")
 
 
+@pytest.mark.slow
 def test_folds_shared_between_machines_are_scored_once_all_are_finished(tiny_dataset: Path, tmp_path: Path) -> None:
     first = run_cv(tiny_dataset, TWO_FOLDS, tmp_path, only=[1], device_name="cpu")
     assert first.report is None and first.waiting == [0]
@@ -140,6 +143,7 @@ def test_a_fold_trained_with_another_config_is_refused(tiny_dataset: Path, cross
         run_cv(tiny_dataset, TWO_FOLDS, tmp_path, only=[5], device_name="cpu")
 
 
+@pytest.mark.slow
 def test_the_best_epochs_can_be_scored_instead(tiny_dataset: Path, cross_validated) -> None:
     out, final = cross_validated
     final_scores = (out / SCORES / "summary.json").read_bytes()

@@ -39,6 +39,7 @@ def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / DEMO.name
 
 
+@pytest.mark.slow
 def test_openvino_masks_equal_torch_fp32_on_the_sample_cases(demo_copy: Path) -> None:
     """The CPU default (OpenVINO fp32) must segment the sample cases exactly as torch fp32 does."""
     assert len(SAMPLES) == 3
@@ -66,6 +67,7 @@ def _probabilities(path: Path, adc: np.ndarray) -> np.ndarray:
     return predictor.probabilities(adc, np.zeros_like(adc))
 
 
+@pytest.mark.slow
 def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: Path, caplog) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     paths = Derived.of(path, OPENVINO)
@@ -100,6 +102,7 @@ def test_an_export_is_reused_while_current_and_made_again_when_stale(tmp_path: P
     assert "making its openvino files (net.openvino.bin is not the file its stamp names" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_export_needs_no_model_library_once_made(tmp_path: Path) -> None:
     path = _checkpoint(tmp_path / "net.safetensors", seed=1)
     make(path)
@@ -118,6 +121,7 @@ def test_int8_without_a_quantized_model_is_refused_with_the_command_to_make_one(
         load_network(path, resolve_runtime("cpu", "openvino", "int8"))
 
 
+@pytest.mark.slow
 def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Exports are written like every other output (`io.place`): a write error that only fsync reports (a full
     disk with delayed allocation) is an OutputError naming the file, and nothing is left under the export's names."""
@@ -138,6 +142,7 @@ def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
 
 
+@pytest.mark.slow
 def test_every_derived_network_passes_one_parity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A derived network is held to `derived.PARITY_TOLERANCE`: with none left, the OpenVINO export is refused,
     naming the checkpoint; within it, a derived network off by less than the tolerance passes."""

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparseg.cases import find_cases, prediction_name
+from sparseg.cases import find_cases
 from sparseg.errors import InputError
 from sparseg.evaluation import CaseRow, Report, compare_masks, evaluate, markdown_table, summarise, write_report
 from sparseg.io import read_geometry, read_image, read_mask, write_mask
+from sparseg.outputs import prediction_name
 
 
 def _predict_labels(dataset: Path, out: Path) -> Path:

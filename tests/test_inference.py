@@ -81,6 +81,7 @@ def test_small_components_are_removed_by_volume() -> None:
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "model_weights" / "sparseg-demo.safetensors"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(4))
 def test_speed_settings_keep_the_trained_demo_mask(index: int) -> None:
     """The speed settings must not change the answer: Dice >= 0.999 against the fp32 full-frame reference,
@@ -141,6 +142,7 @@ def test_unknown_precisions_are_refused() -> None:
         InferenceConfig(precision="fp8")
 
 
+@pytest.mark.slow
 def test_an_ensemble_says_how_much_its_members_agree(tiny_checkpoint: Path, tmp_path: Path, volumes) -> None:
     """Mean pairwise Dice of the members' own masks: 1 for copies of one network, below 1 for other weights;
     NaN for one network; the ensemble's own mask is unchanged by measuring it."""

@@ -170,6 +170,7 @@ def test_a_changed_raw_file_under_the_same_mhd_header_is_segmented_again(data: P
     assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", [("sparseg.batch:write_csv", "1", "after"),  # recorded in progress, nothing else
                                   ("sparseg.segment:write_mask", "1", "after"),  # its mask renamed into place
                                   ("sparseg.segment:write_bytes", "1", "after")])  # its overlay too
@@ -202,6 +203,7 @@ def test_outputs_another_tool_wrote_over_are_not_kept(data: Path, tiny_checkpoin
     assert {row["status"] for row in _rows(out / "summary.csv").values()} == {"ok"}  # all segmented again
 
 
+@pytest.mark.slow
 def test_a_changed_label_redraws_the_overlay(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _predict(data, out, tiny_checkpoint, "--overlays") == 0
@@ -213,6 +215,7 @@ def test_a_changed_label_redraws_the_overlay(data: Path, tiny_checkpoint: Path, 
     assert statuses.pop(case.case_id) == "ok" and set(statuses.values()) == {"done earlier"}
 
 
+@pytest.mark.slow
 def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp_path: Path) -> None:
     """An int8 model is not made from the weights alone: quantized again, its masks can differ."""
     import openvino as ov
@@ -237,6 +240,7 @@ def test_another_int8_model_of_the_same_weights_redoes_the_cases(data: Path, tmp
     assert {row["status"] for row in _rows(tmp_path / "out" / "summary.csv").values()} == {"ok"}
 
 
+@pytest.mark.slow
 def test_every_output_of_a_case_belongs_to_one_run(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _predict(data, out, tiny_checkpoint, "--save-probabilities", "--overlays") == 0
@@ -414,6 +418,7 @@ def test_a_pattern_the_glob_matches_is_not_called_unmatched(tmp_path: Path) -> N
         find_any_cases(tmp_path, "*_adc.mha", "*_z.mha")
 
 
+@pytest.mark.slow
 def test_a_huge_manifest_s_error_lists_twenty_problems_and_counts_the_rest(tmp_path: Path) -> None:
     manifest = tmp_path / "cohort.csv"
     manifest.write_text("case_id,adc,zadc\n" + "".join(f"p{k},a{k}.mha,z{k}.mha\n" for k in range(50_000)))
@@ -516,6 +521,7 @@ def test_the_resume_key_holds_the_minimum_lesion_size_exactly(tiny_checkpoint: P
     assert settings[0] != settings[1] and "min_lesion_mm3=1961848.0" in settings[0]
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_the_earlier_qa_page(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _predict(data, out, tiny_checkpoint, "--report") == 0
@@ -523,6 +529,7 @@ def test_a_rerun_removes_the_earlier_qa_page(data: Path, tiny_checkpoint: Path, 
     assert not (out / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_a_finished_run_resumed_with_more_epochs_is_not_finished_until_it_is(data: Path, tmp_path: Path) -> None:
     """Killed in its new epochs, such a run once kept finished.json, and `sparseg cv` scored its old network."""
     import json
@@ -746,7 +753,12 @@ def test_an_overlay_that_is_not_a_png_is_flagged_and_the_page_built(data: Path, 
     assert main(["report", str(out)]) == 0
     page = _page_rows(out / "report.html")
     assert f"{first.case_id}_overlay.png is not a whole PNG: not shown" in page
-    assert f"{second.case_id}_overlay.png does not decode" in page
+    assert f"{second.case_id}_overlay.png not shown: its files are not those its run wrote" in page
+    rows = list(_rows(out / "summary.csv").values())  # a run that recorded no hash of its files (an older one)
+    rows[1]["outputs_sha256"] = ""
+    _write_rows(out / "summary.csv", rows)
+    assert main(["report", str(out)]) == 0
+    assert f"{second.case_id}_overlay.png does not decode" in _page_rows(out / "report.html")
 
 
 def test_a_mask_of_the_whole_brain_is_not_taken_for_finding_every_lesion() -> None:
@@ -799,7 +811,7 @@ def test_detached_nrrd_data_is_an_input_in_every_rule(data: Path, tiny_checkpoin
     (adc.array * 0.5).astype("<f4").tofile(scans / "p1_adc.raw")
     assert main(args) == 0 and _rows(out / "summary.csv")["p1"]["status"] == "ok"  # done again, not kept
     with pytest.raises(InputError, match="is an input"):
-        from sparseg.io import require_apart
+        from sparseg.paths import require_apart
 
         require_apart([scans / "p1_adc.raw"], image_files(scans / "p1_adc.nhdr"))
     (scans / "p1_zadc.nhdr").write_text((scans / "p1_zadc.nhdr").read_text().replace("p1_zadc.raw", "p1_adc.raw"))
@@ -835,13 +847,22 @@ def test_header_fields_beyond_the_config_are_covered_by_the_hash(tiny_checkpoint
         edit_checkpoint_header(path, change)
         _refused(capsys, main(["info", str(path), "--verify"]),
                  f"{field}.safetensors: the header was edited after the checkpoint was saved")
+    # an earlier format is read, but cannot be verified whole: info --verify says which fields and fails
     older = shutil.copyfile(tiny_checkpoint, tmp_path / "older.safetensors")
-    edit_checkpoint_header(older, lambda m: m.update(format="sparseg-checkpoint/2", notice="x"), resign=True)
-    assert main(["info", str(older), "--verify"]) == 0
-    verified = capsys.readouterr().out
-    assert "NOT covered by any hash" in verified and "notice" in verified and "probe" in verified
+    edit_checkpoint_header(older, lambda m: (m.update(format="sparseg-checkpoint/2", notice="x"), m.pop("probe")),
+                           resign=True)
+    assert main(["info", str(older), "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert "NOT verified whole" in captured.out and "notice" in captured.out and "format" in captured.out
+    assert captured.err.startswith("sparseg: error: ") and captured.err.count("\n") == 1
+    # relabelling a /3 checkpoint as /2 (whose hash covers less) while keeping what only /3 writes is refused
+    relabelled = shutil.copyfile(tiny_checkpoint, tmp_path / "relabelled.safetensors")
+    edit_checkpoint_header(relabelled, lambda m: m.update(format="sparseg-checkpoint/2"), resign=True)
+    _refused(capsys, main(["info", str(relabelled), "--verify"]),
+             "relabelled.safetensors: says format sparseg-checkpoint/2 but holds the probe logits only")
 
 
+@pytest.mark.slow
 def test_an_export_of_another_network_under_a_forged_stamp_is_found_by_the_probe(tiny_checkpoint: Path,
                                                                                 tmp_path: Path) -> None:
     """An OpenVINO export swapped for another network's, its stamp re-hashed, ran, and its masks were kept."""
@@ -850,9 +871,9 @@ def test_an_export_of_another_network_under_a_forged_stamp_is_found_by_the_probe
     import torch
 
     from sparseg.derived import OPENVINO, Derived, make
-    from sparseg.io import file_sha256
     from sparseg.model import build_model, save_checkpoint
     from sparseg.networks import load_network
+    from sparseg.paths import file_sha256
     from sparseg.runtime import resolve_runtime
 
     from conftest import TINY_RUN
@@ -895,6 +916,7 @@ def test_checkpoints_whose_names_differ_in_letter_case_only_are_refused(tiny_che
     assert not list(tmp_path.glob("*.openvino.*")) and not (tmp_path / "m.tar.gz").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_export_s_staging_folder_is_removed_by_the_next(tiny_checkpoint: Path, tmp_path: Path) -> None:
     import socket
 
@@ -912,6 +934,7 @@ def test_a_killed_export_s_staging_folder_is_removed_by_the_next(tiny_checkpoint
     assert not killed.exists() and elsewhere.exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_in_a_read_only_folder_leaves_no_temporary_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Each run left a /tmp/sparseg-openvino-* folder behind (6.6 MB for the demo network)."""
     if os.geteuid() != 0:
@@ -1036,3 +1059,65 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tiny_checkpoint: Path)
                                           "head -c 1 > /dev/null; echo ${PIPESTATUS[0]}"], capture_output=True,
                            text=True)
     assert piped.stdout.strip() in ("0", "141") and piped.stderr == ""
+
+
+# Round 5: the hostile trial of the Z_ADC commands and of round 4's fixes
+
+def test_the_page_shows_no_picture_the_run_did_not_write(data: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Copying case 2's overlay over case 1's once showed case 2's picture in case 1's row, without a flag."""
+    out = tmp_path / "out"
+    assert _predict(data, out, tiny_checkpoint, "--report") == 0
+    first, second = find_cases(data)[:2]
+    shutil.copyfile(out / f"{second.case_id}_overlay.png", out / f"{first.case_id}_overlay.png")
+    assert main(["report", str(out)]) == 0
+    page = _page_rows(out / "report.html")
+    assert f"{first.case_id}_overlay.png not shown: its files are not those its run wrote" in page
+    assert f'src="{first.case_id}_overlay.png"' not in page and f'src="{second.case_id}_overlay.png"' in page
+
+
+def test_save_zadc_never_replaces_a_z_adc_no_run_computed(population_dataset: Path, tiny_checkpoint: Path,
+                                                          tmp_path: Path, capsys) -> None:
+    """A given `p1_zadc.mha` beside `p1_adc.mha` was replaced by the computed Z_ADC without a word."""
+    from sparseg.synth import GENERATING_ATLAS
+
+    case = find_cases(population_dataset)[12]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copyfile(case.adc, folder / "p1_adc.mha")
+    shutil.copyfile(case.z, folder / "p1_zadc.mha")
+    before = _digests(folder)
+    code = main(["predict", "--data", str(folder), "--adc", "*_adc.mha", "--atlas",
+                 str(population_dataset / GENERATING_ATLAS), "--out", str(folder), "--save-zadc", "--weights",
+                 str(tiny_checkpoint), "--device", "cpu"])
+    _refused(capsys, code, "p1_zadc.mha: a Z_ADC file is there that no run into this folder computed")
+    assert _digests(folder) == before
+
+
+def test_outputs_a_rerun_would_read_as_cases_are_refused_at_the_first_run(data: Path, tiny_checkpoint: Path,
+                                                                           tmp_path: Path, capsys) -> None:
+    """`--adc '*.mha' --out` the same folder: the first run wrote b1_lesion.mha, and its rerun (the documented
+    way to resume) then failed, the mask being a match of the pattern."""
+    case = find_cases(data)[0]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copyfile(case.adc, folder / "b1.mha")
+    shutil.copyfile(case.z, folder / "b1.nrrd")
+    code = main(["predict", "--data", str(folder), "--adc", "*.mha", "--zadc", "*.nrrd", "--out", str(folder),
+                 "--weights", str(tiny_checkpoint), "--device", "cpu"])
+    _refused(capsys, code, "its outputs (b1_lesion.mha", "would match --adc '*.mha'")
+    assert sorted(p.name for p in folder.iterdir()) == ["b1.mha", "b1.nrrd"]
+
+
+def test_export_never_replaces_a_file_no_export_made(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """A `.mhd` whose data file is named like the export's .bin: predict refused it, export replaced it."""
+    folder = tmp_path / "dd"
+    folder.mkdir()
+    checkpoint = Path(shutil.copyfile(tiny_checkpoint, folder / "demo.safetensors"))
+    (folder / "demo.openvino.bin").write_bytes(b"someone's pixels")
+    _refused(capsys, main(["export", str(checkpoint)]),
+             "demo.openvino.bin: is there, and no openvino of demo.safetensors made it")
+    assert (folder / "demo.openvino.bin").read_bytes() == b"someone's pixels"
+    (folder / "demo.openvino.bin").unlink()
+    assert main(["export", str(checkpoint)]) == 0
+    os.utime(checkpoint)  # an export it made is replaced when made again
+    assert main(["export", str(checkpoint)]) == 0

@@ -34,6 +34,7 @@ def _trained_on(tmp_path: Path, case_ids: list[str], fold: int | None = None) ->
     return save_checkpoint(tmp_path / "net.safetensors", model.eval(), TINY_RUN, extra)
 
 
+@pytest.mark.slow
 def test_int8_is_calibrated_on_training_cases_and_its_agreement_is_measured_on_the_others(
         tiny_dataset: Path, tmp_path: Path) -> None:
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
@@ -101,6 +102,7 @@ def test_int8_is_refused_without_calibration_data(tiny_dataset: Path, tmp_path: 
     assert not Derived.of(stranger, INT8).files[".xml"].exists()
 
 
+@pytest.mark.slow
 def test_a_stale_int8_model_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
     checkpoint = _trained_on(tmp_path, ids[:4])
@@ -147,6 +149,22 @@ def test_the_best_logit_offset_undoes_a_systematic_shift() -> None:
     assert np.copysign(1.0, offset) == 1.0  # not -0.0, which the stamp would keep and print as "-0.00"
 
 
+def test_the_volume_shift_makes_int8_mark_as_many_voxels_as_fp32() -> None:
+    from sparseg.quantization import logit_cut, volume_logit_offset
+
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(-1.0, 2.0, (4, 32, 32)).astype(np.float32)
+    cut = logit_cut(0.35)
+    for error in (-0.5, 0.3):
+        int8 = fp32 + error + rng.normal(0, 0.05, fp32.shape).astype(np.float32)
+        offset, wanted, had = volume_logit_offset(fp32, int8, threshold=0.35)
+        assert offset == pytest.approx(-error, abs=0.1) and wanted == np.sum(fp32 > cut) and had == np.sum(int8 > cut)
+        assert np.sum(int8 + offset > cut) == wanted
+    assert volume_logit_offset(fp32, fp32 + 10, 0.35)[0] == -3.0  # never beyond the reach
+    assert volume_logit_offset(np.full_like(fp32, -9), fp32, 0.35)[0] == 0.0  # fp32 marks nothing: no shift
+
+
+@pytest.mark.slow
 def test_the_recalibrated_threshold_is_the_one_stored_and_the_one_applied(
         tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import openvino as ov
@@ -157,15 +175,16 @@ def test_the_recalibrated_threshold_is_the_one_stored_and_the_one_applied(
     ids = sorted(c.case_id for c in find_any_cases(tiny_dataset))
     slices = np.random.default_rng(1).normal(size=(3, TINY_RUN.in_channels, 32, 32)).astype(np.float32)
     plain = _trained_on(tmp_path / "plain", ids[:4])
-    quantize(plain, tiny_dataset, settings=QuantizationConfig(slices=8, recalibrate=False))
+    quantize(plain, tiny_dataset, settings=QuantizationConfig(slices=8, recalibrate="off"))
     threshold = TINY_RUN.threshold  # the checkpoint's own
-    assert Derived.of(plain, INT8).stamp()["recalibration"] == {"threshold": threshold, "logit_offset": 0.0}
+    assert Derived.of(plain, INT8).stamp()["recalibration"] == {"threshold": threshold, "logit_offset": 0.0,
+                                                               "criterion": "off"}
 
     monkeypatch.setattr(quantization, "best_logit_offset", lambda *args, **kwargs: (0.75, 0.9, 0.95))
     shifted = _trained_on(tmp_path / "shifted", ids[:4])  # the same network and calibration
-    result = quantize(shifted, tiny_dataset, settings=QuantizationConfig(slices=8))
+    result = quantize(shifted, tiny_dataset, settings=QuantizationConfig(slices=8, recalibrate="dice"))
     stored = Derived.of(shifted, INT8).stamp()["recalibration"]
-    assert stored["logit_offset"] == 0.75 and stored["threshold"] == threshold
+    assert stored["logit_offset"] == 0.75 and stored["threshold"] == threshold and stored["criterion"] == "dice"
     cut = np.log(threshold / (1 - threshold))
     assert stored["threshold_equivalent"] == pytest.approx(1 / (1 + np.exp(0.75 - cut)))
     assert "int8 logits shifted by +0.75" in quantization.describe(result)
@@ -187,6 +206,7 @@ def test_calibration_draws_the_asked_share_of_lesion_slices() -> None:
     assert len(draw_slices(lesion, 500, lesion_share=0.5)) == 100
 
 
+@pytest.mark.slow
 def test_a_held_out_case_never_calibrates(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sparseg import quantization
 
@@ -204,6 +224,7 @@ def test_a_held_out_case_never_calibrates(tiny_dataset: Path, tmp_path: Path, mo
     assert not Derived.of(checkpoint, INT8).files[".xml"].exists()
 
 
+@pytest.mark.slow
 def test_an_int8_model_is_never_the_default_whatever_its_stamp_says(tiny_dataset: Path, tmp_path: Path) -> None:
     """int8 has not held on every held-out case of the paper network (docs/performance.md): the CPU default stays
     OpenVINO fp32, with a failing agreement and with a passing one."""

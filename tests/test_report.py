@@ -203,6 +203,7 @@ def _cohort(folder: Path, count: int) -> list[ReportCase]:
     return cases
 
 
+@pytest.mark.slow
 def test_a_thousand_case_report_stays_small_and_loads(tmp_path: Path) -> None:
     """The page embeds only thumbnails: 1,000 cases load in the browser, overlays only as they scroll into view,
     and the table still sorts. Prints the page's size and times (the closing note's figures)."""

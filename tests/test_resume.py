@@ -20,6 +20,7 @@ from sparseg.weights import load_predictor
 INTERRUPT = Path(__file__).resolve().parent / "interrupt.py"
 
 
+@pytest.mark.slow
 def test_killed_batch_leaves_complete_files_and_a_rerun_finishes_it_identically(
         tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Killed right after it recorded its second case finished (`tests/interrupt.py`: each case is recorded twice,
@@ -89,6 +90,7 @@ def test_a_rerun_redoes_a_case_whose_input_changed(tiny_checkpoint: Path, tiny_d
     assert _statuses(out)[changed.case_id]["inputs_sha256"] != ""
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_weights_or_settings_redoes_every_case(tiny_checkpoint: Path, tiny_dataset: Path,
                                                                   tmp_path: Path) -> None:
     from sparseg.model import build_model, save_checkpoint

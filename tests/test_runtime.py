@@ -122,6 +122,7 @@ def test_no_sign_of_a_gpu_is_no_warning(tmp_path: Path, monkeypatch, caplog) -> 
 
 
 @needs_no_gpu
+@pytest.mark.slow
 def test_the_container_job_warns_when_nvidia_smi_answers_but_torch_has_no_gpu(tmp_path: Path) -> None:
     """End to end: process.py with a stand-in nvidia-smi on PATH writes its mask on the CPU and says why at WARNING."""
     smi = _stand_in_smi(tmp_path / "bin")
@@ -182,3 +183,15 @@ def test_bf16_on_a_cpu_without_native_bf16_is_said_and_recorded_as_what_runs(mon
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     caplog.clear()
     assert resolve_runtime("cpu", "openvino", "bf16").precision == "bf16" and not caplog.text
+
+
+def test_an_instruction_set_cap_hides_the_flags_above_it() -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU with VNNI and bf16: no bf16 autocast is chosen as native (the
+    kernels may not use it), and the benchmarks' ruler counts no VNNI."""
+    from sparseg.runtime import capped_flags
+
+    zen5 = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni"}
+    assert capped_flags(zen5, "avx2") == {"avx2", "fma"}
+    assert capped_flags(zen5, "AVX512_CORE") == {"avx2", "fma", "avx512f", "avx512bw"}
+    assert capped_flags(zen5, "AVX512_CORE_VNNI") == zen5 - {"avx512_bf16"}
+    assert capped_flags(zen5, "") == capped_flags(zen5, "ALL") == zen5

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparseg.cases import OUTPUT_MASK, find_cases, prediction_name
+from sparseg.cases import OUTPUT_MASK, find_cases
 from sparseg.cli import main
 from sparseg.derived import INT8, OPENVINO, Derived, current
 from sparseg.errors import InputError
 from sparseg.io import read_mask
 from sparseg.model import build_model, read_metadata, save_checkpoint
+from sparseg.outputs import prediction_name
 from sparseg.submission import MANIFEST, member_names, package_model
 from sparseg.synth import SynthConfig, write_input_case
 from sparseg.weights import default_weights
@@ -39,6 +40,7 @@ def test_fold_checkpoints_get_distinct_names(tmp_path: Path) -> None:
     assert member_names([paths[0], paths[0]]) == ["0-fold0-best.safetensors", "1-fold0-best.safetensors"]
 
 
+@pytest.mark.slow
 def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> None:
     paths = [_checkpoint(tmp_path / f"fold{k}" / "best.safetensors") for k in range(2)]
     manifest = package_model(paths, tmp_path / "model.tar.gz")
@@ -59,6 +61,7 @@ def test_the_tarball_holds_every_checkpoint_and_a_manifest(tmp_path: Path) -> No
         assert entry["weights_sha256"] == read_metadata(path)["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_checkpoints_that_cannot_be_averaged_or_mix_data_are_refused(tmp_path: Path) -> None:
     real = _checkpoint(tmp_path / "real" / "best.safetensors")
     other_threshold = _checkpoint(tmp_path / "other" / "best.safetensors", threshold=0.35)
@@ -90,6 +93,7 @@ def test_an_uploaded_model_in_a_subfolder_is_found_and_wins(tmp_path: Path,
     assert default_weights((uploaded, baked)) == [nested]
 
 
+@pytest.mark.slow
 def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
     """synth -> cv -> out-of-fold table -> package -> the container's entry point with the tarball as its model
     folder -> the same mask as `sparseg predict` with the same checkpoints."""
@@ -123,6 +127,7 @@ def test_the_participants_path_end_to_end(tmp_path: Path) -> None:
     assert len(find_cases(data)) == 4
 
 
+@pytest.mark.slow
 def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path, tmp_path: Path) -> None:
     ids = sorted(case.case_id for case in find_cases(tiny_dataset))
     torch.manual_seed(0)
@@ -138,6 +143,7 @@ def test_quantize_data_packs_int8_models_with_their_agreement(tiny_dataset: Path
     assert Derived.of(member, INT8).stale_because(read_metadata(member)["weights_sha256"]) is None
 
 
+@pytest.mark.slow
 def test_an_int8_model_made_for_other_weights_is_not_packed(tmp_path: Path) -> None:
     """An int8 model beside a checkpoint whose stamp names other weights (copied over from another run) is stale
     for this checkpoint: it is neither packed nor its agreement put in the manifest."""

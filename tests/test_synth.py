@@ -31,6 +31,7 @@ def test_same_seed_same_case_other_seed_other_case() -> None:
     assert c.adc.shape != a.adc.shape or not np.array_equal(c.adc, a.adc)
 
 
+@pytest.mark.slow
 def test_grids_follow_the_dataset(full_size_cases: list) -> None:
     for case in full_size_cases:
         depth, height, width = case.adc.shape
@@ -61,6 +62,7 @@ def test_lesions_have_reduced_adc(full_size_cases: list) -> None:
     assert np.mean(lesion_z) < -1.5 and min(lesion_z) < -2.0 < max(lesion_z), lesion_z
 
 
+@pytest.mark.slow
 def test_burden_strata_and_lesion_free_cases() -> None:
     groups = Counter()
     lesion_free = 0

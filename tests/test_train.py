@@ -31,6 +31,7 @@ def _state(run: Path) -> dict:
     return torch.load(run / STATE, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(tiny_dataset, TINY, tmp_path / "run", fold=1, progress=False)
     run = tmp_path / "run"
@@ -54,6 +55,7 @@ def test_a_run_leaves_a_loadable_self_describing_checkpoint(tiny_dataset: Path, 
     assert checkpoint.config == TINY
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_dataset: Path, tmp_path: Path) -> None:
     train(tiny_dataset, TINY, tmp_path / "straight", progress=False)
     one_epoch = replace(TINY, train=replace(TINY.train, epochs=1))
@@ -70,6 +72,7 @@ def test_resume_continues_exactly(tiny_dataset: Path, tmp_path: Path) -> None:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_see_disjoint_slices(tiny_dataset: Path, tmp_path: Path) -> None:
     config = replace(TINY, train=replace(TINY.train, epochs=1, record_samples=True))
     config_path = tmp_path / "config.json"
@@ -88,6 +91,7 @@ def test_two_gloo_processes_see_disjoint_slices(tiny_dataset: Path, tmp_path: Pa
     assert load_checkpoint(run / BEST).config == config
 
 
+@pytest.mark.slow
 def test_bad_cases_are_all_named_before_training_or_skipped(tiny_dataset: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
@@ -105,6 +109,7 @@ def test_bad_cases_are_all_named_before_training_or_skipped(tiny_dataset: Path, 
     assert len(read_metadata(Path(result["checkpoint"]))["data"]["case_ids"]) == 4
 
 
+@pytest.mark.slow
 def test_training_killed_after_an_epoch_resumes_to_the_planned_epochs(tiny_dataset: Path, tmp_path: Path) -> None:
     """Killed right after epoch 1's state and plots were saved (`tests/interrupt.py`, no polling), a run resumes
     with epoch 2 and ends where a run never stopped would."""
@@ -127,13 +132,14 @@ def test_training_killed_after_an_epoch_resumes_to_the_planned_epochs(tiny_datas
     assert read_metadata(run / FINAL)["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_validation_masks_are_what_predict_writes(tiny_dataset: Path, tmp_path: Path) -> None:
     """The trainer's validation segments through the inference path: its masks for the held-out cases equal
     `sparseg predict`'s with the saved weights, and the scores it records are those of `sparseg evaluate`."""
-    from sparseg.cases import prediction_name
     from sparseg.cli import main
     from sparseg.evaluation import evaluate, summarise
     from sparseg.io import read_mask
+    from sparseg.outputs import prediction_name
     from sparseg.train import Trainer
 
     one_epoch = replace(TINY, train=replace(TINY.train, epochs=1))
@@ -295,3 +301,24 @@ def test_resume_without_the_run_s_split_is_refused(tiny_dataset: Path, one_epoch
     with pytest.raises(InputError, match="split.json: missing or unreadable, so the split and the data"):
         train(tiny_dataset, replace(TINY, train=replace(TINY.train, epochs=2)), run, resume=True, progress=False,
               allow_config_change=True)
+
+
+@pytest.mark.slow
+def test_seed_changes_the_run_and_keeps_the_split(tiny_dataset: Path, tmp_path: Path) -> None:
+    """`sparseg train --seed N`: other initial weights and slices, the config's folds; the seed in the checkpoint's
+    config (covered by its hash). The same seed twice gives the same weights (test_resume_continues_exactly)."""
+    from sparseg.cli import main
+
+    one_epoch = replace(TINY, train=replace(TINY.train, epochs=1))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(to_dict(one_epoch)))
+    common = ["train", "--data", str(tiny_dataset), "--config", str(config), "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "seed0")]) == 0
+    assert main([*common, "--out", str(tmp_path / "seed3"), "--seed", "3"]) == 0
+    splits = [json.loads((tmp_path / run / SPLIT).read_text()) for run in ("seed0", "seed3")]
+    assert splits[0]["folds"] == splits[1]["folds"] and splits[1]["seed"] == 0
+    saved = read_metadata(tmp_path / "seed3" / BEST)["config"]["train"]
+    assert (saved["seed"], saved["split_seed"]) == (3, 0)
+    first, other = _state(tmp_path / "seed0"), _state(tmp_path / "seed3")
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    assert main([*common, "--out", str(tmp_path / "bad"), "--seed", "-1"]) == 2

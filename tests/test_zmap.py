@@ -69,8 +69,13 @@ def test_an_adc_a_z_adc_cannot_be_made_of_is_refused_saying_why() -> None:
             check_adc(Volume(array, GRID, Path(name)))
     # the same ball with a spacing ten times too large (centimetres written as millimetres) spans 280 x 240 x 288 mm
     wide = Geometry.from_array_order((8, 40, 40), (40.0, 20.0, 20.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
-    with pytest.raises(InputError, match="^wide.mha: its tissue spans .* mm \\(x, y, z\\), more than 250 mm"):
+    with pytest.raises(InputError, match="^wide.mha: its tissue spans .* mm \\(x, y, z\\), more than a brain "
+                                         "\\(30-250 mm"):
         check_adc(Volume(adc, wide, Path("wide.mha")))
+    # ... and a hundred times too small (0.02 mm voxels): no brain is 0.6 mm wide, and ITK's registration would fail
+    narrow = Geometry.from_array_order((8, 40, 40), (0.04, 0.02, 0.02), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    with pytest.raises(InputError, match="^narrow.mha: its tissue spans .* less than a brain"):
+        check_adc(Volume(adc, narrow, Path("narrow.mha")))
 
 
 def test_the_generating_atlas_gives_back_the_given_z_adc(population_dataset: Path) -> None:
@@ -107,6 +112,19 @@ def test_a_doubtful_registration_is_flagged_and_a_failed_one_refused(population_
     assert doubtful.flags[0].startswith(f"atlas registration: look (overlap {doubtful.overlap:.2f})")
     with pytest.raises(InputError, match=f"^{adc.path}: the atlas did not register onto this brain .*below 0.999"):
         compute_zmap(adc, atlas, dataclasses.replace(FAST_ZMAP, overlap_flag=0.9995, overlap_refuse=0.999))
+
+
+def test_an_atlas_at_another_level_than_the_adc_is_refused_and_a_saturated_z_adc_flagged(
+        population_dataset: Path) -> None:
+    """An atlas five times the ADC's level would scale the ADC by 5 (another map or unit): refused. An SD a tenth
+    of the true one saturates Z_ADC: flagged, never silently used."""
+    atlas = read_atlas(population_dataset / GENERATING_ATLAS)
+    adc = read_image(find_cases(population_dataset)[12].adc)
+    with pytest.raises(InputError, match=f"^{adc.path}: its ADC would be scaled by [45][.0-9]* .*outside 0.25-4"):
+        compute_zmap(adc, dataclasses.replace(atlas, mean=atlas.mean * 5, sd=atlas.sd * 5), FAST_ZMAP)
+    narrow = compute_zmap(adc, dataclasses.replace(atlas, sd=atlas.sd / 20), FAST_ZMAP)
+    assert any(flag.startswith("Z_ADC on") and "of the brain at the clip" in flag for flag in narrow.flags)
+    assert not any("at the clip" in flag for flag in compute_zmap(adc, atlas, FAST_ZMAP).flags)
 
 
 def test_a_folder_of_adc_maps_gets_its_z_adc_and_a_summary(population_dataset: Path, tmp_path: Path) -> None:
