@@ -206,7 +206,6 @@ def test_calibration_draws_the_asked_share_of_lesion_slices() -> None:
     assert len(draw_slices(lesion, 500, lesion_share=0.5)) == 100
 
 
-@pytest.mark.slow
 def test_a_held_out_case_never_calibrates(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sparseg import quantization
 
