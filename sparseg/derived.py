@@ -206,8 +206,18 @@ class Derived:
                 raise OutputError(f"{self.stamp_path}: cannot write ({exc.strerror or exc})") from None
             except RuntimeError as exc:  # OpenVINO's errors, a full disk among them
                 raise OutputError(f"{self.stamp_path}: cannot write ({str(exc).splitlines()[0]})") from None
-            for extension in reversed(self.kind.extensions):
-                place(staged.files[extension], self.files[extension])
+            placed = 0
+            try:
+                for extension in reversed(self.kind.extensions):
+                    place(staged.files[extension], self.files[extension])
+                    placed += 1
+            except BaseException:
+                if placed == 0:  # nothing replaced: the stamp says what it said before (or is gone, as it was)
+                    if earlier is None:
+                        self.stamp_path.unlink(missing_ok=True)
+                    else:
+                        write_text(self.stamp_path, json.dumps(earlier, indent=2, allow_nan=True) + "\n")
+                raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         stamp = {"format": STAMP_FORMAT, "kind": self.kind.name, "checkpoint": self.checkpoint.name,

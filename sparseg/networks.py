@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -22,8 +23,9 @@ from torch import nn
 
 from sparseg.config import INT8_MIN_AGREEMENT, InferenceConfig
 from sparseg.derived import INT8, OPENVINO, PARITY_TOLERANCE, Derived, current, library_version, recorded_agreement
-from sparseg.errors import InputError
+from sparseg.errors import InputError, OutputError
 from sparseg.model import Checkpoint, load_checkpoint, probe_input, read_checkpoint
+from sparseg.paths import remove_stale
 from sparseg.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,8 @@ def load_network(path: Path | str, runtime: Runtime, inference: InferenceConfig 
         problem = probe_problem(checkpoint, network)
         if problem is not None and kind is OPENVINO:  # files of another network under a stamp that fits: remake
             log.warning("%s: %s: made again", derived.files[".xml"], problem)
-            derived.stamp_path.unlink(missing_ok=True)
+            with contextlib.suppress(OutputError):  # a folder it cannot write: the check below refuses them
+                remove_stale(derived.all_paths)  # files its stamp names, of another network: removed, made anew
             network = OpenVINONetwork(current(path, kind, checkpoint.metadata["weights_sha256"]), runtime)
             problem = probe_problem(checkpoint, network)
         if problem is not None:

@@ -48,6 +48,7 @@ def test_every_case_is_segmented_by_the_fold_that_did_not_train_on_it(tiny_datas
             np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_evaluation_of_all_out_of_fold_masks(tiny_dataset: Path, cross_validated) -> None:
     out, result = cross_validated
     assert len(result.report.rows) == 6
@@ -56,6 +57,7 @@ def test_one_evaluation_of_all_out_of_fold_masks(tiny_dataset: Path, cross_valid
     assert document["summary"]["all"]["n"] == 6 and {"masd_physical", "masd_2023"} <= set(document["summary"]["all"])
 
 
+@pytest.mark.slow
 def test_the_threshold_sweep_is_the_dsc_of_the_thresholded_probabilities(tiny_dataset: Path, cross_validated) -> None:
     out, result = cross_validated
     with open(out / SWEEP) as handle:
@@ -68,6 +70,7 @@ def test_the_threshold_sweep_is_the_dsc_of_the_thresholded_probabilities(tiny_da
     assert result.best_threshold == max(result.sweep, key=lambda r: r["dsc"])["threshold"]
 
 
+@pytest.mark.slow
 def test_a_rerun_trains_nothing_and_keeps_the_masks(tiny_dataset: Path, cross_validated) -> None:
     out, _ = cross_validated
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob(f"fold*/{FINAL}"), *(out / OUT_OF_FOLD).glob("*.mha")]}
@@ -77,6 +80,7 @@ def test_a_rerun_trains_nothing_and_keeps_the_masks(tiny_dataset: Path, cross_va
     assert _nan_to_none(again.report.summary) == written  # JSON has no NaN: undefined rates are null
 
 
+@pytest.mark.slow
 def test_out_of_fold_masks_made_with_other_settings_are_made_again(cross_validated, tiny_dataset: Path,
                                                                    tmp_path: Path) -> None:
     """The out-of-fold masks are keyed like `sparseg predict`'s: inputs' hash, weights, resolved settings (a mask
@@ -101,6 +105,7 @@ def test_out_of_fold_masks_made_with_other_settings_are_made_again(cross_validat
     assert redone == {prediction_name(rows[0]["case_id"])}
 
 
+@pytest.mark.slow
 def test_finished_folds_are_not_reused_on_other_data(tiny_dataset: Path, cross_validated, tmp_path: Path) -> None:
     """A finished fold is not trained again: rerun on changed or other cases it once rescored without a word, and a
     case removed since raised a KeyError."""
@@ -133,6 +138,7 @@ def test_folds_shared_between_machines_are_scored_once_all_are_finished(tiny_dat
     assert second.report is not None and len(second.report.rows) == 6
 
 
+@pytest.mark.slow
 def test_a_fold_trained_with_another_config_is_refused(tiny_dataset: Path, cross_validated, tmp_path: Path) -> None:
     out, _ = cross_validated
     other = replace(TWO_FOLDS, train=replace(TWO_FOLDS.train, learning_rate=0.01))

@@ -136,9 +136,23 @@ def test_an_export_that_fsync_cannot_put_on_disk_is_not_made(tmp_path: Path, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OutputError, match=r"net.openvino.bin: cannot write \(No space left on device\)"):
+    # the first file to reach the disk is the stamp naming the set about to be placed
+    with pytest.raises(OutputError, match=r"net.openvino.json: cannot write \(No space left on device\)"):
         make(path)
     assert not any(p.exists() for p in Derived.of(path, OPENVINO).all_paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
+    # the stamp is written and the .bin's fsync fails: nothing was replaced, so no stamp is left either
+    monkeypatch.undo()
+    real = os.fsync
+
+    def bin_full(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith(".openvino.bin"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", bin_full)
+    with pytest.raises(OutputError, match=r"net.openvino.bin: cannot write \(No space left on device\)"):
+        make(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]
 
 

@@ -1108,6 +1108,7 @@ def test_outputs_a_rerun_would_read_as_cases_are_refused_at_the_first_run(data: 
     assert sorted(p.name for p in folder.iterdir()) == ["b1.mha", "b1.nrrd"]
 
 
+@pytest.mark.slow
 def test_export_never_replaces_a_file_no_export_made(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     """A `.mhd` whose data file is named like the export's .bin: predict refused it, export replaced it."""
     folder = tmp_path / "dd"

@@ -41,6 +41,7 @@ def test_grids_follow_the_dataset(full_size_cases: list) -> None:
         assert case.z.shape == case.label.shape == case.adc.shape
 
 
+@pytest.mark.slow
 def test_intensities_look_like_neonatal_adc(full_size_cases: list) -> None:
     case = full_size_cases[0]
     brain = case.adc > 0
@@ -51,6 +52,7 @@ def test_intensities_look_like_neonatal_adc(full_size_cases: list) -> None:
     assert np.all(case.z[~brain] == 0)
 
 
+@pytest.mark.slow
 def test_lesions_have_reduced_adc(full_size_cases: list) -> None:
     lesion_z = []
     for case in full_size_cases:
@@ -75,6 +77,7 @@ def test_burden_strata_and_lesion_free_cases() -> None:
     assert 85 <= groups["<1%"] <= 135 and 20 <= groups["1%-5%"] <= 60 and 30 <= groups[">5%"] <= 70, groups
 
 
+@pytest.mark.slow
 def test_threshold_baseline_agrees_only_in_part(full_size_cases: list) -> None:
     scores = [dice(c.label, c.z < -2) for c in full_size_cases]
     assert 0.35 <= float(np.mean(scores)) <= 0.65, np.mean(scores)
