@@ -77,23 +77,25 @@ def theoretical_peaks(info: dict[str, str] | None = None) -> tuple[dict[str, flo
 def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), seconds: float = 1.0
                           ) -> dict[str, tuple[float, int, str]]:
     """Per precision (fp32, bf16, int8), the best achieved G(FL)OP/s of one matrix product compiled by OpenVINO for
-    the CPU, the size that gave it, and the kernel that ran it: the best GEMM this machine has (OpenVINO's oneDNN
-    kernels beat torch's own matrix product on some CPUs by 2x). The product is a 1x1 convolution of a
-    (1, C, 64, 64) input with a (C, C, 1, 1) weight, C in `sizes` (a (4096 x C) x (C x C) GEMM), as the network's
-    own layers compile. int8 is that convolution between FakeQuantize nodes, as NNCF writes it: the CPU plugin runs
-    it in u8 x s8 on every instruction set (AVX2 by vpmaddubsw, VNNI by vpdpbusd; the kernel's name says which),
-    where a MatMul between FakeQuantize nodes did not reach the int8 kernels on AVX2. bf16 is the fp32 model under
-    the bf16 inference hint (CPUs without native bf16 emulate it, and the figure says so by being low)."""
+    the CPU, the size that gave it, and the op and kernel that ran it: the best GEMM this machine has (OpenVINO's
+    oneDNN kernels beat torch's own matrix product on some CPUs by 2x). Two products of the same size are tried, C
+    in `sizes`: a 1x1 convolution of a (1, C, 64, 64) input with a (C, C, 1, 1) weight, as the network's own layers
+    compile, and a (4096 x C) x (C x C) MatMul. int8 is each between FakeQuantize nodes, as NNCF writes them: the
+    convolution runs in u8 x s8 on every instruction set (AVX2 by vpmaddubsw, VNNI by vpdpbusd; the kernel's name
+    says which), where the MatMul did not reach the int8 kernels on an AVX2 CPU. bf16 is the fp32 model under the
+    bf16 inference hint (CPUs without native bf16 emulate it, and the figure says so by being low)."""
     import openvino as ov
     from openvino import opset13 as ops
 
     core = ov.Core()
     pixels = 64
 
-    def model_of(channels: int, int8: bool) -> ov.Model:
+    def model_of(channels: int, int8: bool, op: str) -> ov.Model:
         rng = np.random.default_rng(0)
-        x = ops.parameter([1, channels, pixels, pixels], np.float32)
-        w = ops.constant(rng.standard_normal((channels, channels, 1, 1)).astype(np.float32))
+        shape = [1, channels, pixels, pixels] if op == "convolution" else [pixels * pixels, channels]
+        x = ops.parameter(shape, np.float32)
+        weight = (channels, channels, 1, 1) if op == "convolution" else (channels, channels)
+        w = ops.constant(rng.standard_normal(weight).astype(np.float32))
         left, right = x, w
         if int8:
             def fake_quantize(node, low: float, high: float, levels: int):
@@ -101,27 +103,30 @@ def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (256, 512, 1024
                 return ops.fake_quantize(node, lo, hi, lo, hi, levels)
             left = fake_quantize(x, 0.0, 2.55, 256)
             right = fake_quantize(w, -1.27, 1.27, 255)
-        return ov.Model([ops.convolution(left, right, [1, 1], [0, 0], [0, 0], [1, 1])], [x])
+        if op == "convolution":
+            return ov.Model([ops.convolution(left, right, [1, 1], [0, 0], [0, 0], [1, 1])], [x])
+        return ov.Model([ops.matmul(left, right, False, False)], [x])
 
     def kernel(compiled) -> str:
         for op in compiled.get_runtime_model().get_ops():
             info = op.get_rt_info()
-            if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+            if "layerType" in info and info["layerType"].astype(str) in ("Convolution", "FullyConnected", "MatMul"):
                 return f"{info['primitiveType'].astype(str)}, {info['runtimePrecision'].astype(str)}"
         return "?"
 
     peaks: dict[str, tuple[float, int, str]] = {}
     for precision, hint, int8 in (("fp32", "f32", False), ("bf16", "bf16", False), ("int8", "f32", True)):
         best = (0.0, 0, "")
-        for channels in sizes:
+        for op, channels in ((op, c) for op in ("convolution", "matmul") for c in sizes):
             try:
-                compiled = core.compile_model(model_of(channels, int8), "CPU", {
+                compiled = core.compile_model(model_of(channels, int8, op), "CPU", {
                     "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
             except RuntimeError:  # bf16 under an instruction-set cap below it (ONEDNN_MAX_CPU_ISA=AVX2)
                 best = (float("nan"), channels, "refused by the CPU plugin")
                 break
             request = compiled.create_infer_request()
-            data = np.abs(np.random.default_rng(1).standard_normal((1, channels, pixels, pixels))).astype(np.float32)
+            shape = (1, channels, pixels, pixels) if op == "convolution" else (pixels * pixels, channels)
+            data = np.abs(np.random.default_rng(1).standard_normal(shape)).astype(np.float32)
             request.infer([data])
             runs, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
@@ -129,7 +134,7 @@ def openvino_matmul_peaks(threads: int, sizes: tuple[int, ...] = (256, 512, 1024
                 runs += 1
             rate = 2 * pixels * pixels * channels**2 * runs / (time.perf_counter() - started) / 1e9
             if rate > best[0]:
-                best = (rate, channels, kernel(compiled))
+                best = (rate, channels, f"{op}, {kernel(compiled)}")
         peaks[precision] = best
     return peaks
 

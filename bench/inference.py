@@ -141,8 +141,8 @@ def main() -> int:
     print(machine_line(device))
     native = device.type == "cuda" or cpu_has_native_bf16()
     if device.type == "cpu":
-        # The ruler: per precision the best GEMM this machine has (OpenVINO's 1x1 convolution or torch's matrix
-        # product), beside the theoretical peak of its instruction set; the shares below are of the measured one.
+        # The ruler: per precision the best GEMM this machine has (OpenVINO's 1x1 convolution or MatMul, or torch's
+        # matrix product), beside the theoretical peak of its instruction set; the shares below are of the measured one.
         measured = openvino_matmul_peaks(torch.get_num_threads())
         torch_rates = {"fp32": matmul_peak_gflops(device, torch.float32),
                        "bf16": matmul_peak_gflops(device, torch.bfloat16) if native else float("nan"),
@@ -152,8 +152,8 @@ def main() -> int:
         for name in ("fp32", "bf16", "int8"):
             rate, size, kernel = measured[name]
             peaks[name] = max(rate, torch_rates[name]) if native or name != "bf16" else float("nan")
-            print(f"{name} peak {peaks[name]:.0f} G(FL)OP/s: OpenVINO 1x1 convolution {rate:.0f} (best at {size} "
-                  f"channels, kernel {kernel}), torch {torch_rates[name]:.0f}; theoretical {theoretical[name]:.0f}")
+            print(f"{name} peak {peaks[name]:.0f} G(FL)OP/s: OpenVINO {rate:.0f} (best: {kernel}, size {size}), "
+                  f"torch {torch_rates[name]:.0f}; theoretical {theoretical[name]:.0f}")
         print(f"theoretical: {how}")
         if not native:
             print("no native bf16 on this CPU: the bf16 rows are skipped")
