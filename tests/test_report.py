@@ -183,23 +183,28 @@ def test_people_s_case_ids_in_a_real_browser(people_s_ids: Path) -> None:
 
 
 def _cohort(folder: Path, count: int) -> list[ReportCase]:
-    """`count` small generated cases, each with its own overlay file beside the page and its thumbnail."""
+    """`count` small generated cases, each with its own overlay file beside the page and its thumbnail (eight
+    pictures drawn, each case a copy of one: drawing is not what the page's tests measure)."""
     import numpy as np
 
     from sparseg.plots import overlay_png, thumbnail_png
 
     rng = np.random.default_rng(0)
-    cases = []
-    for number in range(count):
+    pictures = []
+    for variant in range(min(count, 8)):
         adc = rng.uniform(500, 2000, (3, 32, 32)).astype(np.float32)
         adc[:, :4] = 0
         mask = np.zeros(adc.shape, bool)
-        mask[1, 10 : 12 + number % 8, 12:18] = True
-        png = overlay_png(adc, mask, None, (3.0, 1.0, 1.0), f"case {number}", n_slices=1, dpi=40)
+        mask[1, 10 : 12 + variant, 12:18] = True
+        png = overlay_png(adc, mask, None, (3.0, 1.0, 1.0), f"picture {variant}", n_slices=1, dpi=40)
+        pictures.append((png, thumbnail_png(png), float(mask.sum()) / 1000))
+    cases = []
+    for number in range(count):
+        png, thumbnail, volume = pictures[number % len(pictures)]
         name = f"case-{number:04d}_overlay.png"
         (folder / name).write_bytes(png)
-        cases.append(ReportCase(f"case-{number:04d}", "ok", float(mask.sum()) / 1000, "<1%", 0.5 + number % 7,
-                                overlay=name, thumbnail_png=thumbnail_png(png)))
+        cases.append(ReportCase(f"case-{number:04d}", "ok", volume, "<1%", 0.5 + number % 7,
+                                overlay=name, thumbnail_png=thumbnail))
     return cases
 
 
