@@ -224,7 +224,7 @@ def require_atlas_destination(out: Path, inputs: list[Path]) -> None:
             raise InputError(f"{out}: holds other files ({', '.join(others[:5])}); an atlas goes into a new folder, "
                              "or replaces an atlas")
         try:
-            read_description(out)
+            read_atlas(out)  # every file the one its atlas.json names: an atlas this project wrote, unchanged
         except InputError as exc:
             raise InputError(f"{out}: holds files of an atlas's names but is not an atlas ({exc}); an atlas goes "
                              "into a new folder, or replaces an atlas") from None

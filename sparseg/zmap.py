@@ -53,6 +53,10 @@ SCALE_RANGE = (0.25, 4.0)
 """Intensity normalisation brings a case's ADC to the atlas's level by a factor (`ZmapResult.scale`): scanners and
 ages differ by tens of percent, so a factor outside this range means another map or another unit than the
 atlas's, and is refused."""
+SPREAD_FLAG = 2.0
+"""Healthy tissue's Z-scores against a normative atlas spread about 1 (a robust SD: 1.4826 x the median absolute
+deviation over the brain, lesions barely moving it); a case whose Z_ADC spreads more than this is flagged: an
+atlas SD too small for this case, or a registration off."""
 SATURATED_FLAG = 0.05
 """A case with more than this share of its brain at the clip (|Z_ADC| = 10) is flagged: an atlas or ADC far off."""
 Z_LIKE_NEGATIVE_SHARE = 0.2
@@ -206,7 +210,12 @@ def compute_zmap(adc: Volume, atlas: Atlas, config: ZmapConfig = ZmapConfig(),
         flags.append(f"{FLAG_PREFIXES[0]}: look (overlap {overlap:.2f})")
     if covered < COVERAGE_FLAG:
         flags.append(f"{FLAG_PREFIXES[1]} {covered:.1%} of the brain (the atlas covers no more)")
-    saturated = float(np.mean(np.abs(z[region]) >= config.clip))
+    inside = z[region]
+    spread = float(1.4826 * np.median(np.abs(inside - np.median(inside))))
+    if spread > SPREAD_FLAG:
+        flags.append(f"{FLAG_PREFIXES[1]} the brain spreads {spread:.1f} SD (about 1 against a normative atlas): "
+                     "look at the atlas's SD and the registration")
+    saturated = float(np.mean(np.abs(inside) >= config.clip))
     if saturated > SATURATED_FLAG:
         flags.append(f"{FLAG_PREFIXES[1]} {saturated:.1%} of the brain at the clip (+-{config.clip:g}): look at the "
                      "atlas and the ADC")

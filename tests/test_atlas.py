@@ -189,6 +189,12 @@ def test_an_atlas_goes_into_a_new_folder_or_over_an_atlas(tmp_path: Path) -> Non
     with pytest.raises(InputError, match="looks: holds files of an atlas's names but is not an atlas"):
         import_atlas(mean, sd, None, tmp_path / "looks")
     assert (tmp_path / "looks" / "mean.mha").read_bytes() == mean.read_bytes()
+    copied = _atlas(tmp_path / "real")  # a real atlas.json beside someone's own mean.mha: not that atlas either
+    (copied / "mean.mha").write_bytes(b"my own mean")
+    with pytest.raises(InputError, match="real: holds files of an atlas's names but is not an atlas .*mean.mha: "
+                                         "changed since"):
+        import_atlas(mean, sd, None, copied)
+    assert (copied / "mean.mha").read_bytes() == b"my own mean"
     first = import_atlas(mean, sd, None, tmp_path / "atlas", "first")
     second = import_atlas(mean, sd, None, tmp_path / "atlas", "second")
     assert first.sha256 != second.sha256 and read_atlas(tmp_path / "atlas").description["description"] == "second"
