@@ -36,7 +36,7 @@ import numpy as np
 
 from sparseg.errors import InputError, OutputError
 from sparseg.io import PARTIAL_PREFIX, Geometry, Volume, read_image, write_image, write_text
-from sparseg.paths import file_sha256, require_apart
+from sparseg.paths import file_sha256, require_apart, writer_gone
 
 ATLAS_JSON = "atlas.json"
 ATLAS_FORMAT = "sparseg-atlas"
@@ -278,24 +278,13 @@ def remove_staging(out: Path, inputs: list[Path] = ()) -> None:
     with contextlib.suppress(OSError):
         for stale in out.parent.iterdir():
             found = pattern.fullmatch(stale.name)
-            if found is None or found["host"] != socket.gethostname() or not stale.is_dir() or stale.is_symlink():
-                continue
-            if _alive(int(found["pid"])):
+            if found is None or not stale.is_dir() or stale.is_symlink() or not writer_gone(found["host"],
+                                                                                            found["pid"]):
                 continue
             root = str(stale.resolve())
             if any(path == root or path.startswith(root + os.sep) for path in held):
                 continue
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def import_atlas(mean: Path, sd: Path, mask: Path | None, out: Path, description: str = "") -> Atlas:

@@ -55,7 +55,7 @@ from sparseg.config import RunConfig
 from sparseg.errors import InputError, OutputError, SparsegError
 from sparseg.io import PARTIAL_PREFIX, place, write_text
 from sparseg.model import Checkpoint, load_checkpoint
-from sparseg.paths import file_sha256, require_apart
+from sparseg.paths import file_sha256, require_apart, writer_gone
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +258,8 @@ def remove_dead_staging(folder: Path) -> None:
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             found = STAGING.fullmatch(entry.name)
-            if found is None or found["host"] != socket.gethostname() or not entry.is_dir():
-                continue
-            try:
-                os.kill(int(found["pid"]), 0)
-            except ProcessLookupError:
+            if found is not None and entry.is_dir() and writer_gone(found["host"], found["pid"]):
                 shutil.rmtree(entry, ignore_errors=True)
-            except (PermissionError, OverflowError):
-                continue
 
 
 def recorded_agreement(stamp: dict[str, Any] | None) -> tuple[float | None, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,3 +103,18 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def writer_gone(host: str, pid: str) -> bool:
+    """Whether the process that named a staging folder by its `host` and `pid` is gone: it ran on this machine and
+    no process has that id now. Another machine's, a live process's (another user's too) or an impossible id: not
+    gone, so its folder is left alone (a folder shared over a network file system may hold a write under way)."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return False

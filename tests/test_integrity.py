@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -934,45 +936,43 @@ def test_a_killed_export_s_staging_folder_is_removed_by_the_next(tiny_checkpoint
     assert not killed.exists() and elsewhere.exists()
 
 
-@pytest.mark.slow
-def test_a_checkpoint_in_a_read_only_folder_leaves_no_temporary_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """Each run left a /tmp/sparseg-openvino-* folder behind (6.6 MB for the demo network)."""
+@contextlib.contextmanager
+def _read_only_copy(checkpoint: Path, folder: Path) -> Iterator[Path]:
+    """A copy of `checkpoint` in `folder`, bind-mounted read-only for the block (as /opt/ml/model/ is); the test is
+    skipped where that needs root or cannot be done."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a read-only folder (CI runs as root)")
-    folder, temporary = tmp_path / "ro", tmp_path / "tmp"
     folder.mkdir()
-    temporary.mkdir()
-    shutil.copyfile(tiny_checkpoint, folder / "c.safetensors")
+    copy = Path(shutil.copyfile(checkpoint, folder / "c.safetensors"))
     if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
         pytest.skip("cannot bind-mount here")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        yield copy
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_in_a_read_only_folder_leaves_no_temporary_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Each run left a /tmp/sparseg-openvino-* folder behind (6.6 MB for the demo network)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with _read_only_copy(tiny_checkpoint, tmp_path / "ro") as checkpoint:
         probe = ("from sparseg.networks import load_network; from sparseg.runtime import resolve_runtime; "
-                 f"load_network({str(folder / 'c.safetensors')!r}, resolve_runtime('cpu', 'openvino', 'fp32'))")
+                 f"load_network({str(checkpoint)!r}, resolve_runtime('cpu', 'openvino', 'fp32'))")
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                 env={**os.environ, "TMPDIR": str(temporary)})
         assert result.returncode == 0, result.stderr
         assert list(temporary.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_quantize_into_a_folder_it_cannot_write_is_refused_before_calibrating(data: Path, tiny_checkpoint: Path,
                                                                              tmp_path: Path, capsys) -> None:
     """It calibrated and exported twice (99 s) before failing to write its stamp."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a read-only folder (CI runs as root)")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    shutil.copyfile(tiny_checkpoint, folder / "c.safetensors")
-    if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot bind-mount here")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
-        _refused(capsys, main(["quantize", str(folder / "c.safetensors"), "--data", str(data)]),
-                 f"{folder}: cannot write there")
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    with _read_only_copy(tiny_checkpoint, tmp_path / "ro") as checkpoint:
+        _refused(capsys, main(["quantize", str(checkpoint), "--data", str(data)]),
+                 f"{checkpoint.parent}: cannot write there")
 
 
 # Round 4. Rule 5 and the smaller items: no traceback, no silent skip
